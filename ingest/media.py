@@ -1,0 +1,125 @@
+"""The one interface through which a job's decoded media leaves ingest.
+
+A publish session's decode thread `put()`s items into a `MediaQueue`; the job's
+encoder thread `get()`s them. The queue is bounded: when the consumer is too slow,
+media items are dropped and counted (never memory without limit); control items
+(`SessionStart`, `SessionEnd`) are never dropped.
+
+Items, in order, for each publish session:
+    SessionStart, then any mix of av.VideoFrame / av.AudioFrame (decoding mode) or
+    av.Packet (passthrough mode), then SessionEnd.
+Frame and packet timestamps are in the input stream's time base, restarting near
+zero at each session (RTMP timestamps restart on reconnect): the consumer keeps
+its output continuous across sessions.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+
+
+@dataclass(frozen=True)
+class VideoParams:
+    """What the source video is, as the demuxer/decoder saw it."""
+
+    codec_name: str  # "h264", "hevc", ...
+    width: int
+    height: int
+    frame_rate: Fraction | None  # None when the source does not say
+    time_base: Fraction
+    stream: Any = field(default=None, compare=False, repr=False)  # av VideoStream (passthrough template)
+
+
+@dataclass(frozen=True)
+class AudioParams:
+    codec_name: str  # "aac", ...
+    sample_rate: int
+    channels: int
+    time_base: Fraction
+    stream: Any = field(default=None, compare=False, repr=False)  # av AudioStream (passthrough template)
+
+
+@dataclass(frozen=True)
+class SessionStart:
+    """A publisher's session began (first one, or a reconnect: `session` > 0)."""
+
+    session: int
+    video: VideoParams | None
+    audio: AudioParams | None
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    """The publisher's session ended (disconnect, error, or job stopped)."""
+
+    session: int
+    reason: str
+
+
+MediaItem = SessionStart | SessionEnd | av.VideoFrame | av.AudioFrame | av.Packet
+
+
+class QueueClosed(EOFError):
+    """Raised by `MediaQueue.get()` once the queue is closed and drained."""
+
+
+class MediaQueue:
+    """Bounded thread-safe queue; `put()` never blocks, it drops and counts instead."""
+
+    def __init__(self, max_items: int = 120) -> None:
+        self.max_items = max_items
+        self._items: collections.deque[MediaItem] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped_video = 0
+        self.dropped_audio = 0
+        self.dropped_packets = 0
+
+    def put(self, item: MediaItem) -> bool:
+        """Enqueue `item`; returns False if it was dropped (queue full or closed)."""
+        control = isinstance(item, SessionStart | SessionEnd)
+        with self._cond:
+            if self._closed:
+                return False
+            if not control and len(self._items) >= self.max_items:
+                if isinstance(item, av.VideoFrame):
+                    self.dropped_video += 1
+                elif isinstance(item, av.AudioFrame):
+                    self.dropped_audio += 1
+                else:
+                    self.dropped_packets += 1
+                return False
+            self._items.append(item)
+            self._cond.notify()
+            return True
+
+    def get(self, timeout: float | None = None) -> MediaItem | None:
+        """Next item; None on timeout; raises QueueClosed when closed and empty."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            if self._items:
+                return self._items.popleft()
+            if self._closed:
+                raise QueueClosed("media queue closed")
+            return None
+
+    def close(self) -> None:
+        """No more items; the consumer drains what is queued then gets QueueClosed."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_video + self.dropped_audio + self.dropped_packets
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)

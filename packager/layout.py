@@ -1,0 +1,43 @@
+"""Where a live job's objects live in its bucket: pure functions, shared by API and packager.
+
+    {destination}/{filePath}/master.m3u8            master playlist (live renditions)
+    {destination}/{filePath}/{rendition}/index.m3u8 live playlist (sliding window)
+    {destination}/{filePath}/{rendition}/event.m3u8 event playlist (the whole live)
+    {destination}/{filePath}/{rendition}/seg_000042.ts
+"""
+
+from __future__ import annotations
+
+MASTER_NAME = "master.m3u8"
+LIVE_PLAYLIST_NAME = "index.m3u8"
+EVENT_PLAYLIST_NAME = "event.m3u8"
+
+
+def object_prefix(destination: str, file_path: str) -> str:
+    """The key prefix of a job; both parts were validated (no `..`, not absolute)."""
+    parts = [p.strip("/") for p in (destination, file_path) if p and p.strip("/")]
+    return "/".join(parts)
+
+
+def _join(prefix: str, *rest: str) -> str:
+    return "/".join([prefix, *rest]) if prefix else "/".join(rest)
+
+
+def master_key(prefix: str) -> str:
+    return _join(prefix, MASTER_NAME)
+
+
+def live_playlist_key(prefix: str, rendition: str) -> str:
+    return _join(prefix, rendition, LIVE_PLAYLIST_NAME)
+
+
+def event_playlist_key(prefix: str, rendition: str) -> str:
+    return _join(prefix, rendition, EVENT_PLAYLIST_NAME)
+
+
+def segment_name(sequence: int) -> str:
+    return f"seg_{sequence:06d}.ts"
+
+
+def segment_key(prefix: str, rendition: str, sequence: int) -> str:
+    return _join(prefix, rendition, segment_name(sequence))

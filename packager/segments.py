@@ -1,0 +1,31 @@
+"""The unit the encoder hands to the packager: one finished MPEG-TS segment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    """A rendition as the master playlist describes it (BANDWIDTH is measured later)."""
+
+    name: str  # "720p"
+    width: int
+    height: int
+    frame_rate: float | None
+    codecs: str  # "avc1.64001f,mp4a.40.2"
+    target_bitrate_bps: int  # the template's video + audio bitrate, before measurement
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One MPEG-TS segment of one rendition, starting on a keyframe."""
+
+    rendition: str
+    sequence: int  # 0-based, consecutive within the rendition
+    start_seconds: float  # media time of its first video frame on the job's output timeline
+    duration_seconds: float
+    data: bytes
+    discontinuity: bool = False  # first segment after a publisher reconnect
+    keyframe_pts: Fraction | None = None  # pts (seconds) of the first keyframe, for alignment checks
