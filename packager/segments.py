@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from fractions import Fraction
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -29,3 +31,20 @@ class Segment:
     data: bytes
     discontinuity: bool = False  # first segment after a publisher reconnect
     keyframe_pts: Fraction | None = None  # pts (seconds) of the first keyframe, for alignment checks
+
+
+class SegmentSink(Protocol):
+    """Where an encoder hands its segments: the HLS publisher (or a test double).
+
+    Called from the encoder's thread. `add_segment` must not block on the network:
+    a storage outage spools, it never stalls encoding.
+    """
+
+    def start(self, variants: Sequence[VariantInfo], segment_seconds: float) -> None:
+        """The renditions are known (first publish session); called once, before any segment."""
+
+    def add_segment(self, segment: Segment) -> None:
+        """One finished segment; segments of a rendition arrive in sequence order."""
+
+    def finish(self) -> None:
+        """The live ended: publish what remains and close the playlists (EXT-X-ENDLIST)."""
