@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 TEMPLATES_FILE = Path(__file__).with_name("templates.json")
 
@@ -37,7 +38,7 @@ class JobTemplate:
     renditions: tuple[RenditionSpec, ...]
 
 
-def _parse(raw: dict) -> JobTemplate:  # type: ignore[type-arg]
+def _parse(raw: dict[str, Any]) -> JobTemplate:
     return JobTemplate(
         id=int(raw["id"]),
         name=raw["name"],

@@ -33,7 +33,9 @@ class VideoParams:
     height: int
     frame_rate: Fraction | None  # None when the source does not say
     time_base: Fraction
-    stream: Any = field(default=None, compare=False, repr=False)  # av VideoStream (passthrough template)
+    stream: Any = field(
+        default=None, compare=False, repr=False
+    )  # av VideoStream (passthrough template)
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,9 @@ class AudioParams:
     sample_rate: int
     channels: int
     time_base: Fraction
-    stream: Any = field(default=None, compare=False, repr=False)  # av AudioStream (passthrough template)
+    stream: Any = field(
+        default=None, compare=False, repr=False
+    )  # av AudioStream (passthrough template)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Where a live job's objects live in its bucket: pure functions, shared by API and packager.
 
-    {destination}/{filePath}/master.m3u8            master playlist (live renditions)
-    {destination}/{filePath}/{rendition}/index.m3u8 live playlist (sliding window)
-    {destination}/{filePath}/{rendition}/event.m3u8 event playlist (the whole live)
-    {destination}/{filePath}/{rendition}/seg_000042.ts
+{destination}/{filePath}/master.m3u8            master playlist (live renditions)
+{destination}/{filePath}/{rendition}/index.m3u8 live playlist (sliding window)
+{destination}/{filePath}/{rendition}/event.m3u8 event playlist (the whole live)
+{destination}/{filePath}/{rendition}/seg_000042.ts
 """
 
 from __future__ import annotations

@@ -103,9 +103,7 @@ class EmbeddedS3:
             "identities": [
                 {
                     "name": "onair",
-                    "credentials": [
-                        {"accessKey": self.access_key, "secretKey": self.secret_key}
-                    ],
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                 },
                 # Playback URLs (master playlist, segments) are fetched by players
@@ -169,7 +167,9 @@ class EmbeddedS3:
                 return
             time.sleep(0.2)
         self.stop()
-        raise S3ServerError(f"SeaweedFS did not answer within {timeout_seconds:.0f} s; see {log_path}")
+        raise S3ServerError(
+            f"SeaweedFS did not answer within {timeout_seconds:.0f} s; see {log_path}"
+        )
 
     def _answers(self) -> bool:
         # The S3 port answers (403 without credentials) only once the filer is up.

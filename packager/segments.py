@@ -30,7 +30,9 @@ class Segment:
     duration_seconds: float
     data: bytes
     discontinuity: bool = False  # first segment after a publisher reconnect
-    keyframe_pts: Fraction | None = None  # pts (seconds) of the first keyframe, for alignment checks
+    keyframe_pts: Fraction | None = (
+        None  # pts (seconds) of the first keyframe, for alignment checks
+    )
 
 
 class SegmentSink(Protocol):

@@ -1,0 +1,186 @@
+"""The `onair` command: `onair run` (the service) and `onair project create NAME`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from aiohttp import web
+
+from packager.s3server import EmbeddedS3, S3ServerError
+
+from .keys import new_api_key
+from .settings import ConfigError, Settings, load_settings
+from .store import Store
+
+logger = logging.getLogger("onair")
+
+DEV_PROJECT_FILE = "dev-project.json"
+S3_CREDENTIALS_FILE = "s3-credentials.json"
+
+
+def _write_private(path: Path, data: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+
+
+def create_project(store: Store, name: str) -> dict[str, str]:
+    """A new project and its API key (shown once: only its hash is stored)."""
+    project_id = str(uuid.uuid4())
+    key = new_api_key()
+    store.create_project(project_id, name, key.key_id, key.secret_hash)
+    return {"projectId": project_id, "apiKey": key.api_key}
+
+
+def dev_project(settings: Settings, store: Store) -> dict[str, str]:
+    """The development project of `make run`, created once and kept in the data dir."""
+    path = settings.data_dir / DEV_PROJECT_FILE
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if store.get_project(saved.get("projectId", "")) is not None:
+            return {"projectId": saved["projectId"], "apiKey": saved["apiKey"]}
+    project = create_project(store, "development")
+    _write_private(path, project)
+    return project
+
+
+def with_s3_credentials(settings: Settings) -> Settings:
+    """For the embedded S3 without configured keys: generate them once, keep them private."""
+    if not settings.embedded_s3 or settings.s3_access_key is not None:
+        return settings
+    path = settings.data_dir / S3_CREDENTIALS_FILE
+    if path.exists():
+        saved = json.loads(path.read_text())
+    else:
+        saved = {
+            "accessKey": "onair-" + secrets.token_hex(8),
+            "secretKey": secrets.token_urlsafe(30),
+        }
+        _write_private(path, saved)
+    return replace(settings, s3_access_key=saved["accessKey"], s3_secret_key=saved["secretKey"])
+
+
+def s3_endpoint(settings: Settings) -> str:
+    return settings.s3_endpoint or f"http://127.0.0.1:{settings.s3_port}"
+
+
+async def serve(settings: Settings, *, embedded: EmbeddedS3 | None = None) -> None:
+    """Run the service until SIGINT/SIGTERM."""
+    from .service import build_app
+
+    app = build_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    await site.start()
+
+    store = Store(settings.db_path)
+    try:
+        project = dev_project(settings, store)
+    finally:
+        store.close()
+    api = f"http://{settings.http_host}:{settings.http_port}"
+    print(
+        "\n".join(
+            [
+                f"onair is up. API:      {api}  (OpenAPI: {api}/api/openapi.json)",
+                f"RTMP (OBS 'Server'):  rtmp://{settings.public_host}:{settings.rtmp_port}/live/",
+                f"S3:                   {s3_endpoint(settings)}"
+                + (" (embedded SeaweedFS)" if embedded else ""),
+                f"Development project:  {project['projectId']}",
+                f"Development API key:  {project['apiKey']}",
+                "Ctrl-C stops the service" + (" and SeaweedFS." if embedded else "."),
+            ]
+        ),
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("stopping")
+        await runner.cleanup()
+
+
+def cmd_run(settings: Settings) -> int:
+    settings = with_s3_credentials(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    embedded: EmbeddedS3 | None = None
+    if settings.embedded_s3:
+        assert settings.s3_access_key and settings.s3_secret_key
+        embedded = EmbeddedS3(
+            settings.data_dir / "seaweedfs",
+            settings.s3_port,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+        )
+        try:
+            print(f"starting embedded S3 (SeaweedFS) on port {settings.s3_port} ...", flush=True)
+            embedded.start()
+        except S3ServerError as exc:
+            print(f"onair: {exc}", file=sys.stderr)
+            return 1
+    try:
+        asyncio.run(serve(settings, embedded=embedded))
+    except OSError as exc:
+        print(f"onair: cannot start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            print("SeaweedFS stopped.", flush=True)
+    return 0
+
+
+def cmd_project_create(settings: Settings, name: str) -> int:
+    if not name.strip():
+        print("onair: the project name must not be empty", file=sys.stderr)
+        return 2
+    store = Store(settings.db_path)
+    try:
+        print(json.dumps(create_project(store, name.strip())))
+    finally:
+        store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="onair", description="onair live encoding service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the service (and the embedded S3 unless ONAIR_S3_ENDPOINT)")
+    project = sub.add_parser("project", help="manage projects")
+    project_sub = project.add_subparsers(dest="project_command", required=True)
+    create = project_sub.add_parser("create", help="create a project; prints its id and API key")
+    create.add_argument("name")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"onair: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if args.command == "run":
+        return cmd_run(settings)
+    return cmd_project_create(settings, args.name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""The domain exceptions; the API maps each to one HTTP status."""
+
+from __future__ import annotations
+
+
+class OnairError(Exception):
+    """Base of onair's domain errors."""
+
+
+class ValidationFailed(OnairError):
+    """A request is malformed; `errors` has one message per bad field (400)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+class JobNotFound(OnairError):
+    """No live job with this id/name/key in this project (404)."""
+
+
+class Unauthorized(OnairError):
+    """No API key, or an unknown one (401)."""
+
+
+class Forbidden(OnairError):
+    """A valid key used on another project's resources (403)."""
+
+
+class Unavailable(OnairError):
+    """A backend (storage) does not answer (503)."""

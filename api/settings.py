@@ -1,0 +1,190 @@
+"""Configuration: `ONAIR_*` environment variables, validated once into a frozen object."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message is one line naming the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment. Units are in the names."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    rtmp_host: str = "0.0.0.0"
+    rtmp_port: int = 1935
+    srt_port: int = 9000
+    data_dir: Path = Path("./data")
+    s3_endpoint: str | None = None  # None: start the embedded SeaweedFS
+    s3_access_key: str | None = None  # None with the embedded S3: generated, kept in data_dir
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    s3_port: int = 8333
+    s3_public_url: str | None = None  # base of storage URLs handed to players
+    public_host: str = "127.0.0.1"
+    cdn_base_url: str | None = None
+    reconnect_window_seconds: float = 30.0
+    encoder_id: int = 1
+    log_level: str = "INFO"
+
+    @property
+    def embedded_s3(self) -> bool:
+        return self.s3_endpoint is None
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "onair.sqlite3"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def storage_base_url(self) -> str:
+        """Where objects are reachable by players: `{base}/{bucket}/{key}` (path style)."""
+        if self.s3_public_url:
+            return self.s3_public_url.rstrip("/")
+        if self.s3_endpoint:
+            return self.s3_endpoint.rstrip("/")
+        return f"http://{self.public_host}:{self.s3_port}"
+
+
+ENV_PREFIX = "ONAIR_"
+
+# variable suffix -> (field, description) — the README table is written from this.
+DOCUMENTED: dict[str, str] = {
+    "HTTP_HOST": "Address the control API listens on",
+    "HTTP_PORT": "Port of the control API",
+    "RTMP_HOST": "Address the RTMP ingest listens on",
+    "RTMP_PORT": "Port of the RTMP ingest (one port for every live job)",
+    "SRT_PORT": "Port of the SRT ingest",
+    "DATA_DIR": "State: SQLite store, upload spool, embedded S3 data",
+    "S3_ENDPOINT": "S3 endpoint URL; unset starts the embedded SeaweedFS",
+    "S3_ACCESS_KEY": "S3 access key (generated and kept in DATA_DIR for the embedded S3)",
+    "S3_SECRET_KEY": "S3 secret key (generated likewise)",
+    "S3_REGION": "S3 region",
+    "S3_PORT": "Port of the embedded S3; its other ports are derived from it",
+    "S3_PUBLIC_URL": "Base URL of stored objects for players (default: the S3 endpoint)",
+    "PUBLIC_HOST": "Host name put in rtmpServer, playback and storage URLs",
+    "CDN_BASE_URL": "Base URL of a CDN in front of the bucket (jobs with cdnDistribution)",
+    "RECONNECT_WINDOW_SECONDS": "How long an interrupted job waits for its publisher to return",
+    "ENCODER_ID": "This host's encoder id (outputs' encoderId)",
+    "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+}
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
+
+
+def _port(name: str, value: str) -> int:
+    number = _int(name, value)
+    if not 1 <= number <= 65535:
+        raise ConfigError(f"{name}={value!r}: a port must be between 1 and 65535")
+    return number
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: not an integer") from None
+
+
+def _host(name: str, value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(value):
+        raise ConfigError(f"{name}={value!r}: not an IP address or host name")
+    return value
+
+
+def _url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}={value!r}: must be an http(s) URL with a host")
+    return value.rstrip("/")
+
+
+def _positive_float(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: not a number") from None
+    if not number > 0:
+        raise ConfigError(f"{name}={value!r}: must be greater than 0")
+    return number
+
+
+def _nonempty(name: str, value: str) -> str:
+    if not value.strip():
+        raise ConfigError(f"{name}: must not be empty")
+    return value
+
+
+def _log_level(name: str, value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{name}={value!r}: one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+def _encoder_id(name: str, value: str) -> int:
+    number = _int(name, value)
+    if not 0 <= number <= 2**31 - 1:
+        raise ConfigError(f"{name}={value!r}: must be between 0 and 2147483647")
+    return number
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "http_host": _host,
+    "http_port": _port,
+    "rtmp_host": _host,
+    "rtmp_port": _port,
+    "srt_port": _port,
+    "data_dir": lambda _n, v: Path(v),
+    "s3_endpoint": _url,
+    "s3_access_key": _nonempty,
+    "s3_secret_key": _nonempty,
+    "s3_region": _nonempty,
+    "s3_port": _port,
+    "s3_public_url": _url,
+    "public_host": _host,
+    "cdn_base_url": _url,
+    "reconnect_window_seconds": _positive_float,
+    "encoder_id": _encoder_id,
+    "log_level": _log_level,
+}
+
+
+def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
+    """Defaults, then `ONAIR_*` variables, then explicit overrides (tests)."""
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        env_name = ENV_PREFIX + f.name.upper()
+        raw = environ.get(env_name)
+        if raw is None or raw == "":
+            continue
+        values[f.name] = _PARSERS[f.name](env_name, raw)
+    values.update(overrides)
+    settings = Settings(**values)
+    if settings.embedded_s3 and settings.s3_port in (
+        settings.http_port,
+        settings.rtmp_port,
+        settings.srt_port,
+    ):
+        raise ConfigError(f"ONAIR_S3_PORT={settings.s3_port}: collides with another onair port")
+    if (settings.s3_access_key is None) != (settings.s3_secret_key is None):
+        raise ConfigError("ONAIR_S3_ACCESS_KEY and ONAIR_S3_SECRET_KEY: set both or neither")
+    return settings
