@@ -22,7 +22,7 @@ from .views import JOBS_KEY, SETTINGS_KEY, routes
 logger = logging.getLogger(__name__)
 
 STORE_KEY = web.AppKey("store", Store)
-PROJECT_KEY = "onair.project_id"  # request-scoped: the authenticated project
+PROJECT_KEY = web.RequestKey("project_id", str)  # the authenticated project
 StoragePing = Callable[[], bool]
 STORAGE_PING_KEY: web.AppKey[StoragePing] = web.AppKey("storage_ping")
 METRICS_KEY = web.AppKey("metrics", CollectorRegistry)

@@ -80,6 +80,10 @@ async def serve(settings: Settings, *, embedded: EmbeddedS3 | None = None) -> No
     """Run the service until SIGINT/SIGTERM."""
     from .service import build_app
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     app = build_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -106,10 +110,6 @@ async def serve(settings: Settings, *, embedded: EmbeddedS3 | None = None) -> No
         ),
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
@@ -117,7 +117,21 @@ async def serve(settings: Settings, *, embedded: EmbeddedS3 | None = None) -> No
         await runner.cleanup()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def cmd_run(settings: Settings) -> int:
+    # Until the event loop takes over, SIGTERM behaves like Ctrl-C, so that a stop
+    # during start-up still reaches the `finally` that stops SeaweedFS.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(settings)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _run(settings: Settings) -> int:
     settings = with_s3_credentials(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedS3 | None = None

@@ -418,6 +418,18 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     op_id="getStats",
                 ),
             },
+            f"{BASE}/livejobs/{{id}}/events": {
+                "get": _op(
+                    "WebSocket (webSocketConnection): the job's status, statistics and"
+                    " outputs, one JSON message a second",
+                    [JOB_REF],
+                    {
+                        "101": {"description": "Switching to the WebSocket protocol"},
+                        **_errors(400, 404),
+                    },
+                    op_id="liveJobEvents",
+                ),
+            },
             f"{BASE}/jobtemplates": {
                 "get": _op(
                     "List job templates",

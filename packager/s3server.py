@@ -157,16 +157,22 @@ class EmbeddedS3:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, not weed directly
         )
+        try:
+            self._wait_ready(timeout_seconds, log_path)
+        except BaseException:
+            self.stop()  # a failed or interrupted start leaves nothing running
+            raise
+
+    def _wait_ready(self, timeout_seconds: float, log_path: Path) -> None:
+        assert self._process is not None
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                self.stop()
                 raise S3ServerError(f"SeaweedFS exited at start; see {log_path}")
             if self._answers():
                 logger.info("embedded S3 (SeaweedFS) ready at %s", self.endpoint)
                 return
             time.sleep(0.2)
-        self.stop()
         raise S3ServerError(
             f"SeaweedFS did not answer within {timeout_seconds:.0f} s; see {log_path}"
         )

@@ -1,0 +1,246 @@
+"""The service as a user runs it: `onair run`, `onair project create`, restarts, health."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import requests
+
+from api.settings import ConfigError, load_settings
+from packager.s3server import EmbeddedS3, S3Ports
+from tests.api.conftest import CREATE_BODY, Project, make_projects, start_api, test_settings
+from tests.conftest import free_port, free_port_block
+
+ONAIR = str(Path(sys.executable).parent / "onair")
+
+
+class RunningService:
+    """`onair run` in a child process, as `make run` starts it."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.process = subprocess.Popen(
+            [ONAIR, "run"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.base = f"http://127.0.0.1:{env['ONAIR_HTTP_PORT']}"
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, str]:
+        """Read the banner; returns the development project's id and key."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        found: dict[str, str] = {}
+        while time.monotonic() < deadline and "key" not in found:
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError("onair run exited:\n" + "".join(self.lines))
+            self.lines.append(line)
+            if line.startswith("Development project:"):
+                found["id"] = line.split()[-1]
+            if line.startswith("Development API key:"):
+                found["key"] = line.split()[-1]
+        assert "key" in found, "".join(self.lines)
+        return found
+
+    def project_create(self, name: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [ONAIR, "project", "create", name],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.stdout:
+                self.process.stdout.close()
+
+
+def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONAIR_")}
+    env.update(
+        ONAIR_DATA_DIR=str(tmp_path / "data"),
+        ONAIR_HTTP_PORT=str(free_port()),
+        ONAIR_RTMP_PORT=str(free_port()),
+        ONAIR_SRT_PORT=str(free_port()),
+        ONAIR_RTMP_HOST="127.0.0.1",
+    )
+    env.update(extra)
+    return env
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_onair_run_serves_and_stops_seaweedfs_too(tmp_path: Path) -> None:
+    """`make run`'s command: embedded S3 up, API serving, Ctrl-C leaves nothing running."""
+    s3_port = free_port_block()
+    service = RunningService(service_env(tmp_path, ONAIR_S3_PORT=str(s3_port)))
+    try:
+        project = service.wait_ready()
+        health = requests.get(f"{service.base}/healthz", timeout=5)
+        assert health.status_code == 200 and health.json()["result"] == {
+            "store": True, "storage": True,
+        }  # fmt: skip
+        created = requests.post(
+            f"{service.base}/api/v1/projects/{project['id']}/livejobs",
+            headers={"Authorization": f"Bearer {project['key']}"},
+            json=CREATE_BODY,
+            timeout=5,
+        )
+        assert created.status_code == 201, created.text
+        # The embedded S3 answers with the credentials onair generated for it.
+        assert _listening(s3_port)
+        assert not _listening(8080) or service.env["ONAIR_HTTP_PORT"] == "8080"
+    finally:
+        code = service.stop(signal.SIGINT)
+    assert code == 0, "".join(service.lines)
+    for port in S3Ports(s3_port).all():
+        assert not _listening(port), f"SeaweedFS port {port} still open after Ctrl-C"
+    # The development project survives a restart with the same key.
+    service = RunningService(service.env)
+    try:
+        assert service.wait_ready() == project
+    finally:
+        assert service.stop(signal.SIGTERM) == 0
+
+
+@pytest.fixture
+def service(tmp_path: Path, s3_server: EmbeddedS3) -> Iterator[RunningService]:
+    running = RunningService(
+        service_env(
+            tmp_path,
+            ONAIR_S3_ENDPOINT=s3_server.endpoint,
+            ONAIR_S3_ACCESS_KEY=s3_server.access_key,
+            ONAIR_S3_SECRET_KEY=s3_server.secret_key,
+        )
+    )
+    running.wait_ready()
+    yield running
+    running.stop()
+
+
+def test_project_create_then_the_api_with_that_key(service: RunningService) -> None:
+    project = service.project_create("broadcaster one")
+    assert set(project) == {"projectId", "apiKey"}
+    headers = {"x-api-key": project["apiKey"]}
+    url = f"{service.base}/api/v1/projects/{project['projectId']}/livejobs"
+    created = requests.post(url, headers=headers, json=CREATE_BODY, timeout=5)
+    assert created.status_code == 201
+    listed = requests.get(url, headers=headers, timeout=5).json()
+    assert [j["key"] for j in listed["result"]] == [created.json()["result"]["key"]]
+    other = service.project_create("broadcaster two")
+    other_url = f"{service.base}/api/v1/projects/{other['projectId']}/livejobs"
+    assert requests.get(other_url, headers=headers, timeout=5).status_code == 403
+
+
+def test_project_create_refuses_an_empty_name(service: RunningService) -> None:
+    done = subprocess.run(
+        [ONAIR, "project", "create", " "],
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode != 0 and "name" in done.stderr
+
+
+def test_bad_configuration_is_one_clear_line(tmp_path: Path) -> None:
+    env = service_env(tmp_path, ONAIR_HTTP_PORT="eighty")
+    done = subprocess.run(
+        [ONAIR, "run"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "onair: configuration error: ONAIR_HTTP_PORT='eighty': not an integer"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ONAIR_RTMP_PORT", "70000"),
+        ("ONAIR_S3_ENDPOINT", "ftp://x"),
+        ("ONAIR_RECONNECT_WINDOW_SECONDS", "-1"),
+        ("ONAIR_PUBLIC_HOST", "bad host"),
+        ("ONAIR_LOG_LEVEL", "loud"),
+        ("ONAIR_S3_ACCESS_KEY", "only-one"),
+    ],
+)
+def test_settings_validation_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings({name: value})
+    assert name in str(error.value)
+
+
+async def test_restart_keeps_jobs_and_online_state(tmp_path: Path, s3_server: EmbeddedS3) -> None:
+    settings = test_settings(tmp_path, s3_server)
+    project: Project = make_projects(settings.db_path, 1)[0]
+    server = await start_api(settings)
+    base = str(server.make_url("")).rstrip("/") + f"/api/v1/projects/{project.id}/livejobs"
+    async with aiohttp.ClientSession(headers=project.headers) as session:
+        async with session.post(base, json=CREATE_BODY) as r:
+            job = (await r.json())["result"]
+        async with session.post(f"{base}/{job['key']}", json={"online": True}) as r:
+            assert r.status == 201
+        await server.close()
+
+        server = await start_api(settings)
+        base = str(server.make_url("")).rstrip("/") + f"/api/v1/projects/{project.id}/livejobs"
+        async with session.get(f"{base}/{job['id']}") as r:
+            again = (await r.json())["result"]
+        await server.close()
+    assert again["key"] == job["key"] and again["name"] == job["name"]
+    assert again["status"] == 2  # still online, waiting for the publisher
+
+
+async def test_healthz_is_503_when_storage_does_not_answer(
+    tmp_path: Path, s3_server: EmbeddedS3
+) -> None:
+    settings = test_settings(tmp_path, s3_server)
+    server = await start_api(settings, storage_ping=lambda: False)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.make_url("/healthz")) as r:
+            body = await r.json()
+    await server.close()
+    assert r.status == 503
+    assert body["result"] == {"store": True, "storage": False}
+    assert body["errors"] == ["storage does not answer"]
+
+
+def test_sigterm_during_start_up_leaves_nothing_running(tmp_path: Path) -> None:
+    s3_port = free_port_block()
+    service = RunningService(service_env(tmp_path, ONAIR_S3_PORT=str(s3_port)))
+    assert service.process.stdout is not None
+    first = service.process.stdout.readline()
+    assert first.startswith("starting embedded S3"), first
+    code = service.stop(signal.SIGTERM)
+    assert code == 0
+    for port in S3Ports(s3_port).all():
+        assert not _listening(port), f"SeaweedFS port {port} still open"
