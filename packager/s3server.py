@@ -148,7 +148,7 @@ class EmbeddedS3:
             return
         (self.data_dir / "store").mkdir(parents=True, exist_ok=True)
         log_path = self.data_dir / "weed.log"
-        log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        log_file = open(log_path, "ab")
         self._log_file = log_file
         self._process = subprocess.Popen(
             self.command(),
