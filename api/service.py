@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import boto3
 from aiohttp import web
-from botocore.config import Config
+
+from packager.storage import S3Storage
 
 from .app import create_app
+from .runtime import MediaRuntime
 from .settings import Settings
+from .views import JOBS_KEY
 
 
-def storage_ping_for(settings: Settings) -> Callable[[], bool]:
-    endpoint = settings.s3_endpoint or f"http://127.0.0.1:{settings.s3_port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key,
-        region_name=settings.s3_region,
-        config=Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 1}),
+def storage_for(settings: Settings) -> S3Storage:
+    return S3Storage(
+        settings.s3_endpoint or f"http://127.0.0.1:{settings.s3_port}",
+        settings.s3_access_key,
+        settings.s3_secret_key,
+        settings.s3_region,
     )
-
-    def ping() -> bool:
-        try:
-            client.list_buckets()
-        except Exception:
-            return False
-        return True
-
-    return ping
 
 
 def build_app(settings: Settings) -> web.Application:
-    return create_app(settings, storage_ping=storage_ping_for(settings))
+    """The service: the API, the RTMP ingest and the pipelines, on one event loop."""
+    storage = storage_for(settings)
+    return create_app(
+        settings,
+        storage_ping=storage.ping,
+        runtime_factory=lambda app: MediaRuntime(settings, app[JOBS_KEY], storage),
+    )

@@ -1,0 +1,174 @@
+"""One live job's running pipeline: decoder -> encoder -> HLS publisher, and its publisher.
+
+A `JobPipeline` lives from the job's first publish until the job goes offline. Publish
+sessions come and go (reconnects) on the same pipeline: the output continues, marked
+as a discontinuity. Media threads report back through `events`, which the runtime
+turns into status changes and timing rows on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from encoder.pipeline import LiveEncoder
+from encoder.templates import JobTemplate
+from ingest.decode import LiveDecoder
+from ingest.media import MediaQueue
+from ingest.rtmp.server import PublishRequest
+from packager.layout import object_prefix
+from packager.publisher import HlsPublisher
+from packager.storage import S3Storage
+
+logger = logging.getLogger(__name__)
+
+# Decoded frames waiting for the encoder: about two seconds of 30 fps video plus audio.
+MEDIA_QUEUE_ITEMS = 240
+
+
+@dataclass(frozen=True)
+class PipelineEvent:
+    """Something a media thread saw; the runtime records it on the loop."""
+
+    job_id: int
+    kind: str  # "media", "closed", "failed", "timing"
+    child_status: str = ""
+    message: str = ""
+
+
+EventSink = Callable[[PipelineEvent], None]
+
+
+class JobSession:
+    """The PublishSession of one connected publisher: forwards media into the decoder."""
+
+    def __init__(self, pipeline: JobPipeline, request: PublishRequest) -> None:
+        self.pipeline = pipeline
+        self.request = request
+        self._media_seen = False
+        self._closed = False
+        pipeline.decoder.start_session()
+
+    def on_metadata(self, metadata: dict[str, Any]) -> None:
+        self.pipeline.decoder.on_metadata(metadata)
+
+    def on_media(self, kind: int, timestamp_ms: int, payload: bytes) -> None:
+        if not self._media_seen:
+            self._media_seen = True
+            self.pipeline.emit("media", "MediaStarted", f"first media from {self.request.remote}")
+        self.pipeline.decoder.on_media(kind, timestamp_ms, payload)
+
+    def on_close(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.pipeline.decoder.end_session(reason)
+        self.pipeline.session_closed(self, reason)
+
+    def close(self, reason: str) -> None:
+        """Drop the publisher's connection (job offline, pipeline failed)."""
+        self.request.close(reason)
+
+
+class JobPipeline:
+    """Decoder, encoder and publisher of one live job."""
+
+    def __init__(
+        self,
+        job: dict[str, Any],
+        template: JobTemplate,
+        storage: S3Storage,
+        spool_dir: Path,
+        events: EventSink,
+    ) -> None:
+        self.job_id = int(job["id"])
+        self.template = template
+        self.events = events
+        self.lock_key = str(uuid.uuid4())
+        self.queue = MediaQueue(MEDIA_QUEUE_ITEMS)
+        label = f"job {self.job_id}"
+        self.failed: BaseException | None = None
+        self._fail_lock = threading.Lock()
+        self.session: JobSession | None = None
+        self.decoder = LiveDecoder(
+            self.queue, decode=not template.passthrough, label=label, on_error=self._on_error
+        )
+        self.publisher = HlsPublisher(
+            storage,
+            job["bucket"],
+            object_prefix(job["destination"], job["file_path"]),
+            spool_dir / str(self.job_id),
+            label=label,
+            on_event=lambda child, message: self.emit("timing", child, message),
+        )
+        storage.ensure_bucket(job["bucket"])
+        self.encoder = LiveEncoder(
+            template,
+            self.queue,
+            self.publisher,
+            label=label,
+            on_event=lambda child, message: self.emit("timing", child, message),
+            on_failure=self._on_error,
+        )
+        self.encoder.start()
+
+    def emit(self, kind: str, child_status: str = "", message: str = "") -> None:
+        self.events(PipelineEvent(self.job_id, kind, child_status, message))
+
+    def _on_error(self, exc: BaseException) -> None:
+        with self._fail_lock:
+            if self.failed is not None:
+                return
+            self.failed = exc
+        logger.error("[job %s] pipeline failed: %s", self.job_id, exc)
+        self.emit("failed", "PipelineFailed", f"{type(exc).__name__}: {exc}")
+
+    # -- publisher sessions -----------------------------------------------------
+
+    def attach(self, request: PublishRequest) -> JobSession:
+        session = JobSession(self, request)
+        self.session = session
+        return session
+
+    def session_closed(self, session: JobSession, reason: str) -> None:
+        if self.session is session:
+            self.session = None
+        self.emit("closed", "PublisherDisconnected", f"{session.request.remote}: {reason}")
+
+    @property
+    def publishing(self) -> bool:
+        return self.session is not None
+
+    # -- statistics ---------------------------------------------------------------
+
+    def input_statistics(self) -> dict[str, Any]:
+        return self.decoder.stats()
+
+    def output_statistics(self) -> list[dict[str, Any]]:
+        published = self.publisher.stats()
+        rows = []
+        for encoded in self.encoder.stats():
+            name = encoded["name"]
+            rows.append({**encoded, **published.get(name, {}), "name": name,
+                         "droppedFrames": encoded.get("droppedFrames", 0)
+                         + self._ingest_drops()})
+        return rows
+
+    def _ingest_drops(self) -> int:
+        return self.queue.dropped_video
+
+    # -- end ----------------------------------------------------------------------
+
+    def stop(self, reason: str, finish: bool = True) -> None:
+        """Blocking: end the session, drain the encoder, publish the rest (ENDLIST)."""
+        self.decoder.stop()
+        self.queue.close()
+        self.encoder.stop()  # flushes and calls publisher.finish()
+        if not finish:
+            self.publisher.close()
+        logger.info("[job %s] pipeline stopped: %s", self.job_id, reason)
