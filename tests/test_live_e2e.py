@@ -1,0 +1,235 @@
+"""The whole service with real peers: ffmpeg publishes over RTMP, HLS lands in SeaweedFS.
+
+These are the tests a broadcaster would run by hand: create a job, put it online,
+publish with ffmpeg, and read the bucket back with boto3, the m3u8 parser and ffprobe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import m3u8
+import pytest
+from aiohttp.test_utils import TestServer
+
+from api.service import build_app
+from api.settings import Settings
+from packager.s3server import EmbeddedS3
+from tests.api.conftest import Project, make_projects, test_settings
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@dataclass
+class Live:
+    settings: Settings
+    server: TestServer
+    session: aiohttp.ClientSession
+    project: Project
+    s3: Any  # boto3 client
+
+    @property
+    def api(self) -> str:
+        return str(self.server.make_url("")).rstrip("/") + f"/api/v1/projects/{self.project.id}"
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        async with self.session.request(
+            method, self.api + path, headers=self.project.headers, **kwargs
+        ) as response:
+            body = await response.json()
+            assert response.status < 300, body
+            return body  # type: ignore[no-any-return]
+
+    async def create_online_job(self, template: int, bucket: str, path: str) -> dict[str, Any]:
+        job = (
+            await self.call(
+                "POST",
+                "/livejobs",
+                json={"jobTemplateId": template, "destination": "live", "bucket": bucket,
+                      "input": {"filePath": path, "serverType": 0, "inputClass": 0}},
+            )
+        )["result"]
+        await self.call("POST", f"/livejobs/{job['key']}", json={"online": True})
+        return job
+
+    def rtmp_url(self, key: str) -> str:
+        return f"rtmp://127.0.0.1:{self.settings.rtmp_port}/live/{key}"
+
+    async def status(self, job: dict[str, Any]) -> int:
+        return int((await self.call("GET", f"/livejobs/{job['id']}"))["result"]["status"])
+
+    async def wait_status(self, job: dict[str, Any], status: int, timeout: float = 30) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (current := await self.status(job)) != status:
+            assert asyncio.get_running_loop().time() < deadline, (current, status)
+            await asyncio.sleep(0.1)
+
+    async def timings(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        body = await self.call("GET", f"/livejobs/{job['id']}/timings?pageSize=100")
+        return body["result"]  # type: ignore[no-any-return]
+
+    def get_text(self, bucket: str, key: str) -> str:
+        return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def live(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> AsyncIterator[Live]:
+    settings = test_settings(
+        tmp_path,
+        s3_server,
+        rtmp_host="127.0.0.1",
+        rtmp_port=free_port(),
+        reconnect_window_seconds=30.0,
+    )
+    project = make_projects(settings.db_path, 1)[0]
+    server = TestServer(build_app(settings), host="127.0.0.1")
+    await server.start_server()
+    async with aiohttp.ClientSession() as session:
+        yield Live(settings, server, session, project, s3_client)
+    await server.close()
+
+
+async def publish(url: str, seconds: float, size: str = "1280x720", rate: int = 30,
+                  realtime: bool = True, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[bytes]:
+    """The ffmpeg CLI publishing H.264 + AAC, as a broadcaster would."""
+    command = [
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+        *(["-re"] if realtime else []),
+        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+        "-c:v", "libx264", "-preset", "veryfast", "-g", str(rate), "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-b:a", "128k", *extra,
+        "-f", "flv", url,
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=seconds * 4 + 30)
+    return subprocess.CompletedProcess(command, process.returncode or 0, out, err)
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-show_packets",
+         "-of", "json", str(path)],
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+async def test_publish_to_template_2_lands_a_ladder_in_the_bucket(
+    live: Live, bucket: str, tmp_path: Path
+) -> None:
+    job = await live.create_online_job(2, bucket, "e2e")
+    assert await live.status(job) == 2  # Processing: waiting for the publisher
+    publisher = asyncio.create_task(publish(live.rtmp_url(job["key"]), 8))
+    await live.wait_status(job, 3)  # Live once media arrives
+    done = await publisher
+    assert done.returncode == 0, done.stderr
+    await live.wait_status(job, 4)  # Interrupted: the publisher left
+    await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
+    assert await live.status(job) == 1
+
+    prefix = "live/e2e"
+    master = m3u8.loads(live.get_text(bucket, f"{prefix}/master.m3u8"))
+    assert master.is_variant
+    variants = {p.uri: p.stream_info for p in master.playlists}
+    assert set(variants) == {"720p/index.m3u8", "480p/index.m3u8", "360p/index.m3u8"}
+    sizes = {"720p": (1280, 720), "480p": (854, 480), "360p": (640, 360)}
+    first_pts: dict[str, list[float]] = {}
+    for name, (width, height) in sizes.items():
+        info = variants[f"{name}/index.m3u8"]
+        assert info.resolution == (width, height)
+        assert info.bandwidth > 0 and info.average_bandwidth > 0
+        assert info.codecs.startswith("avc1.") and "mp4a.40.2" in info.codecs
+        event = m3u8.loads(live.get_text(bucket, f"{prefix}/{name}/event.m3u8"))
+        assert event.is_endlist
+        total = sum(s.duration for s in event.segments)
+        assert abs(total - 8.0) <= 2.0, total  # within one segment of what was published
+        first_pts[name] = []
+        for segment in event.segments:
+            assert round(segment.duration) <= event.target_duration
+            body = live.s3.get_object(Bucket=bucket, Key=f"{prefix}/{name}/{segment.uri}")
+            assert body["ContentType"] == "video/mp2t"
+            path = tmp_path / f"{name}-{segment.uri}"
+            path.write_bytes(body["Body"].read())
+            probe = ffprobe(path)
+            video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+            assert (video["width"], video["height"]) == (width, height)
+            assert any(s["codec_type"] == "audio" for s in probe["streams"])
+            packets = [p for p in probe["packets"] if p["codec_type"] == "video"]
+            assert packets[0]["flags"].startswith("K"), (name, segment.uri)
+            first_pts[name].append(round(float(packets[0]["pts_time"]), 3))
+        live_playlist = m3u8.loads(live.get_text(bucket, f"{prefix}/{name}/index.m3u8"))
+        assert live_playlist.is_endlist
+    # Keyframes at the same instants in every rendition: players switch cleanly.
+    assert first_pts["720p"] == first_pts["480p"] == first_pts["360p"]
+
+    statuses = [(t["status"], t["childStatus"]) for t in await live.timings(job)]
+    assert ("Live", "MediaStarted") in statuses
+    assert ("Interrupted", "PublisherDisconnected") in statuses
+    outputs = (await live.call("GET", f"/livejobs/outputs?liveJobId={job['id']}"))["result"]
+    assert {o["name"] for o in outputs} == set(sizes)
+    for output in outputs:
+        assert output["counter"] == len(
+            m3u8.loads(live.get_text(bucket, f"{prefix}/{output['name']}/event.m3u8")).segments
+        )
+        assert output["progress"] >= 6
+        assert output["lockKey"] and output["encoderId"] == live.settings.encoder_id
+    stats = (await live.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
+    assert (stats["width"], stats["height"], stats["framerate"]) == (1280, 720, 30)
+    assert (stats["videoCodecId"], stats["audioCodecId"], stats["audioSampleRate"]) == (7, 10, 48000)
+
+
+async def test_wrong_key_and_offline_job_are_refused_before_decoding(
+    live: Live, bucket: str
+) -> None:
+    job = await live.create_online_job(2, bucket, "refused")
+    wrong = await publish(live.rtmp_url("00000000-0000-4000-8000-000000000000"), 2,
+                          size="320x240", realtime=False)
+    assert wrong.returncode != 0
+    await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
+    offline = await publish(live.rtmp_url(job["key"]), 2, size="320x240", realtime=False)
+    assert offline.returncode != 0
+    stats = (await live.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
+    assert stats["width"] == 0  # nothing was decoded
+    assert "master.m3u8" not in str(live.s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+    child = [t["childStatus"] for t in await live.timings(job)]
+    assert "PublisherRefused" in child and "MediaStarted" not in child
+
+
+async def test_second_publisher_on_a_live_key_is_refused(live: Live, bucket: str) -> None:
+    job = await live.create_online_job(2, bucket, "twice")
+    first = asyncio.create_task(publish(live.rtmp_url(job["key"]), 6, size="640x360"))
+    await live.wait_status(job, 3)
+    second = await publish(live.rtmp_url(job["key"]), 2, size="320x240", realtime=False)
+    assert second.returncode != 0
+    assert (await first).returncode == 0
+    timings = await live.timings(job)
+    assert any("already publishing" in t["messageComment"] for t in timings)
+
+
+async def test_reconnect_within_the_window_resumes_the_same_output(
+    live: Live, bucket: str
+) -> None:
+    job = await live.create_online_job(2, bucket, "again")
+    assert (await publish(live.rtmp_url(job["key"]), 5, size="640x360")).returncode == 0
+    await live.wait_status(job, 4)
+    assert (await publish(live.rtmp_url(job["key"]), 5, size="640x360")).returncode == 0
+    await live.wait_status(job, 4)
+    await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
+    event = m3u8.loads(live.get_text(bucket, "live/again/360p/event.m3u8"))
+    assert event.is_endlist
+    assert sum(1 for s in event.segments if s.discontinuity) == 1
+    total = sum(s.duration for s in event.segments)
+    assert abs(total - 10.0) <= 2.5, total
+    child = [t["childStatus"] for t in await live.timings(job)]
+    assert child.count("MediaStarted") == 2 and "PublisherReconnected" in child
