@@ -150,14 +150,24 @@ class EmbeddedS3:
         log_path = self.data_dir / "weed.log"
         log_file = open(log_path, "ab")
         self._log_file = log_file
-        self._process = subprocess.Popen(
-            self.command(),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in a terminal reaches us, not weed directly
-        )
+        # A SIGINT/SIGTERM landing inside Popen would lose the child's handle (and leak
+        # the child): hold them until the handle is stored, then let them through.
+        held = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
+            self._process = subprocess.Popen(
+                self.command(),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, not weed directly
+            )
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            self.stop()
+            raise
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a held signal lands here
             self._wait_ready(timeout_seconds, log_path)
         except BaseException:
             self.stop()  # a failed or interrupted start leaves nothing running

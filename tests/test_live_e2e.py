@@ -53,8 +53,12 @@ class Live:
             await self.call(
                 "POST",
                 "/livejobs",
-                json={"jobTemplateId": template, "destination": "live", "bucket": bucket,
-                      "input": {"filePath": path, "serverType": 0, "inputClass": 0}},
+                json={
+                    "jobTemplateId": template,
+                    "destination": "live",
+                    "bucket": bucket,
+                    "input": {"filePath": path, "serverType": 0, "inputClass": 0},
+                },
             )
         )["result"]
         await self.call("POST", f"/livejobs/{job['key']}", json={"online": True})
@@ -97,8 +101,14 @@ async def live(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> AsyncIt
     await server.close()
 
 
-async def publish(url: str, seconds: float, size: str = "1280x720", rate: int = 30,
-                  realtime: bool = True, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[bytes]:
+async def publish(
+    url: str,
+    seconds: float,
+    size: str = "1280x720",
+    rate: int = 30,
+    realtime: bool = True,
+    extra: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[bytes]:
     """The ffmpeg CLI publishing H.264 + AAC, as a broadcaster would."""
     command = [
         "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
@@ -186,15 +196,20 @@ async def test_publish_to_template_2_lands_a_ladder_in_the_bucket(
         assert output["lockKey"] and output["encoderId"] == live.settings.encoder_id
     stats = (await live.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
     assert (stats["width"], stats["height"], stats["framerate"]) == (1280, 720, 30)
-    assert (stats["videoCodecId"], stats["audioCodecId"], stats["audioSampleRate"]) == (7, 10, 48000)
+    assert (stats["videoCodecId"], stats["audioCodecId"], stats["audioSampleRate"]) == (
+        7,
+        10,
+        48000,
+    )
 
 
 async def test_wrong_key_and_offline_job_are_refused_before_decoding(
     live: Live, bucket: str
 ) -> None:
     job = await live.create_online_job(2, bucket, "refused")
-    wrong = await publish(live.rtmp_url("00000000-0000-4000-8000-000000000000"), 2,
-                          size="320x240", realtime=False)
+    wrong = await publish(
+        live.rtmp_url("00000000-0000-4000-8000-000000000000"), 2, size="320x240", realtime=False
+    )
     assert wrong.returncode != 0
     await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
     offline = await publish(live.rtmp_url(job["key"]), 2, size="320x240", realtime=False)
@@ -217,9 +232,7 @@ async def test_second_publisher_on_a_live_key_is_refused(live: Live, bucket: str
     assert any("already publishing" in t["messageComment"] for t in timings)
 
 
-async def test_reconnect_within_the_window_resumes_the_same_output(
-    live: Live, bucket: str
-) -> None:
+async def test_reconnect_within_the_window_resumes_the_same_output(live: Live, bucket: str) -> None:
     job = await live.create_online_job(2, bucket, "again")
     assert (await publish(live.rtmp_url(job["key"]), 5, size="640x360")).returncode == 0
     await live.wait_status(job, 4)
@@ -233,3 +246,100 @@ async def test_reconnect_within_the_window_resumes_the_same_output(
     assert abs(total - 10.0) <= 2.5, total
     child = [t["childStatus"] for t in await live.timings(job)]
     assert child.count("MediaStarted") == 2 and "PublisherReconnected" in child
+
+
+@pytest.fixture
+async def short_window_live(
+    tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any
+) -> AsyncIterator[Live]:
+    settings = test_settings(
+        tmp_path,
+        s3_server,
+        rtmp_host="127.0.0.1",
+        rtmp_port=free_port(),
+        reconnect_window_seconds=1.5,
+    )
+    project = make_projects(settings.db_path, 1)[0]
+    server = TestServer(build_app(settings), host="127.0.0.1")
+    await server.start_server()
+    async with aiohttp.ClientSession() as session:
+        yield Live(settings, server, session, project, s3_client)
+    await server.close()
+
+
+async def test_past_the_reconnect_window_the_job_waits_for_input_again(
+    short_window_live: Live, bucket: str
+) -> None:
+    live = short_window_live
+    job = await live.create_online_job(2, bucket, "window")
+    assert (await publish(live.rtmp_url(job["key"]), 3, size="320x240")).returncode == 0
+    await live.wait_status(job, 4)
+    await live.wait_status(job, 2, timeout=15)  # Processing: waiting for input
+    timings = await live.timings(job)
+    expired = [t for t in timings if t["childStatus"] == "ReconnectWindowExpired"]
+    assert len(expired) == 1 and expired[0]["status"] == "Processing"
+    disconnected = next(t for t in timings if t["childStatus"] == "PublisherDisconnected")
+    assert "127.0.0.1:" in disconnected["messageComment"]  # the remote address
+    # A later publisher still continues the same job.
+    assert (await publish(live.rtmp_url(job["key"]), 3, size="320x240")).returncode == 0
+    await live.wait_status(job, 4)
+    await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
+    event = m3u8.loads(live.get_text(bucket, "live/window/360p/event.m3u8"))
+    assert event.is_endlist and sum(1 for s in event.segments if s.discontinuity) == 1
+
+
+async def test_a_failing_pipeline_interrupts_only_its_own_job(
+    live: Live, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api import pipeline as pipeline_module
+
+    class FailingPublisher(pipeline_module.HlsPublisher):  # type: ignore[misc]
+        def add_segment(self, segment: Any) -> None:
+            raise RuntimeError("injected packager failure")
+
+    original = pipeline_module.HlsPublisher
+
+    def publisher_for(storage: Any, bucket_name: str, prefix: str, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        cls = FailingPublisher if prefix.endswith("doomed") else original
+        return cls(storage, bucket_name, prefix, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "HlsPublisher", publisher_for)
+    doomed = await live.create_online_job(2, bucket, "doomed")
+    healthy = await live.create_online_job(2, bucket, "healthy")
+    results = await asyncio.gather(
+        publish(live.rtmp_url(doomed["key"]), 6, size="640x360"),
+        publish(live.rtmp_url(healthy["key"]), 6, size="640x360"),
+    )
+    assert results[1].returncode == 0, results[1].stderr
+    failed = [t for t in await live.timings(doomed) if t["childStatus"] == "PipelineFailed"]
+    assert failed and failed[0]["status"] == "Interrupted"
+    assert "injected packager failure" in failed[0]["messageComment"]
+    assert await live.status(doomed) == 4
+    # The other job went on: its whole live is in the bucket.
+    await live.call("POST", f"/livejobs/{healthy['key']}", json={"online": False})
+    event = m3u8.loads(live.get_text(bucket, "live/healthy/360p/event.m3u8"))
+    assert event.is_endlist and abs(sum(s.duration for s in event.segments) - 6.0) <= 2.0
+    assert "PipelineFailed" not in [t["childStatus"] for t in await live.timings(healthy)]
+    # The API still answers, and the failed job can be taken offline cleanly.
+    await live.call("POST", f"/livejobs/{doomed['key']}", json={"online": False})
+    assert await live.status(doomed) == 1
+
+
+async def test_passthrough_keeps_the_source_codec(live: Live, bucket: str, tmp_path: Path) -> None:
+    job = await live.create_online_job(3, bucket, "copy")
+    done = await publish(live.rtmp_url(job["key"]), 6, size="640x360", extra=("-profile:v", "main"))
+    assert done.returncode == 0, done.stderr
+    await live.wait_status(job, 4)
+    await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
+    master = m3u8.loads(live.get_text(bucket, "live/copy/master.m3u8"))
+    assert [p.uri for p in master.playlists] == ["source/index.m3u8"]
+    assert master.playlists[0].stream_info.codecs.startswith("avc1.4d")  # Main profile
+    event = m3u8.loads(live.get_text(bucket, "live/copy/source/event.m3u8"))
+    assert abs(sum(s.duration for s in event.segments) - 6.0) <= 2.0
+    first = event.segments[0].uri
+    path = tmp_path / "first.ts"
+    path.write_bytes(
+        live.s3.get_object(Bucket=bucket, Key=f"live/copy/source/{first}")["Body"].read()
+    )
+    video = next(s for s in ffprobe(path)["streams"] if s["codec_type"] == "video")
+    assert (video["codec_name"], video["profile"], video["width"]) == ("h264", "Main", 640)

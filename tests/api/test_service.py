@@ -120,6 +120,7 @@ def test_onair_run_serves_and_stops_seaweedfs_too(tmp_path: Path) -> None:
     finally:
         code = service.stop(signal.SIGINT)
     assert code == 0, "".join(service.lines)
+    assert _weed_processes(tmp_path) == []
     for port in S3Ports(s3_port).all():
         assert not _listening(port), f"SeaweedFS port {port} still open after Ctrl-C"
     # The development project survives a restart with the same key.
@@ -234,13 +235,33 @@ async def test_healthz_is_503_when_storage_does_not_answer(
     assert body["errors"] == ["storage does not answer"]
 
 
-def test_sigterm_during_start_up_leaves_nothing_running(tmp_path: Path) -> None:
+def _weed_processes(tmp_path: Path) -> list[int]:
+    """Pids of SeaweedFS processes serving a data dir under tmp_path."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "weed" in cmdline and str(tmp_path) in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("delay_seconds", [0.0, 0.05, 0.5, 1.5])
+def test_sigterm_during_start_up_leaves_nothing_running(
+    tmp_path: Path, delay_seconds: float
+) -> None:
     s3_port = free_port_block()
     service = RunningService(service_env(tmp_path, ONAIR_S3_PORT=str(s3_port)))
     assert service.process.stdout is not None
     first = service.process.stdout.readline()
     assert first.startswith("starting embedded S3"), first
+    time.sleep(delay_seconds)  # lands in Popen, in the readiness wait, ...
     code = service.stop(signal.SIGTERM)
     assert code == 0
+    assert _weed_processes(tmp_path) == []
     for port in S3Ports(s3_port).all():
         assert not _listening(port), f"SeaweedFS port {port} still open"

@@ -1,0 +1,606 @@
+"""The HLS publisher: spools segments, uploads them in parallel, publishes them in order.
+
+    encoder thread ── add_segment ──> spool file ──> upload queue ──> N worker threads ──> S3
+                                                                        │
+                      playlists (re)written once every segment they list is stored
+
+A segment is written to `spool_dir/{rendition}/` before anything else, so an outage
+or a slow upload never stalls the encoder and never loses a segment. Workers take the
+oldest pending upload first (playlists before segments: they are small and make what
+is stored playable). A rendition's published list grows only through the contiguous
+prefix of stored segments, and playlists are rendered from that list when a worker
+picks them up, so a playlist can only list stored objects and the latest content
+always wins (one write per playlist key at a time).
+
+When a write fails the storage is considered failing: every worker pauses and one
+probe retries the oldest pending object with exponential backoff until it succeeds.
+`StorageOutage` is reported once at the first failure; `StorageRecovered` once every
+segment delayed by the outage is stored.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+from packager import layout
+from packager.bandwidth import BandwidthMeter
+from packager.playlist import (
+    DEFAULT_WINDOW_SEGMENTS,
+    ListedSegment,
+    VariantStream,
+    event_playlist,
+    live_playlist,
+    master_playlist,
+)
+from packager.segments import Segment, VariantInfo
+from packager.spool import Spool
+from packager.storage import (
+    ENDED_PLAYLIST_CACHE_CONTROL,
+    LIVE_PLAYLIST_CACHE_CONTROL,
+    PLAYLIST_CONTENT_TYPE,
+    SEGMENT_CACHE_CONTROL,
+    SEGMENT_CONTENT_TYPE,
+    ObjectStore,
+    StorageError,
+)
+from packager.storage_health import STORAGE_OUTAGE, STORAGE_RECOVERED, StorageHealth
+
+__all__ = ["STORAGE_OUTAGE", "STORAGE_RECOVERED", "HlsPublisher"]
+
+logger = logging.getLogger(__name__)
+# The master is rewritten when a measured bit rate moves by more than this fraction.
+MASTER_REWRITE_CHANGE = 0.10
+
+_PLAYLIST_PRIORITY = 0
+_SEGMENT_PRIORITY = 1
+
+
+@dataclass(eq=False)
+class _Upload:
+    """One spooled segment on its way to storage."""
+
+    rendition: str
+    sequence: int
+    duration_seconds: float
+    discontinuity: bool
+    size_bytes: int
+    key: str
+    spool_path: Path | None
+    data: bytes | None = None  # kept in memory only when the spool write failed
+    order: int = 0
+    stored: bool = False
+    lost: bool = False  # the spool file vanished: it can never be uploaded
+
+
+@dataclass(eq=False)
+class _PlaylistSlot:
+    """One playlist object: written by one worker at a time, always with the latest content."""
+
+    key: str
+    kind: str  # "live", "event" or "master"
+    rendition: str = ""
+    order: int = 0
+    dirty: bool = False
+    queued: bool = False
+    in_flight: bool = False
+    written: bool = False
+
+
+@dataclass(eq=False)
+class _Rendition:
+    info: VariantInfo
+    meter: BandwidthMeter
+    live: _PlaylistSlot
+    event: _PlaylistSlot
+    added: deque[_Upload] = field(default_factory=deque)  # spooled, not yet published
+    published: list[ListedSegment] = field(default_factory=list)
+    last_sequence: int | None = None
+    discontinuity_pending: bool = False  # a lost segment left a gap before the next one
+
+
+@dataclass
+class _Rendered:
+    slot: _PlaylistSlot
+    render: Callable[[], str]
+    cache_control: str
+
+
+_Job = _Upload | _Rendered
+
+
+class HlsPublisher:
+    """Publishes an ABR ladder's segments as HLS into one bucket prefix (a `SegmentSink`).
+
+    `on_event(status, message)` is called from a worker thread with `StorageOutage`
+    and `StorageRecovered`; it must not block for long.
+    """
+
+    def __init__(
+        self,
+        storage: ObjectStore,  # an S3Storage in production
+        bucket: str,
+        prefix: str,
+        spool_dir: Path,
+        *,
+        window_segments: int = DEFAULT_WINDOW_SEGMENTS,
+        upload_workers: int = 4,
+        label: str = "",
+        on_event: Callable[[str, str], None] | None = None,
+        retry_initial_seconds: float = 0.5,
+        retry_max_seconds: float = 5.0,
+    ) -> None:
+        if window_segments < 1 or upload_workers < 1:
+            raise ValueError("window_segments and upload_workers must be at least 1")
+        self._storage = storage
+        self._bucket = bucket
+        self._prefix = prefix
+        self._window_segments = window_segments
+        self._upload_workers = upload_workers
+        self._log_prefix = f"[hls {label}]"
+        self._spool = Spool(spool_dir, self._log_prefix)
+        self._on_event = on_event
+
+        self._cond = threading.Condition()
+        self._health = StorageHealth(retry_initial_seconds, retry_max_seconds)
+        self._renditions: dict[str, _Rendition] = {}
+        self._master = _PlaylistSlot(layout.master_key(prefix), "master")
+        self._master_rendered: tuple[VariantStream, ...] = ()
+        self._master_rendered_ended = False
+        self._heap: list[tuple[int, int, _Upload | _PlaylistSlot]] = []
+        self._orders = itertools.count()
+        self._workers: list[threading.Thread] = []
+        self._min_target_seconds = 1
+        self._started = False
+        self._ended = False  # final playlists (EXT-X-ENDLIST) requested
+        self._finished = False
+        self._closed = False
+
+    # -- SegmentSink -------------------------------------------------------------------
+
+    def start(self, variants: Sequence[VariantInfo], segment_seconds: float) -> None:
+        """Know the renditions and start the upload workers; called once."""
+        with self._cond:
+            if self._started:
+                logger.warning("%s start() called again; ignored", self._log_prefix)
+                return
+            if not variants:
+                raise ValueError("at least one variant is needed")
+            self._min_target_seconds = max(
+                1, int(Decimal(str(segment_seconds)).quantize(Decimal(1), ROUND_HALF_UP))
+            )
+            self._spool.prepare(v.name for v in variants)
+            for info in variants:
+                self._renditions[info.name] = _Rendition(
+                    info=info,
+                    meter=BandwidthMeter(segment_seconds),
+                    live=_PlaylistSlot(
+                        layout.live_playlist_key(self._prefix, info.name), "live", info.name
+                    ),
+                    event=_PlaylistSlot(
+                        layout.event_playlist_key(self._prefix, info.name), "event", info.name
+                    ),
+                )
+            self._started = True
+            for index in range(self._upload_workers):
+                worker = threading.Thread(
+                    target=self._run_worker, name=f"hls-upload-{index}", daemon=True
+                )
+                self._workers.append(worker)
+                worker.start()
+        logger.info(
+            "%s publishing %s to s3://%s/%s",
+            self._log_prefix,
+            ", ".join(v.name for v in variants),
+            self._bucket,
+            self._prefix,
+        )
+
+    def add_segment(self, segment: Segment) -> None:
+        """Spool one segment and queue its upload; never waits on the network."""
+        with self._cond:
+            if not self._started:
+                raise RuntimeError("add_segment() before start()")
+            state = self._renditions.get(segment.rendition)
+            if state is None:
+                raise ValueError(f"unknown rendition {segment.rendition!r}")
+            if self._closed or self._ended:
+                logger.warning(
+                    "%s segment %s/%d after the end; dropped",
+                    self._log_prefix,
+                    segment.rendition,
+                    segment.sequence,
+                )
+                return
+            last = state.last_sequence
+            if last is not None and segment.sequence <= last:
+                logger.warning(
+                    "%s segment %s/%d not after %d; dropped",
+                    self._log_prefix,
+                    segment.rendition,
+                    segment.sequence,
+                    last,
+                )
+                return
+            if last is not None and segment.sequence != last + 1:
+                logger.warning(
+                    "%s segment %s/%d follows %d: sequence gap",
+                    self._log_prefix,
+                    segment.rendition,
+                    segment.sequence,
+                    last,
+                )
+            state.last_sequence = segment.sequence
+
+        upload = _Upload(
+            rendition=segment.rendition,
+            sequence=segment.sequence,
+            duration_seconds=segment.duration_seconds,
+            discontinuity=segment.discontinuity,
+            size_bytes=len(segment.data),
+            key=layout.segment_key(self._prefix, segment.rendition, segment.sequence),
+            spool_path=self._spool.write(segment.rendition, segment.sequence, segment.data),
+        )
+        if upload.spool_path is None:
+            upload.data = segment.data
+
+        with self._cond:
+            upload.order = next(self._orders)
+            state.added.append(upload)
+            if self._health.failing:
+                self._health.delay(upload)
+            heapq.heappush(self._heap, (_SEGMENT_PRIORITY, upload.order, upload))
+            self._cond.notify_all()
+
+    def finish(self, timeout: float | None = None) -> None:
+        """Upload everything spooled, then write the final playlists with EXT-X-ENDLIST.
+
+        Retries through an outage; raises `TimeoutError` if `timeout` passes first
+        (workers keep going: call `finish` again to keep waiting, or `close`).
+        Idempotent once it has returned normally.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            if self._finished:
+                return
+            if self._closed:
+                raise RuntimeError("finish() after close()")
+            if not self._started:
+                self._finished = True
+                return
+            self._wait_for(self._all_published, deadline, "segments to upload")
+            if not self._ended:
+                self._ended = True
+                for state in self._renditions.values():
+                    if state.published:
+                        self._mark_dirty(state.live)
+                        self._mark_dirty(state.event)
+                self._update_master()
+                self._cond.notify_all()
+            self._wait_for(self._playlists_idle, deadline, "final playlists")
+            self._finished = True
+            published = sum(len(s.published) for s in self._renditions.values())
+        self._stop_workers()
+        self._spool.remove_empty_folders(self._renditions)
+        logger.info(
+            "%s finished: %d segments in %d renditions",
+            self._log_prefix,
+            published,
+            len(self._renditions),
+        )
+
+    # -- control and state -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the workers without finishing (job torn down); the spool stays on disk."""
+        with self._cond:
+            if self._closed:
+                return
+            pending = sum(self._pending_count(s) for s in self._renditions.values())
+        self._stop_workers()
+        if pending and not self._finished:
+            logger.warning(
+                "%s closed with %d segments not uploaded (kept in %s)",
+                self._log_prefix,
+                pending,
+                self._spool.root,
+            )
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per rendition: what is published (listed in its playlists) and what is pending."""
+        with self._cond:
+            return {
+                name: {
+                    "segments": state.meter.segments,
+                    "seconds": round(state.meter.seconds, 3),
+                    "peakBandwidth": state.meter.peak_bps,
+                    "averageBandwidth": state.meter.average_bps,
+                    "pendingUploads": self._pending_count(state),
+                }
+                for name, state in self._renditions.items()
+            }
+
+    @property
+    def outage(self) -> bool:
+        """True from the StorageOutage event until the StorageRecovered one."""
+        with self._cond:
+            return self._health.in_outage
+
+    # -- helpers (called with the lock held) -------------------------------------------
+
+    @staticmethod
+    def _pending_count(state: _Rendition) -> int:
+        return sum(1 for u in state.added if not u.stored and not u.lost)
+
+    def _all_published(self) -> bool:
+        return all(not s.added for s in self._renditions.values())
+
+    def _playlists_idle(self) -> bool:
+        slots = [self._master]
+        for state in self._renditions.values():
+            slots += [state.live, state.event]
+        return not any(s.dirty or s.queued or s.in_flight for s in slots)
+
+    def _wait_for(self, done: Callable[[], bool], deadline: float | None, what: str) -> None:
+        while not done():
+            if self._closed:
+                raise RuntimeError("publisher closed while finishing")
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                pending = sum(self._pending_count(s) for s in self._renditions.values())
+                health = self._health
+                reason = f"; storage failing: {health.last_error}" if health.failing else ""
+                raise TimeoutError(
+                    f"{self._log_prefix} timed out waiting for {what} "
+                    f"({pending} segments pending){reason}"
+                )
+            self._cond.wait(remaining)
+
+    def _mark_dirty(self, slot: _PlaylistSlot) -> None:
+        slot.dirty = True
+        if not slot.queued and not slot.in_flight:
+            slot.queued = True
+            slot.order = next(self._orders)
+            heapq.heappush(self._heap, (_PLAYLIST_PRIORITY, slot.order, slot))
+
+    def _advance(self, state: _Rendition) -> None:
+        """Publish the contiguous prefix of stored segments."""
+        advanced = False
+        while state.added and (state.added[0].stored or state.added[0].lost):
+            upload = state.added.popleft()
+            if upload.lost:
+                state.discontinuity_pending = True
+                continue
+            state.published.append(
+                ListedSegment(
+                    upload.sequence,
+                    upload.duration_seconds,
+                    upload.discontinuity or state.discontinuity_pending,
+                )
+            )
+            state.discontinuity_pending = False
+            state.meter.add(upload.size_bytes, upload.duration_seconds)
+            advanced = True
+        if advanced:
+            self._mark_dirty(state.live)
+            self._mark_dirty(state.event)
+            self._update_master()
+
+    def _master_variants(self) -> tuple[VariantStream, ...]:
+        """What the master would list now: every variant once each has a live playlist
+        stored; at the end, those that have one."""
+        states = list(self._renditions.values())
+        ready = [s for s in states if s.live.written]
+        if not ready or (not self._ended and len(ready) < len(states)):
+            return ()
+        return tuple(VariantStream(s.info, s.meter.peak_bps, s.meter.average_bps) for s in ready)
+
+    def _update_master(self) -> None:
+        """Mark the master dirty when it appears, changes shape, or its bit rates move."""
+        wanted = self._master_variants()
+        if not wanted:
+            return
+        rendered = self._master_rendered
+        if (
+            [v.info.name for v in wanted] != [v.info.name for v in rendered]
+            or (self._ended and not self._master_rendered_ended)
+            or any(_moved(new, old) for new, old in zip(wanted, rendered, strict=True))
+        ):
+            self._mark_dirty(self._master)
+
+    def _take(self) -> _Job:
+        _, _, item = heapq.heappop(self._heap)
+        if isinstance(item, _Upload):
+            return item
+        item.queued = False
+        item.dirty = False
+        item.in_flight = True
+        ended = self._ended
+        cache_control = ENDED_PLAYLIST_CACHE_CONTROL if ended else LIVE_PLAYLIST_CACHE_CONTROL
+        if item.kind == "master":
+            variants = self._master_variants()
+            self._master_rendered = variants
+            self._master_rendered_ended = ended
+            return _Rendered(item, lambda: master_playlist(variants), cache_control)
+        state = self._renditions[item.rendition]
+        history = list(state.published)
+        target = self._min_target_seconds
+        if item.kind == "live":
+            window = self._window_segments
+            return _Rendered(
+                item,
+                lambda: live_playlist(
+                    history, window_segments=window, min_target_seconds=target, ended=ended
+                ),
+                cache_control,
+            )
+        return _Rendered(
+            item,
+            lambda: event_playlist(history, min_target_seconds=target, ended=ended),
+            cache_control,
+        )
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _run_worker(self) -> None:
+        try:
+            while True:
+                job = self._next_job()
+                if job is None:
+                    return
+                self._run_job(job)
+        except Exception:
+            logger.exception("%s upload worker crashed", self._log_prefix)
+            with self._cond:
+                self._cond.notify_all()
+
+    def _next_job(self) -> _Job | None:
+        with self._cond:
+            while not self._closed:
+                timeout: float | None = None
+                if self._heap:
+                    timeout = self._health.wait_seconds(time.monotonic())
+                    if timeout == 0:
+                        job = self._take()
+                        self._health.started(job if isinstance(job, _Upload) else job.slot)
+                        return job
+                self._cond.wait(timeout)
+            return None
+
+    def _run_job(self, job: _Job) -> None:
+        try:
+            if isinstance(job, _Upload):
+                data = job.data
+                if data is None and job.spool_path is not None:
+                    data = self._spool.read(job.spool_path)
+                if data is None:
+                    self._on_lost(job)
+                    return
+                self._storage.put(
+                    self._bucket, job.key, data, SEGMENT_CONTENT_TYPE, SEGMENT_CACHE_CONTROL
+                )
+                if job.spool_path is not None:
+                    self._spool.remove(job.spool_path)
+                logger.debug("%s stored %s", self._log_prefix, job.key)
+            else:
+                body = job.render().encode()
+                self._storage.put(
+                    self._bucket, job.slot.key, body, PLAYLIST_CONTENT_TYPE, job.cache_control
+                )
+                logger.debug("%s wrote %s", self._log_prefix, job.slot.key)
+        except StorageError as error:
+            self._on_failure(job, str(error))
+        except Exception as error:
+            # A bug here must neither lose a segment nor leave a playlist in flight forever.
+            logger.exception("%s unexpected error publishing", self._log_prefix)
+            self._on_failure(job, f"unexpected error: {error!r}")
+        else:
+            self._on_success(job)
+
+    def _on_success(self, job: _Job) -> None:
+        with self._cond:
+            now = time.monotonic()
+            was_failing = self._health.failing
+            self._health.succeeded(job if isinstance(job, _Upload) else job.slot, now)
+            if was_failing:
+                logger.info("%s storage answers again", self._log_prefix)
+            if isinstance(job, _Upload):
+                job.stored = True
+                self._health.stored(job, now)
+                self._advance(self._renditions[job.rendition])
+            else:
+                slot = job.slot
+                slot.in_flight = False
+                first_write = not slot.written
+                slot.written = True
+                if slot.dirty:
+                    self._mark_dirty(slot)
+                if first_write and slot.kind == "live":
+                    self._update_master()
+            events = self._health.take_events()
+            self._cond.notify_all()
+        self._emit(events)
+
+    def _on_failure(self, job: _Job, reason: str) -> None:
+        with self._cond:
+            health = self._health
+            if isinstance(job, _Upload):
+                item: _Upload | _PlaylistSlot = job
+                heapq.heappush(self._heap, (_SEGMENT_PRIORITY, job.order, job))
+            else:
+                item = job.slot
+                item.in_flight = False
+                self._mark_dirty(item)  # re-rendered when retried: the latest content wins
+            reported = health.in_outage
+            outcome = health.failed(item, reason, time.monotonic())
+            if outcome == "new":
+                for state in self._renditions.values():
+                    for upload in state.added:
+                        if not (upload.stored or upload.lost):
+                            health.delay(upload)
+                again = "failing again" if reported else "outage"
+                logger.warning("%s storage %s: %s", self._log_prefix, again, reason)
+            elif outcome == "probe":
+                logger.info(
+                    "%s storage still failing, next try in %.1f s: %s",
+                    self._log_prefix,
+                    health.retry_delay,
+                    reason,
+                )
+            events = health.take_events()
+            self._cond.notify_all()
+        self._emit(events)
+
+    def _on_lost(self, upload: _Upload) -> None:
+        with self._cond:
+            now = time.monotonic()
+            self._health.abandoned(upload)  # the storage was not tried: nothing learned
+            upload.lost = True
+            self._health.dropped(upload, now)
+            self._advance(self._renditions[upload.rendition])
+            events = self._health.take_events()
+            self._cond.notify_all()
+        self._emit(events)
+
+    def _emit(self, events: list[tuple[str, str]]) -> None:
+        if self._on_event is None:
+            return
+        for status, message in events:
+            try:
+                self._on_event(status, message)
+            except Exception:
+                logger.exception("%s on_event(%s) failed", self._log_prefix, status)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def _stop_workers(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            workers, self._workers = self._workers, []
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join()
+
+
+def _moved(new: VariantStream, old: VariantStream) -> bool:
+    """Whether a variant's measured bit rates changed enough to rewrite the master."""
+    for now, then in (
+        (new.peak_bandwidth_bps, old.peak_bandwidth_bps),
+        (new.average_bandwidth_bps, old.average_bandwidth_bps),
+    ):
+        if now is None or then is None:
+            if now != then:
+                return True
+        elif abs(now - then) > MASTER_REWRITE_CHANGE * then:
+            return True
+    return False

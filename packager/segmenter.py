@@ -1,0 +1,249 @@
+"""Cut one rendition's encoded media into independently decodable MPEG-TS segments.
+
+A `Segmenter` receives the rendition's video packets (pts/dts in 90 kHz ticks on the
+job's output timeline, in decode order) and the job's shared audio packets, and emits
+a `Segment` each time a video keyframe arrives at or past the next multiple of
+`segment_seconds` (or the first keyframe after a publisher reconnect). Each segment
+is muxed by its own MPEG-TS muxer in memory, so it starts with PAT/PMT and a
+keyframe, carries SPS/PPS in band (the muxer inserts the stream's extradata before
+keyframes that lack it, or converts AVCC to Annex B for copied streams), and its
+continuity counters start fresh.
+
+Timestamps in the TS are the output timeline plus `TS_PTS_OFFSET` (1.4 s), exactly
+as ffmpeg's own TS/HLS output does (`max_delay` 0.7 s): it leaves room for B-frame
+decode timestamps and AAC priming before zero and gives the PCR its lead.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+from av.stream import Stream
+
+from packager.segments import Segment
+
+log = logging.getLogger(__name__)
+
+TICKS_PER_SECOND = 90_000
+VIDEO_TIME_BASE = Fraction(1, TICKS_PER_SECOND)
+TS_PTS_OFFSET = Fraction(7, 5)  # seconds; 2 x max_delay, added by the TS muxer
+MUXER_OPTIONS = {"max_delay": "700000", "avoid_negative_ts": "disabled"}
+RECENT_SEGMENTS = 5  # window for the measured bitrate and frame rate
+
+
+@dataclass(frozen=True)
+class AudioPacket:
+    """One encoded audio access unit, immutable so every rendition can share it."""
+
+    data: bytes
+    pts: int
+    dts: int
+    duration: int
+    time_base: Fraction
+
+    @property
+    def pts_ticks(self) -> int:
+        return round(self.pts * self.time_base * TICKS_PER_SECOND)
+
+    @property
+    def dts_ticks(self) -> int:
+        return round(self.dts * self.time_base * TICKS_PER_SECOND)
+
+
+@dataclass
+class _Recent:
+    duration_seconds: float
+    size_bytes: int
+    frames: int
+
+
+class Segmenter:
+    """Segments one rendition; used from one thread (stats may be read from any)."""
+
+    def __init__(
+        self,
+        rendition: str,
+        segment_seconds: float,
+        video_template: Stream,
+        audio_template: Stream | None,
+        emit: Callable[[Segment], None],
+        *,
+        frame_ticks: int,
+        max_pending_audio: int = 1000,
+    ) -> None:
+        if segment_seconds <= 0:
+            raise ValueError("segment_seconds must be positive")
+        self.rendition = rendition
+        self._segment_ticks = round(Fraction(segment_seconds) * TICKS_PER_SECOND)
+        self._video_template = video_template
+        self._audio_template = audio_template
+        self._emit = emit
+        self._frame_ticks = max(1, frame_ticks)
+        self._max_pending_audio = max_pending_audio
+
+        self._sequence = 0
+        self._video: list[av.Packet] = []
+        self._audio: collections.deque[AudioPacket] = collections.deque()
+        self._start_ticks = 0
+        self._next_cut_ticks = 0
+        self._last_pts_ticks = 0
+        self._discontinuity_at: int | None = None  # cut at the first keyframe at/after
+        self._segment_discontinuity = False
+        self._next_templates: tuple[Stream | None, Stream | None] = (None, None)
+        self._lock = threading.Lock()
+        self._recent: collections.deque[_Recent] = collections.deque(maxlen=RECENT_SEGMENTS)
+        self.segments_emitted = 0
+        self.dropped_video_packets = 0  # non-keyframes with no segment to start
+        self.dropped_audio_packets = 0
+
+    # -- input ---------------------------------------------------------------
+
+    def mark_discontinuity(
+        self,
+        at_ticks: int,
+        video_template: Stream | None = None,
+        audio_template: Stream | None = None,
+    ) -> None:
+        """A new publish session starts at `at_ticks`: its first keyframe starts a new
+        segment flagged `discontinuity` (ignored before the job's first segment), muxed
+        with the new stream templates if given (a copied source may change its SPS)."""
+        if self._video or self.segments_emitted:
+            self._discontinuity_at = at_ticks
+            self._next_templates = (video_template, audio_template)
+        else:
+            self._apply_templates((video_template, audio_template))
+
+    def add_video(self, packet: av.Packet) -> None:
+        """One encoded video packet (pts/dts in ticks, decode order)."""
+        pts = packet.pts
+        if pts is None:
+            raise ValueError(f"[{self.rendition}] video packet without pts")
+        if packet.dts is None:
+            packet.dts = pts
+        if packet.is_keyframe and self._video and self._should_cut(pts):
+            self._cut(pts)
+        if not self._video:
+            if not packet.is_keyframe:
+                self.dropped_video_packets += 1
+                return
+            self._open_segment(pts)
+        self._video.append(packet)
+        if pts > self._last_pts_ticks:
+            self._last_pts_ticks = pts
+
+    def add_audio(self, packet: AudioPacket) -> None:
+        """One audio packet; it goes into the segment whose time span holds its pts."""
+        if len(self._audio) >= self._max_pending_audio:
+            # Only when video stops for long: keep memory bounded, drop the oldest.
+            self._audio.popleft()
+            self.dropped_audio_packets += 1
+        self._audio.append(packet)
+
+    def flush(self) -> None:
+        """The end: emit the last (short) segment with everything pending."""
+        if self._video:
+            self._finish_segment(self._last_pts_ticks + self._frame_ticks, final=True)
+
+    # -- stats ---------------------------------------------------------------
+
+    def recent_rates(self) -> tuple[int, float]:
+        """(bits per second, frames per second) over the last few segments."""
+        with self._lock:
+            recent = list(self._recent)
+        duration = sum(r.duration_seconds for r in recent)
+        if duration <= 0:
+            return 0, 0.0
+        bits = sum(r.size_bytes for r in recent) * 8
+        frames = sum(r.frames for r in recent)
+        return round(bits / duration), frames / duration
+
+    # -- internals -----------------------------------------------------------
+
+    def _should_cut(self, pts: int) -> bool:
+        if self._discontinuity_at is not None and pts >= self._discontinuity_at:
+            return True
+        return pts >= self._next_cut_ticks
+
+    def _open_segment(self, pts: int) -> None:
+        self._start_ticks = pts
+        self._next_cut_ticks = (pts // self._segment_ticks + 1) * self._segment_ticks
+        if self._discontinuity_at is not None and pts >= self._discontinuity_at:
+            self._segment_discontinuity = True
+            self._discontinuity_at = None
+            self._apply_templates(self._next_templates)
+            self._next_templates = (None, None)
+
+    def _apply_templates(self, templates: tuple[Stream | None, Stream | None]) -> None:
+        video, audio = templates
+        if video is not None:
+            self._video_template = video
+        if audio is not None:
+            self._audio_template = audio
+
+    def _cut(self, next_start: int) -> None:
+        self._finish_segment(next_start, final=False)
+
+    def _finish_segment(self, end_ticks: int, *, final: bool) -> None:
+        video = self._video
+        self._video = []
+        audio: list[AudioPacket] = []
+        while self._audio and (final or self._audio[0].pts_ticks < end_ticks):
+            audio.append(self._audio.popleft())
+        data = self._mux(video, audio)
+        start = self._start_ticks
+        duration = max(0, end_ticks - start)
+        segment = Segment(
+            rendition=self.rendition,
+            sequence=self._sequence,
+            start_seconds=start / TICKS_PER_SECOND,
+            duration_seconds=duration / TICKS_PER_SECOND,
+            data=data,
+            discontinuity=self._segment_discontinuity,
+            keyframe_pts=Fraction(start, TICKS_PER_SECOND),
+        )
+        self._sequence += 1
+        self._segment_discontinuity = False
+        with self._lock:
+            self._recent.append(_Recent(duration / TICKS_PER_SECOND, len(data), len(video)))
+        self.segments_emitted += 1
+        self._emit(segment)
+
+    def _mux(self, video: list[av.Packet], audio: list[AudioPacket]) -> bytes:
+        buffer = io.BytesIO()
+        container = av.open(buffer, "w", format="mpegts", options=MUXER_OPTIONS)
+        try:
+            video_stream = container.add_stream_from_template(self._video_template)
+            video_stream.time_base = VIDEO_TIME_BASE
+            audio_stream: Any = None
+            if self._audio_template is not None:
+                audio_stream = container.add_stream_from_template(self._audio_template)
+            # Interleave by decode time: audio packets are built per muxer (the
+            # shared AudioPacket is immutable; av.Packet is not).
+            queue: list[tuple[int, int, av.Packet]] = []
+            for order, packet in enumerate(video):
+                packet.stream = video_stream
+                packet.time_base = VIDEO_TIME_BASE
+                queue.append((packet.dts if packet.dts is not None else 0, order, packet))
+            if audio_stream is not None:
+                for order, item in enumerate(audio, start=len(video)):
+                    packet = av.Packet(item.data)
+                    packet.stream = audio_stream
+                    packet.time_base = item.time_base
+                    packet.pts = item.pts
+                    packet.dts = item.dts
+                    packet.duration = item.duration
+                    queue.append((item.dts_ticks, order, packet))
+            queue.sort(key=lambda entry: (entry[0], entry[1]))
+            for _, _, packet in queue:
+                container.mux(packet)
+        finally:
+            container.close()
+        return buffer.getvalue()

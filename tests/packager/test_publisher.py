@@ -1,0 +1,473 @@
+"""HlsPublisher: upload in parallel, publish in order, lose nothing."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import threading
+from pathlib import Path
+
+import m3u8
+import pytest
+
+from packager import layout
+from packager.publisher import STORAGE_OUTAGE, STORAGE_RECOVERED, HlsPublisher
+from packager.s3server import EmbeddedS3
+from packager.segments import Segment, VariantInfo
+from packager.storage import S3Storage
+from tests.packager.conftest import (
+    SEGMENT_SECONDS,
+    CheckingStore,
+    Ladder,
+    MemoryStore,
+    wait_until,
+)
+
+PREFIX = "live/show"
+
+
+def make_publisher(store, tmp_path: Path, **kwargs) -> HlsPublisher:  # type: ignore[no-untyped-def]
+    kwargs.setdefault("label", "test")
+    return HlsPublisher(store, "bucket", PREFIX, tmp_path / "spool", **kwargs)
+
+
+def listed(text: str) -> list[str]:
+    return m3u8.loads(text).segments.uri
+
+
+def seg_names(first: int, last: int) -> list[str]:
+    return [layout.segment_name(i) for i in range(first, last + 1)]
+
+
+# -- against the real S3 server -----------------------------------------------------------
+
+
+@pytest.fixture
+def s3_storage(s3_server: EmbeddedS3) -> S3Storage:
+    return S3Storage(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, "us-east-1")
+
+
+def test_publishes_a_ladder_to_s3(s3_storage, s3_client, bucket, ladder: Ladder, tmp_path) -> None:
+    store = CheckingStore(s3_storage, PREFIX)
+    publisher = HlsPublisher(store, bucket, PREFIX, tmp_path / "spool", label="ladder")
+    publisher.start(ladder.variants, SEGMENT_SECONDS)
+    for sequence in range(10):
+        for variant in ladder.variants:
+            publisher.add_segment(ladder.segment(variant.name, sequence))
+    publisher.finish(timeout=60)
+
+    listing = s3_client.list_objects_v2(Bucket=bucket, Prefix=PREFIX + "/")
+    keys = {o["Key"] for o in listing["Contents"]}
+    names = [v.name for v in ladder.variants]
+    expected = {layout.master_key(PREFIX)}
+    for name in names:
+        expected |= {
+            layout.live_playlist_key(PREFIX, name),
+            layout.event_playlist_key(PREFIX, name),
+        }
+        expected |= {layout.segment_key(PREFIX, name, i) for i in range(10)}
+    assert keys == expected
+
+    for key in keys:
+        head = s3_client.head_object(Bucket=bucket, Key=key)
+        if key.endswith(".ts"):
+            assert head["ContentType"] == "video/mp2t"
+            assert head["CacheControl"] == "max-age=31536000, immutable"
+        else:
+            assert head["ContentType"] == "application/vnd.apple.mpegurl"
+            assert head["CacheControl"] == "max-age=3600"  # final playlists
+
+    def get(key: str) -> bytes:
+        return bytes(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    master = m3u8.loads(get(layout.master_key(PREFIX)).decode())
+    assert [p.uri for p in master.playlists] == [f"{n}/index.m3u8" for n in names]
+    stats = publisher.stats()
+    for playlist, variant in zip(master.playlists, ladder.variants, strict=True):
+        info = playlist.stream_info
+        assert info.bandwidth == stats[variant.name]["peakBandwidth"]
+        assert info.average_bandwidth == stats[variant.name]["averageBandwidth"]
+        assert info.resolution == (variant.width, variant.height)
+        assert info.frame_rate == 24.0
+        assert info.codecs == variant.codecs
+
+    for name in names:
+        stored = sorted(k.rsplit("/", 1)[1] for k in keys if k.startswith(f"{PREFIX}/{name}/seg"))
+        event = m3u8.loads(get(layout.event_playlist_key(PREFIX, name)).decode())
+        assert event.segments.uri == stored == seg_names(0, 9)
+        assert event.is_endlist and event.playlist_type == "event"
+        durations = [d for _, d in ladder.segments[name]]
+        assert event.segments[0].duration == pytest.approx(durations[0], abs=0.0005)
+        live = m3u8.loads(get(layout.live_playlist_key(PREFIX, name)).decode())
+        assert live.segments.uri == seg_names(4, 9) and live.media_sequence == 4
+        assert live.is_endlist
+        assert stats[name]["segments"] == 10
+        assert stats[name]["seconds"] == pytest.approx(sum(durations), abs=0.001)
+        assert stats[name]["pendingUploads"] == 0
+        size = sum(len(d) for d, _ in ladder.segments[name])
+        assert stats[name]["averageBandwidth"] == pytest.approx(size * 8 / sum(durations), abs=1)
+
+    # what a user would check: the published segment is real, playable TS
+    segment_path = tmp_path / "probe.ts"
+    segment_path.write_bytes(get(layout.segment_key(PREFIX, names[0], 3)))
+    assert get(layout.segment_key(PREFIX, names[0], 3)) == ladder.segments[names[0]][3][0]
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            str(segment_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    assert set(probe.stdout.split()) == {"aac", "h264"}
+
+    assert store.violations == []
+    assert not any((tmp_path / "spool").rglob("*.ts"))
+
+
+def test_out_of_order_upload_is_listed_in_order(
+    s3_storage, s3_client, bucket, ladder: Ladder, tmp_path
+) -> None:
+    name = ladder.variants[0].name
+    store = CheckingStore(s3_storage, PREFIX)
+    slow = store.hold(layout.segment_key(PREFIX, name, 2))
+    publisher = HlsPublisher(
+        store, bucket, PREFIX, tmp_path / "spool", label="order", upload_workers=3
+    )
+    publisher.start(ladder.variants[:1], SEGMENT_SECONDS)
+    for sequence in range(5):
+        publisher.add_segment(ladder.segment(name, sequence))
+
+    def stored(sequence: int) -> bool:
+        key = layout.segment_key(PREFIX, name, sequence)
+        return s3_client.list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 1
+
+    index_key = layout.live_playlist_key(PREFIX, name)
+    wait_until(lambda: stored(3) and stored(4), what="segments 3 and 4 stored")
+    wait_until(
+        lambda: listed(stored_text(s3_client, bucket, index_key) or "") == seg_names(0, 1),
+        what="playlist listing 0..1",
+    )
+    # 3 and 4 are stored, 2 is not: the playlist stops at 1 however long 2 takes
+    wait_until(lambda: publisher.stats()[name]["pendingUploads"] == 1, what="only 2 pending")
+    assert not stored(2)
+    assert listed(stored_text(s3_client, bucket, index_key) or "") == seg_names(0, 1)
+    assert publisher.stats()[name]["segments"] == 2
+    assert publisher.stats()[name]["pendingUploads"] == 1
+
+    slow.set()
+    wait_until(
+        lambda: listed(stored_text(s3_client, bucket, index_key) or "") == seg_names(0, 4),
+        what="playlist listing 0..4",
+    )
+    publisher.finish(timeout=30)
+    assert store.violations == []
+    # No playlist ever listed 3 or 4 without 2.
+    for text in store.playlists(index_key):
+        uris = listed(text)
+        assert uris == seg_names(0, len(uris) - 1)
+
+
+def stored_text(s3_client, bucket: str, key: str) -> str | None:  # type: ignore[no-untyped-def]
+    try:
+        return str(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read().decode())
+    except s3_client.exceptions.NoSuchKey:
+        return None
+
+
+# -- publisher logic with an in-memory store ----------------------------------------------
+
+VARIANTS = [
+    VariantInfo("hi", 1280, 720, 30.0, "avc1.64001f,mp4a.40.2", 3_000_000),
+    VariantInfo("lo", 640, 360, 30.0, "avc1.64001e,mp4a.40.2", 1_000_000),
+]
+
+
+def segment(
+    rendition: str,
+    sequence: int,
+    size: int = 1000,
+    duration: float = 2.0,
+    discontinuity: bool = False,
+) -> Segment:
+    return Segment(
+        rendition, sequence, sequence * 2.0, duration, bytes([sequence % 256]) * size, discontinuity
+    )
+
+
+def key(rendition: str, sequence: int) -> str:
+    return layout.segment_key(PREFIX, rendition, sequence)
+
+
+def test_spool_holds_exactly_what_is_pending_and_is_cleaned(tmp_path) -> None:
+    memory = MemoryStore()
+    store = CheckingStore(memory, PREFIX)
+    store.gate_all_segments = threading.Event()
+    publisher = make_publisher(store, tmp_path)
+    publisher.start(VARIANTS, 2.0)
+    spool = tmp_path / "spool"
+    for sequence in range(4):
+        for variant in VARIANTS:
+            publisher.add_segment(segment(variant.name, sequence, size=100 + sequence))
+    # nothing can be uploaded: every segment is on disk, byte for byte
+    files = sorted(p.relative_to(spool).as_posix() for p in spool.rglob("*") if p.is_file())
+    assert files == sorted(f"{v.name}/seg_{i:06d}.ts" for v in VARIANTS for i in range(4))
+    assert (spool / "hi" / "seg_000002.ts").read_bytes() == bytes([2]) * 102
+    assert all(s["pendingUploads"] == 4 and s["segments"] == 0 for s in publisher.stats().values())
+
+    store.gate_all_segments.set()
+    publisher.finish(timeout=10)
+    assert list(spool.rglob("*")) == []  # files and rendition folders gone
+    assert all(s["pendingUploads"] == 0 for s in publisher.stats().values())
+    assert store.violations == []
+
+
+def test_spool_files_deleted_as_they_upload(tmp_path) -> None:
+    memory = MemoryStore()
+    publisher = make_publisher(memory, tmp_path)
+    publisher.start(VARIANTS[:1], 2.0)
+    spool = tmp_path / "spool" / "hi"
+    for sequence in range(3):
+        publisher.add_segment(segment("hi", sequence))
+    wait_until(lambda: publisher.stats()["hi"]["segments"] == 3)
+    assert list(spool.iterdir()) == []
+    publisher.close()
+
+
+def test_stats_equal_what_was_published(tmp_path) -> None:
+    memory = MemoryStore()
+    publisher = make_publisher(memory, tmp_path)
+    publisher.start(VARIANTS, 2.0)
+    sizes = [(500, 2.0), (750, 2.0), (250, 2.0), (100, 0.5)]
+    for sequence, (size, duration) in enumerate(sizes):
+        publisher.add_segment(segment("hi", sequence, size, duration))
+    publisher.add_segment(segment("lo", 0, 300, 1.5))
+    publisher.finish(timeout=10)
+    stats = publisher.stats()
+    assert stats["hi"] == {
+        "segments": 4,
+        "seconds": 6.5,
+        "peakBandwidth": 750 * 8 // 2,  # the 0.5 s tail is not a peak
+        "averageBandwidth": math.ceil(1600 * 8 / 6.5),
+        "pendingUploads": 0,
+    }
+    assert stats["lo"]["segments"] == 1 and stats["lo"]["peakBandwidth"] == 1600
+
+
+def test_master_waits_for_every_variant_then_follows_bandwidth(tmp_path) -> None:
+    memory = MemoryStore()
+    store = CheckingStore(memory, PREFIX)
+    publisher = make_publisher(store, tmp_path)
+    publisher.start(VARIANTS, 2.0)
+    master_key = layout.master_key(PREFIX)
+    publisher.add_segment(segment("hi", 0, size=500_000))
+    wait_until(lambda: layout.live_playlist_key(PREFIX, "hi") in memory.keys())
+    assert master_key not in memory.keys()  # "lo" has nothing yet
+    publisher.add_segment(segment("lo", 0, size=200_000))
+    wait_until(lambda: master_key in memory.keys(), what="master")
+    first = m3u8.loads(memory.text(master_key))
+    assert [p.stream_info.bandwidth for p in first.playlists] == [2_000_000, 800_000]
+
+    publisher.add_segment(segment("hi", 1, size=520_000))  # +4%: not material
+    wait_until(lambda: publisher.stats()["hi"]["segments"] == 2)
+    publisher.add_segment(segment("lo", 1, size=260_000))  # +30%: rewrite
+    wait_until(lambda: len(store.playlists(master_key)) == 2, what="master rewrite")
+    second = m3u8.loads(store.playlists(master_key)[1])
+    assert [p.stream_info.bandwidth for p in second.playlists] == [2_080_000, 1_040_000]
+    assert [p.stream_info.average_bandwidth for p in second.playlists] == [2_040_000, 920_000]
+    publisher.finish(timeout=10)
+    assert store.violations == []
+
+
+def test_live_playlist_slides_with_discontinuity(tmp_path) -> None:
+    memory = MemoryStore()
+    publisher = make_publisher(memory, tmp_path, window_segments=3)
+    publisher.start(VARIANTS[:1], 2.0)
+    for sequence in range(6):
+        publisher.add_segment(segment("hi", sequence, discontinuity=sequence == 2))
+        wait_until(lambda s=sequence: publisher.stats()["hi"]["segments"] == s + 1)
+    index = layout.live_playlist_key(PREFIX, "hi")
+    wait_until(lambda: listed(memory.text(index)) == seg_names(3, 5))
+    parsed = m3u8.loads(memory.text(index))
+    assert parsed.media_sequence == 3 and parsed.discontinuity_sequence == 1
+    assert not parsed.is_endlist and memory.objects[index][2] == "max-age=1"
+    publisher.finish(timeout=10)
+    assert m3u8.loads(memory.text(index)).is_endlist
+    event = m3u8.loads(memory.text(layout.event_playlist_key(PREFIX, "hi")))
+    assert event.segments.uri == seg_names(0, 5) and event.is_endlist
+    assert [s.discontinuity for s in event.segments] == [False, False, True, False, False, False]
+
+
+def test_outage_retries_in_order_and_reports_once(tmp_path) -> None:
+    memory = MemoryStore()
+    store = CheckingStore(memory, PREFIX)
+    events: list[tuple[str, str]] = []
+    publisher = make_publisher(
+        store,
+        tmp_path,
+        on_event=lambda s, m: events.append((s, m)),
+        retry_initial_seconds=0.02,
+        retry_max_seconds=0.1,
+    )
+    publisher.start(VARIANTS, 2.0)
+    for sequence in range(2):
+        for variant in VARIANTS:
+            publisher.add_segment(segment(variant.name, sequence))
+    wait_until(lambda: all(s["segments"] == 2 for s in publisher.stats().values()))
+    wait_until(lambda: layout.master_key(PREFIX) in memory.keys())
+    playlists = [
+        f(PREFIX, v.name)
+        for v in VARIANTS
+        for f in (layout.live_playlist_key, layout.event_playlist_key)
+    ]
+    # every playlist is up to date: nothing else is pending when the storage goes away
+    wait_until(
+        lambda: all(
+            k in memory.keys() and listed(memory.text(k)) == seg_names(0, 1) for k in playlists
+        )
+    )
+
+    memory.failing = True
+    for sequence in range(2, 7):
+        for variant in VARIANTS:
+            publisher.add_segment(segment(variant.name, sequence))
+    wait_until(lambda: publisher.outage, what="outage")
+    wait_until(lambda: sum(not ok for _, ok in memory.calls) >= 10, what="retries")
+    assert len(events) == 1 and events[0][0] == STORAGE_OUTAGE
+    assert events[0][1].endswith(": connection refused (test)")
+    assert all(s["segments"] == 2 and s["pendingUploads"] == 5 for s in publisher.stats().values())
+    # At most one in-flight upload per worker fails with the first error; after that a
+    # single probe retries the oldest pending object, and only it.
+    with memory.lock:
+        failed = [k for k, ok in memory.calls if not ok]
+    assert set(failed[4:]) == {key("hi", 2)}
+    assert len(list((tmp_path / "spool").rglob("*.ts"))) == 10
+
+    memory.failing = False
+    publisher.finish(timeout=10)
+    assert [e[0] for e in events] == [STORAGE_OUTAGE, STORAGE_RECOVERED]
+    assert events[1][1].startswith("uploaded 10 delayed segments after ")
+    assert not publisher.outage
+    assert store.violations == []
+    for variant in VARIANTS:
+        assert {key(variant.name, i) for i in range(7)} <= memory.keys()
+        event = memory.text(layout.event_playlist_key(PREFIX, variant.name))
+        assert listed(event) == seg_names(0, 6)
+
+
+def test_finish_times_out_during_outage_and_can_be_retried(tmp_path) -> None:
+    memory = MemoryStore()
+    events: list[str] = []
+    publisher = make_publisher(
+        memory,
+        tmp_path,
+        on_event=lambda s, m: events.append(s),
+        retry_initial_seconds=0.02,
+        retry_max_seconds=0.05,
+    )
+    publisher.start(VARIANTS[:1], 2.0)
+    memory.failing = True
+    publisher.add_segment(segment("hi", 0))
+    with pytest.raises(TimeoutError, match="1 segments pending"):
+        publisher.finish(timeout=0.3)
+    assert memory.keys() == set()  # no playlist listing a segment that is not stored
+    memory.failing = False
+    publisher.finish(timeout=10)
+    assert key("hi", 0) in memory.keys()
+    assert m3u8.loads(memory.text(layout.live_playlist_key(PREFIX, "hi"))).is_endlist
+    assert events == [STORAGE_OUTAGE, STORAGE_RECOVERED]
+    publisher.finish()  # idempotent
+
+
+def test_close_during_outage_keeps_the_spool(tmp_path) -> None:
+    memory = MemoryStore()
+    memory.failing = True
+    publisher = make_publisher(memory, tmp_path, retry_initial_seconds=0.02)
+    publisher.start(VARIANTS[:1], 2.0)
+    for sequence in range(3):
+        publisher.add_segment(segment("hi", sequence))
+    wait_until(lambda: publisher.outage)
+    publisher.close()
+    publisher.close()  # idempotent
+    assert sorted(p.name for p in (tmp_path / "spool" / "hi").iterdir()) == seg_names(0, 2)
+    publisher.add_segment(segment("hi", 3))  # after close: dropped, not spooled
+    assert len(list((tmp_path / "spool" / "hi").iterdir())) == 3
+    with pytest.raises(RuntimeError):
+        publisher.finish()
+
+
+def test_add_segment_does_not_wait_for_storage(tmp_path) -> None:
+    memory = MemoryStore()
+    store = CheckingStore(memory, PREFIX)
+    store.gate_all_segments = threading.Event()  # every upload hangs
+    publisher = make_publisher(store, tmp_path, upload_workers=2)
+    publisher.start(VARIANTS[:1], 2.0)
+    done = threading.Event()
+
+    def encoder() -> None:
+        for sequence in range(20):
+            publisher.add_segment(segment("hi", sequence))
+        done.set()
+
+    threading.Thread(target=encoder).start()
+    assert done.wait(5), "add_segment blocked on a hung upload"
+    store.gate_all_segments.set()
+    publisher.finish(timeout=10)
+    assert publisher.stats()["hi"]["segments"] == 20
+
+
+def test_out_of_sequence_segments_are_dropped(tmp_path) -> None:
+    memory = MemoryStore()
+    publisher = make_publisher(memory, tmp_path)
+    publisher.start(VARIANTS[:1], 2.0)
+    publisher.add_segment(segment("hi", 0))
+    publisher.add_segment(segment("hi", 1))
+    publisher.add_segment(segment("hi", 1))  # duplicate
+    publisher.add_segment(segment("hi", 0))  # goes back
+    with pytest.raises(ValueError):
+        publisher.add_segment(segment("nope", 2))
+    publisher.finish(timeout=10)
+    assert listed(memory.text(layout.event_playlist_key(PREFIX, "hi"))) == seg_names(0, 1)
+
+
+def test_a_lost_spool_file_is_skipped_with_a_discontinuity(tmp_path) -> None:
+    memory = MemoryStore()
+    store = CheckingStore(memory, PREFIX)
+    store.gate_all_segments = threading.Event()
+    publisher = make_publisher(store, tmp_path, upload_workers=1)
+    publisher.start(VARIANTS[:1], 2.0)
+    for sequence in range(4):
+        publisher.add_segment(segment("hi", sequence))
+    (tmp_path / "spool" / "hi" / "seg_000002.ts").unlink()  # e.g. someone cleaned /tmp
+    store.gate_all_segments.set()
+    publisher.finish(timeout=10)
+    event = m3u8.loads(memory.text(layout.event_playlist_key(PREFIX, "hi")))
+    assert event.segments.uri == ["seg_000000.ts", "seg_000001.ts", "seg_000003.ts"]
+    assert [s.discontinuity for s in event.segments] == [False, False, True]
+    assert store.violations == []
+
+
+def test_finish_without_segments_and_before_start(tmp_path) -> None:
+    memory = MemoryStore()
+    publisher = make_publisher(memory, tmp_path)
+    publisher.finish()
+    publisher.close()
+    publisher = make_publisher(memory, tmp_path)
+    publisher.start(VARIANTS, 2.0)
+    publisher.finish(timeout=5)
+    assert memory.keys() == set()
+    assert publisher.stats()["hi"] == {
+        "segments": 0,
+        "seconds": 0.0,
+        "peakBandwidth": None,
+        "averageBandwidth": None,
+        "pendingUploads": 0,
+    }
