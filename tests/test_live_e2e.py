@@ -70,8 +70,8 @@ class Live:
     async def status(self, job: dict[str, Any]) -> int:
         return int((await self.call("GET", f"/livejobs/{job['id']}"))["result"]["status"])
 
-    async def wait_status(self, job: dict[str, Any], status: int, timeout: float = 30) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def wait_status(self, job: dict[str, Any], status: int, within: float = 30) -> None:
+        deadline = asyncio.get_running_loop().time() + within
         while (current := await self.status(job)) != status:
             assert asyncio.get_running_loop().time() < deadline, (current, status)
             await asyncio.sleep(0.1)
@@ -274,7 +274,7 @@ async def test_past_the_reconnect_window_the_job_waits_for_input_again(
     job = await live.create_online_job(2, bucket, "window")
     assert (await publish(live.rtmp_url(job["key"]), 3, size="320x240")).returncode == 0
     await live.wait_status(job, 4)
-    await live.wait_status(job, 2, timeout=15)  # Processing: waiting for input
+    await live.wait_status(job, 2, within=15)  # Processing: waiting for input
     timings = await live.timings(job)
     expired = [t for t in timings if t["childStatus"] == "ReconnectWindowExpired"]
     assert len(expired) == 1 and expired[0]["status"] == "Processing"

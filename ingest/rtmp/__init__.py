@@ -1,1 +1,1 @@
-"""RTMP ingest: pure wire codecs (handshake, chunk stream, AMF0, messages) and the asyncio server."""
+"""RTMP ingest: pure wire codecs (handshake, chunks, AMF0, messages) and the asyncio server."""
