@@ -1,0 +1,166 @@
+"""Latency: from the last frame of segment N being sent to segment N listed in the playlist.
+
+onair: `onair run` (embedded SeaweedFS) with a template-2 job; a PyAV publisher sends a
+720p30 source over RTMP in real time and records when each video frame leaves; a poller
+GETs the 720p live playlist from the bucket every 50 ms. ffmpeg CLI: the same source
+read with `-re` into the same ladder as a live HLS playlist on local disk, polled the
+same way (its send time is estimated as process start + media time, which slightly
+favours onair's exact measurement: the difference is ffmpeg's start-up, ~0.1 s).
+
+Prints p50/p95 of each, and the ratio. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import av
+import m3u8
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from service import Onair, percentile, source_720p  # noqa: E402
+from throughput import ffmpeg_ladder_command  # noqa: E402
+
+from encoder.ladder import plan_ladder  # noqa: E402
+from encoder.templates import get_template  # noqa: E402
+
+POLL_SECONDS = 0.05
+
+
+def publish_realtime(url: str, source: Path, sent: list[tuple[float, float]]) -> None:
+    """Send `source` packet by packet at its own pace; record (media s, wall) per video frame."""
+    with av.open(str(source)) as inp, av.open(url, "w", format="flv") as out:
+        mapping = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
+        start_wall: float | None = None
+        first: float | None = None
+        for packet in inp.demux():
+            if packet.dts is None or packet.stream.index not in mapping:
+                continue
+            media = float(packet.dts * packet.time_base)
+            if first is None:
+                first, start_wall = media, time.monotonic()
+            assert start_wall is not None
+            delay = start_wall + (media - first) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            stream = packet.stream
+            packet.stream = mapping[stream.index]
+            out.mux(packet)
+            if stream.type == "video" and packet.pts is not None:
+                sent.append((float(packet.pts * packet.time_base) - first, time.monotonic()))
+
+
+def poll_playlist(read: object, stop: threading.Event, listed: dict[int, tuple[float, float]]) -> None:
+    """Record, for each sequence number, (segment duration, wall time first listed)."""
+    while not stop.is_set():
+        try:
+            text = read()  # type: ignore[operator]
+        except Exception:
+            text = None
+        now = time.monotonic()
+        if text:
+            playlist = m3u8.loads(text)
+            for offset, segment in enumerate(playlist.segments):
+                sequence = (playlist.media_sequence or 0) + offset
+                listed.setdefault(sequence, (float(segment.duration), now))
+        time.sleep(POLL_SECONDS)
+
+
+def latencies(listed: dict[int, tuple[float, float]], sent: list[tuple[float, float]],
+              fps: float = 30.0) -> list[float]:
+    """Per complete segment: listed time - send time of its last frame."""
+    sent.sort()
+    media = [m for m, _ in sent]
+    out = []
+    end = 0.0
+    sequences = sorted(listed)
+    for sequence in sequences[:-1]:  # the last one is flushed at the end of the live
+        duration, when = listed[sequence]
+        end += duration
+        index = bisect.bisect_right(media, end - 1.0 / fps + 1e-3) - 1
+        if index >= 0:
+            out.append(when - sent[index][1])
+    return out
+
+
+def run_onair(source: Path, work: Path) -> list[float]:
+    service = Onair(work / "onair")
+    try:
+        job = service.create_online_job(2, "bench-latency", "lat")
+        key = "bench/lat/720p/index.m3u8"
+
+        def read() -> str:
+            body = service.s3.get_object(Bucket="bench-latency", Key=key)["Body"]
+            return body.read().decode()  # type: ignore[no-any-return]
+
+        sent: list[tuple[float, float]] = []
+        listed: dict[int, tuple[float, float]] = {}
+        stop = threading.Event()
+        poller = threading.Thread(target=poll_playlist, args=(read, stop, listed), daemon=True)
+        poller.start()
+        publish_realtime(service.rtmp_url(job["key"]), source, sent)
+        time.sleep(3)
+        stop.set()
+        poller.join()
+        service.offline(job)
+        return latencies(listed, sent)
+    finally:
+        service.stop()
+
+
+def run_ffmpeg(source: Path, work: Path) -> list[float]:
+    import subprocess
+
+    template = get_template(2)
+    plans = plan_ladder(template, 1280, 720)
+    out_dir = work / "ffmpeg"
+    out_dir.mkdir()
+    command = ffmpeg_ladder_command(source, template, plans, out_dir)
+    command.insert(command.index("-i"), "-re")
+    at = command.index("-hls_playlist_type")
+    command[at : at + 2] = ["-hls_list_size", "6"]
+    playlist = out_dir / "v0.m3u8"
+    listed: dict[int, tuple[float, float]] = {}
+    stop = threading.Event()
+    poller = threading.Thread(
+        target=poll_playlist,
+        args=(lambda: playlist.read_text() if playlist.exists() else None, stop, listed),
+        daemon=True,
+    )
+    poller.start()
+    started = time.monotonic()
+    subprocess.run(command, check=True)
+    stop.set()
+    poller.join()
+    # ffmpeg -re sends frame t at about start + t.
+    sent = [(i / 30.0, started + i / 30.0) for i in range(int(30 * 3600))]
+    return latencies(listed, sent)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    source = source_720p(args.seconds)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        ours = run_onair(source, work)
+        theirs = run_ffmpeg(source, work)
+    print(f"latency, segment end -> listed ({len(ours)} onair / {len(theirs)} ffmpeg segments)")
+    print(f"  onair  (S3 playlist)   p50 {percentile(ours, .5):.3f} s   p95 {percentile(ours, .95):.3f} s")
+    print(f"  ffmpeg (local disk)    p50 {percentile(theirs, .5):.3f} s   p95 {percentile(theirs, .95):.3f} s")
+    if theirs:
+        print(f"  ratio p95 onair/ffmpeg {percentile(ours, .95) / percentile(theirs, .95):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""The RTMP exception tree: every wire-level failure is one of these."""
+
+from __future__ import annotations
+
+
+class RtmpError(Exception):
+    """Base of every RTMP wire error; it ends only the connection it came from."""
+
+
+class HandshakeError(RtmpError):
+    """The peer's handshake bytes are short, garbage or of an unsupported version."""
+
+
+class ProtocolError(RtmpError):
+    """The chunk stream or a message breaks the protocol or one of our limits."""
+
+
+class AmfError(ProtocolError):
+    """AMF0 data that cannot be decoded (truncated, unknown marker, too deep, ...)."""

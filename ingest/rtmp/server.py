@@ -1,0 +1,450 @@
+"""The RTMP ingest server: accepts publishers, asks `admit` at `publish`, forwards media.
+
+One asyncio task per connection. Everything a peer can get wrong (handshake,
+chunk stream, AMF, limits, timeouts) ends only that connection, with one log line
+`[rtmp ip:port] closed: <reason>`. Per-connection memory is bounded: one read
+buffer, partial messages up to `max_message_bytes` in total, and output that is
+drained (a peer that does not read is closed by the idle timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ingest.rtmp import amf0, handshake, messages
+from ingest.rtmp.chunk import DEFAULT_WINDOW_ACK_SIZE, ChunkReader, ChunkWriter
+from ingest.rtmp.errors import AmfError, HandshakeError, ProtocolError, RtmpError
+from ingest.rtmp.messages import Command, Message
+
+logger = logging.getLogger(__name__)
+
+SERVER_CHUNK_SIZE = 4096  # our output chunk size, announced after connect
+PEER_BANDWIDTH = DEFAULT_WINDOW_ACK_SIZE
+MAX_BYTES_BEFORE_PUBLISH = 1 << 20  # commands before publish take a few kB; more is hostile
+READ_SIZE = 65536
+_CLOSE_GRACE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """What a publisher asks for; given to the admit callback at `publish`."""
+
+    app: str  # from connect's "app" (e.g. "live"), without a trailing "/"
+    stream_key: str  # from publish, with any "?query" stripped
+    remote: str  # "ip:port" of the publisher
+    tc_url: str | None
+    close: Callable[[str], None]  # call (from the event loop) to drop this connection
+
+
+class PublishRefused(Exception):
+    """Raised by an admit callback to refuse a publish; the publisher gets onStatus error."""
+
+    def __init__(self, description: str, code: str = "NetStream.Publish.BadName") -> None:
+        super().__init__(description)
+        self.description = description
+        self.code = code
+
+
+class PublishSession(Protocol):
+    """Receives one admitted publisher's stream, on the event loop; must not block."""
+
+    def on_metadata(self, metadata: dict[str, Any]) -> None: ...
+
+    def on_media(self, kind: int, timestamp_ms: int, payload: bytes) -> None: ...
+
+    def on_close(self, reason: str) -> None: ...
+
+
+AdmitCallback = Callable[[PublishRequest], Awaitable[PublishSession]]
+
+
+class _SessionFailed(Exception):
+    """A PublishSession callback raised: a bug on the receiving side, not the peer's."""
+
+
+class RtmpServer:
+    """RTMP publish-only server. `start()` binds; `stop()` closes everything and waits."""
+
+    def __init__(
+        self,
+        admit: AdmitCallback,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 1935,
+        publish_timeout_seconds: float = 10.0,
+        idle_timeout_seconds: float = 10.0,
+        max_message_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.admit = admit
+        self.host = host
+        self.requested_port = port
+        self.publish_timeout_seconds = publish_timeout_seconds
+        self.idle_timeout_seconds = idle_timeout_seconds
+        self.max_message_bytes = max_message_bytes
+        self._server: asyncio.Server | None = None
+        self._port: int | None = None
+        self._connections: set[_Connection] = set()
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        """Bind and listen; idempotent."""
+        if self._server is not None:
+            return
+        self._server = await asyncio.start_server(
+            self._on_client, self.host, self.requested_port, limit=READ_SIZE
+        )
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        logger.info("rtmp server listening on %s:%d", self.host, self.port)
+
+    @property
+    def port(self) -> int:
+        """The bound port (the chosen one when constructed with port=0)."""
+        if self._port is None:
+            raise RuntimeError("rtmp server not started")
+        return self._port
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def stop(self) -> None:
+        """Close the listener and every connection (on_close for each publishing one); wait."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        try:
+            if self._server is not None:
+                self._server.close()
+            connections = list(self._connections)
+            for connection in connections:
+                connection.close("server stopping")
+            tasks = [c.task for c in connections if c.task is not None]
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
+        finally:
+            self._stopped.set()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = _Connection(self, reader, writer)
+        if self._stopping:
+            writer.transport.abort()
+            return
+        self._connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self._connections.discard(connection)
+
+
+def _format_peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer)
+
+
+def _mask_key(key: str) -> str:
+    """Stream keys are secrets: log only a prefix."""
+    return key[:3] + "…" if len(key) > 6 else "…"
+
+
+class _Connection:
+    """One peer: handshake, then commands, then (once admitted) media to its session."""
+
+    def __init__(
+        self, server: RtmpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.server = server
+        self.remote = _format_peer(writer.get_extra_info("peername"))
+        self.prefix = f"[rtmp {self.remote}]"
+        self.task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._reader = reader
+        self._writer = writer
+        self._chunks = ChunkReader(max_message_bytes=server.max_message_bytes)
+        self._out = ChunkWriter()
+        self._close_reason: str | None = None
+        self._cleaning_up = False
+        self._connected = False
+        self._app = ""
+        self._tc_url: str | None = None
+        self._next_stream_id = 1
+        self._publish_attempted = False
+        self._published = False
+        self._session: PublishSession | None = None
+        self._session_open = False
+        self._admitting = False
+        self._bytes_before_publish = 0
+        self._started_at = self._loop.time()
+        self._last_activity = self._started_at
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    # Closing
+
+    def close(self, reason: str) -> None:
+        """Drop this connection (from the event loop); the session's on_close follows."""
+        if self._close_reason is None:
+            self._close_reason = reason
+        if self._cleaning_up or self.task is None or self.task.done():
+            return
+        if self.task is not asyncio.current_task():
+            self.task.cancel()
+        # From inside our own task the dispatch loop sees _close_reason and returns.
+
+    def _end_publish(self, reason: str) -> None:
+        if self._session is None or not self._session_open:
+            return
+        self._session_open = False
+        try:
+            self._session.on_close(reason)
+        except Exception:
+            logger.exception("%s session on_close failed", self.prefix)
+
+    async def run(self) -> None:
+        level = logging.INFO
+        exc_info: BaseException | None = None
+        self._arm_watchdog()
+        try:
+            await self._handshake()
+            await self._serve()
+            reason = self._close_reason or "closed by peer"
+        except asyncio.CancelledError:
+            reason = self._close_reason or "cancelled"
+        except HandshakeError as exc:
+            reason, level = f"handshake error: {exc}", logging.WARNING
+        except RtmpError as exc:
+            reason, level = f"protocol error: {exc}", logging.WARNING
+        except (ConnectionError, OSError) as exc:
+            reason = self._close_reason or f"connection lost: {exc or type(exc).__name__}"
+        except _SessionFailed as exc:
+            reason, level, exc_info = f"session error: {exc}", logging.ERROR, exc.__cause__
+        except Exception as exc:
+            reason, level, exc_info = f"internal error: {exc!r}", logging.ERROR, exc
+        self._cleaning_up = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._end_publish(reason)
+        self._shut_transport(graceful=level == logging.INFO)
+        logger.log(level, "%s closed: %s", self.prefix, reason, exc_info=exc_info)
+
+    def _shut_transport(self, graceful: bool) -> None:
+        transport = self._writer.transport
+        if transport.is_closing():
+            return
+        if graceful:  # flush what we wrote (e.g. a refusal), but not for ever
+            transport.close()
+            self._loop.call_later(_CLOSE_GRACE_SECONDS, transport.abort)
+        else:
+            transport.abort()
+
+    # Timeouts
+
+    def _arm_watchdog(self) -> None:
+        deadline = self._last_activity + self.server.idle_timeout_seconds
+        if not self._published:
+            deadline = min(deadline, self._started_at + self.server.publish_timeout_seconds)
+        self._watchdog = self._loop.call_at(deadline, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        now = self._loop.time()
+        publish_timeout = self.server.publish_timeout_seconds
+        if not self._published and now >= self._started_at + publish_timeout:
+            self.close(f"no publish within {publish_timeout:g} s")
+            return
+        if self._admitting:
+            self._last_activity = now
+        elif now >= self._last_activity + self.server.idle_timeout_seconds:
+            self.close(f"idle for {self.server.idle_timeout_seconds:g} s")
+            return
+        self._arm_watchdog()
+
+    # Wire
+
+    async def _handshake(self) -> None:
+        phase = "C0"
+        try:
+            c0 = await self._reader.readexactly(1)
+            handshake.check_c0(c0)  # at once: garbage is refused without waiting for more
+            phase = "C1"
+            c1 = await self._reader.readexactly(handshake.HANDSHAKE_SIZE)
+            self._writer.write(handshake.server_response(c1))
+            phase = "C2"
+            c2 = await self._reader.readexactly(handshake.HANDSHAKE_SIZE)
+        except asyncio.IncompleteReadError as exc:
+            got, wanted = len(exc.partial), exc.expected
+            raise HandshakeError(
+                f"connection closed during handshake ({got} of {wanted} bytes of {phase})"
+            ) from None
+        handshake.check_c2(c2)
+        self._last_activity = self._loop.time()
+
+    def _send(self, csid: int, message: Message) -> None:
+        if self._writer.transport.is_closing():
+            raise ConnectionResetError("connection lost")
+        self._writer.write(self._out.write(csid, message))
+
+    async def _serve(self) -> None:
+        limit = MAX_BYTES_BEFORE_PUBLISH
+        while self._close_reason is None:
+            data = await self._reader.read(READ_SIZE)
+            if not data:
+                return
+            self._last_activity = self._loop.time()
+            if not self._published:
+                self._bytes_before_publish += len(data)
+                if self._bytes_before_publish > limit:
+                    raise ProtocolError(f"more than {limit} bytes before publish")
+            self._chunks.feed(data)
+            while self._close_reason is None:
+                message = self._chunks.next_message()
+                if message is None:
+                    break
+                await self._dispatch(message)
+            sequence = self._chunks.take_acknowledgement()
+            if sequence is not None:
+                self._send(messages.CONTROL_CHUNK_STREAM, messages.acknowledgement(sequence))
+            await self._writer.drain()
+
+    async def _dispatch(self, message: Message) -> None:
+        type_id = message.type_id
+        if type_id == messages.AUDIO or type_id == messages.VIDEO:
+            if self._session_open:
+                assert self._session is not None
+                try:
+                    self._session.on_media(type_id, message.timestamp, message.payload)
+                except Exception as exc:
+                    raise _SessionFailed(f"on_media raised {exc!r}") from exc
+        elif type_id in (messages.COMMAND_AMF0, messages.COMMAND_AMF3):
+            await self._on_command(messages.parse_command(message))
+        elif type_id in (messages.DATA_AMF0, messages.DATA_AMF3):
+            if self._session_open:
+                self._on_data(message)
+        elif type_id == messages.USER_CONTROL:
+            event, value = messages.parse_user_control(message.payload)
+            if event == messages.PING_REQUEST and value is not None:
+                ping = messages.user_control(messages.PING_RESPONSE, value)
+                self._send(messages.CONTROL_CHUNK_STREAM, ping)
+        # Set Chunk Size, Abort and Window Ack Size were applied by the chunk reader;
+        # Acknowledgement, Set Peer Bandwidth and shared objects need nothing from us.
+
+    def _on_data(self, message: Message) -> None:
+        try:
+            values = messages.parse_data(message)
+        except AmfError as exc:
+            logger.debug("%s ignoring undecodable data message: %s", self.prefix, exc)
+            return
+        if values and values[0] == "@setDataFrame":
+            values = values[1:]
+        if len(values) >= 2 and values[0] == "onMetaData" and isinstance(values[1], dict):
+            assert self._session is not None
+            try:
+                self._session.on_metadata(dict(values[1]))
+            except Exception as exc:
+                raise _SessionFailed(f"on_metadata raised {exc!r}") from exc
+
+    # Commands
+
+    async def _on_command(self, command: Command) -> None:
+        name = command.name
+        if name == "connect":
+            self._on_connect(command)
+            return
+        if not self._connected:
+            raise ProtocolError(f"command {name!r} before connect")
+        txn = command.transaction_id
+        if name in ("releaseStream", "FCPublish"):
+            if txn:
+                self._reply(messages.result(txn, None, amf0.UNDEFINED))
+        elif name == "createStream":
+            stream_id = self._next_stream_id
+            self._next_stream_id += 1
+            self._reply(messages.result(txn, None, float(stream_id)))
+        elif name == "publish":
+            await self._on_publish(command)
+        elif name == "FCUnpublish":
+            if txn:
+                self._reply(messages.result(txn, None, amf0.UNDEFINED))
+            self._end_publish("unpublished")
+        elif name in ("deleteStream", "closeStream"):
+            # The publisher closes the socket next; closing first makes some (GStreamer's
+            # rtmp2sink) report an error.
+            self._end_publish("unpublished")
+        elif name == "play":
+            description = "this server only accepts publishers"
+            stream_id = command.stream_id
+            self._status(stream_id, "error", "NetStream.Play.Failed", description)
+            self._close_reason = "play refused"
+        elif txn and not name.startswith("_") and name not in ("onStatus", "getStreamLength"):
+            code = "NetConnection.Call.Failed"
+            self._reply(messages.error_result(txn, f"unknown command {name}", code))
+
+    def _reply(self, message: Message) -> None:
+        self._send(messages.COMMAND_CHUNK_STREAM, message)
+
+    def _status(self, stream_id: int, level: str, code: str, description: str) -> None:
+        message = messages.on_status(stream_id, level, code, description)
+        self._send(messages.STATUS_CHUNK_STREAM, message)
+
+    def _on_connect(self, command: Command) -> None:
+        if self._connected:
+            raise ProtocolError("second connect on one connection")
+        properties = command.command_object
+        if not isinstance(properties, dict) or not isinstance(properties.get("app"), str):
+            raise ProtocolError("connect without an app")
+        self._app = properties["app"].rstrip("/")
+        tc_url = properties.get("tcUrl")
+        self._tc_url = tc_url if isinstance(tc_url, str) else None
+        self._connected = True
+        control = messages.CONTROL_CHUNK_STREAM
+        self._send(control, messages.window_ack_size(DEFAULT_WINDOW_ACK_SIZE))
+        self._send(control, messages.set_peer_bandwidth(PEER_BANDWIDTH))
+        self._writer.write(self._out.set_chunk_size(SERVER_CHUNK_SIZE))
+        self._reply(messages.connect_result(command.transaction_id))
+
+    async def _on_publish(self, command: Command) -> None:
+        if self._publish_attempted:
+            raise ProtocolError("second publish on one connection")
+        self._publish_attempted = True
+        stream_id = command.stream_id
+        name = command.args[0] if command.args else None
+        key = name.split("?", 1)[0] if isinstance(name, str) else ""
+        if not key:
+            await self._refuse(stream_id, PublishRefused("missing stream key"))
+            return
+        request = PublishRequest(self._app, key, self.remote, self._tc_url, self.close)
+        self._admitting = True
+        try:
+            session = await self.server.admit(request)
+        except PublishRefused as refused:
+            await self._refuse(stream_id, refused)
+            return
+        except Exception as exc:
+            logger.error("%s admission failed", self.prefix, exc_info=exc)
+            await self._refuse(
+                stream_id, PublishRefused("internal error", "NetStream.Publish.Failed")
+            )
+            return
+        finally:
+            self._admitting = False
+            self._last_activity = self._loop.time()
+        self._session = session
+        self._session_open = True
+        self._published = True
+        if self._close_reason is not None:  # closed while admission ran
+            return
+        self._send(messages.CONTROL_CHUNK_STREAM, messages.stream_begin(stream_id))
+        self._status(stream_id, "status", "NetStream.Publish.Start", "Publishing started.")
+        logger.info("%s publishing %s/%s", self.prefix, self._app, _mask_key(key))
+
+    async def _refuse(self, stream_id: int, refused: PublishRefused) -> None:
+        self._status(stream_id, "error", refused.code, refused.description)
+        self._close_reason = f"publish refused: {refused.description}"
+        await self._writer.drain()
