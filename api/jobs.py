@@ -134,6 +134,10 @@ class JobManager:
                 return {**EMPTY_STATISTICS, **live}
         return job_statistics(job)
 
+    def dropped_frames(self, job: dict[str, Any]) -> int:
+        """Frames dropped between decoder and encoder (the encoder fell behind)."""
+        return int(self.runtime.dropped_frames(job["id"])) if self.runtime is not None else 0
+
     def output_statistics(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         if self.runtime is not None:
             return list(self.runtime.output_statistics(job["id"]))

@@ -150,16 +150,13 @@ class JobPipeline:
         return self.decoder.stats()
 
     def output_statistics(self) -> list[dict[str, Any]]:
+        """Per rendition: what the encoder measured, merged with what was published."""
         published = self.publisher.stats()
-        rows = []
-        for encoded in self.encoder.stats():
-            name = encoded["name"]
-            rows.append({**encoded, **published.get(name, {}), "name": name,
-                         "droppedFrames": encoded.get("droppedFrames", 0)
-                         + self._ingest_drops()})
-        return rows
+        return [{**published.get(row["name"], {}), **row} for row in self.encoder.stats()]
 
-    def _ingest_drops(self) -> int:
+    @property
+    def ingest_dropped_frames(self) -> int:
+        """Decoded frames the encoder was too slow to take (dropped before any rendition)."""
         return self.queue.dropped_video
 
     # -- end ----------------------------------------------------------------------

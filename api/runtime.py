@@ -204,6 +204,10 @@ class MediaRuntime:
         pipeline = self._pipelines.get(job_id)
         return pipeline.input_statistics() if pipeline is not None else None
 
+    def dropped_frames(self, job_id: int) -> int:
+        pipeline = self._pipelines.get(job_id)
+        return pipeline.ingest_dropped_frames if pipeline is not None else 0
+
     def output_statistics(self, job_id: int) -> list[dict[str, Any]]:
         pipeline = self._pipelines.get(job_id)
         return pipeline.output_statistics() if pipeline is not None else []

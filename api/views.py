@@ -144,7 +144,11 @@ async def get_stats(request: web.Request) -> web.Response:
     project_id = _project(request)
     jobs = request.app[JOBS_KEY]
     job = await jobs.get(project_id, request.match_info["id"])
-    statistics = {**jobs.statistics(job), "outputs": jobs.output_statistics(job)}
+    statistics = {
+        **jobs.statistics(job),
+        "droppedFrames": jobs.dropped_frames(job),
+        "outputs": jobs.output_statistics(job),
+    }
     return envelope([statistics])
 
 

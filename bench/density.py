@@ -30,13 +30,28 @@ from encoder.ladder import plan_ladder  # noqa: E402
 from encoder.templates import get_template  # noqa: E402
 
 
-def onair_step(service: Onair, source: Path, lives: int, seconds: int, step: int) -> tuple[bool, str]:
+def onair_step(
+    service: Onair, source: Path, lives: int, seconds: int, step: int
+) -> tuple[bool, str]:
     bucket = "bench-density"
     jobs = [service.create_online_job(2, bucket, f"s{step}-j{i}") for i in range(lives)]
     publishers = [
         subprocess.Popen(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(source),
-             "-c", "copy", "-f", "flv", service.rtmp_url(job["key"])],
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-re",
+                "-i",
+                str(source),
+                "-c",
+                "copy",
+                "-f",
+                "flv",
+                service.rtmp_url(job["key"]),
+            ],
         )  # fmt: skip
         for job in jobs
     ]
@@ -46,7 +61,9 @@ def onair_step(service: Onair, source: Path, lives: int, seconds: int, step: int
     ok = all(code == 0 for code in codes)
     for index, job in enumerate(jobs):
         stats = service.stats(job)
-        dropped = sum(int(o.get("droppedFrames", 0)) for o in stats.get("outputs", []))
+        dropped = int(stats.get("droppedFrames", 0)) + sum(
+            int(o.get("droppedFrames", 0)) for o in stats.get("outputs", [])
+        )
         service.offline(job)
         key = f"bench/s{step}-j{index}/720p/event.m3u8"
         text = service.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
@@ -90,8 +107,10 @@ def main() -> int:
         try:
             for lives in range(1, args.max_lives + 1):
                 ok, notes = onair_step(service, source, lives, args.seconds, lives)
-                print(f"onair  {lives} lives: {'sustained' if ok else 'NOT sustained'} ({notes})",
-                      flush=True)
+                print(
+                    f"onair  {lives} lives: {'sustained' if ok else 'NOT sustained'} ({notes})",
+                    flush=True,
+                )
                 if not ok:
                     break
                 best_onair = lives
@@ -99,13 +118,17 @@ def main() -> int:
             service.stop()
         for lives in range(1, args.max_lives + 1):
             ok, notes = ffmpeg_step(source, lives, args.seconds, work)
-            print(f"ffmpeg {lives} lives: {'sustained' if ok else 'NOT sustained'} (wall {notes})",
-                  flush=True)
+            print(
+                f"ffmpeg {lives} lives: {'sustained' if ok else 'NOT sustained'} (wall {notes})",
+                flush=True,
+            )
             if not ok:
                 break
             best_ffmpeg = lives
-    print(f"density, real-time 720p30 template-2 lives on this host: onair {best_onair}, "
-          f"ffmpeg CLI {best_ffmpeg}")
+    print(
+        f"density, real-time 720p30 template-2 lives on this host: onair {best_onair}, "
+        f"ffmpeg CLI {best_ffmpeg}"
+    )
     return 0
 
 

@@ -38,7 +38,11 @@ POLL_SECONDS = 0.05
 def publish_realtime(url: str, source: Path, sent: list[tuple[float, float]]) -> None:
     """Send `source` packet by packet at its own pace; record (media s, wall) per video frame."""
     with av.open(str(source)) as inp, av.open(url, "w", format="flv") as out:
-        mapping = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
+        mapping = {
+            s.index: out.add_stream_from_template(s)
+            for s in inp.streams
+            if s.type in ("video", "audio")
+        }
         start_wall: float | None = None
         first: float | None = None
         for packet in inp.demux():
@@ -58,7 +62,9 @@ def publish_realtime(url: str, source: Path, sent: list[tuple[float, float]]) ->
                 sent.append((float(packet.pts * packet.time_base) - first, time.monotonic()))
 
 
-def poll_playlist(read: object, stop: threading.Event, listed: dict[int, tuple[float, float]]) -> None:
+def poll_playlist(
+    read: object, stop: threading.Event, listed: dict[int, tuple[float, float]]
+) -> None:
     """Record, for each sequence number, (segment duration, wall time first listed)."""
     while not stop.is_set():
         try:
@@ -74,8 +80,9 @@ def poll_playlist(read: object, stop: threading.Event, listed: dict[int, tuple[f
         time.sleep(POLL_SECONDS)
 
 
-def latencies(listed: dict[int, tuple[float, float]], sent: list[tuple[float, float]],
-              fps: float = 30.0) -> list[float]:
+def latencies(
+    listed: dict[int, tuple[float, float]], sent: list[tuple[float, float]], fps: float = 30.0
+) -> list[float]:
     """Per complete segment: listed time - send time of its last frame."""
     sent.sort()
     media = [m for m, _ in sent]
@@ -155,10 +162,14 @@ def main() -> int:
         ours = run_onair(source, work)
         theirs = run_ffmpeg(source, work)
     print(f"latency, segment end -> listed ({len(ours)} onair / {len(theirs)} ffmpeg segments)")
-    print(f"  onair  (S3 playlist)   p50 {percentile(ours, .5):.3f} s   p95 {percentile(ours, .95):.3f} s")
-    print(f"  ffmpeg (local disk)    p50 {percentile(theirs, .5):.3f} s   p95 {percentile(theirs, .95):.3f} s")
+    print(
+        f"  onair  (S3 playlist)   p50 {percentile(ours, 0.5):.3f} s   p95 {percentile(ours, 0.95):.3f} s"
+    )
+    print(
+        f"  ffmpeg (local disk)    p50 {percentile(theirs, 0.5):.3f} s   p95 {percentile(theirs, 0.95):.3f} s"
+    )
     if theirs:
-        print(f"  ratio p95 onair/ffmpeg {percentile(ours, .95) / percentile(theirs, .95):.2f}")
+        print(f"  ratio p95 onair/ffmpeg {percentile(ours, 0.95) / percentile(theirs, 0.95):.2f}")
     return 0
 
 

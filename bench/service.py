@@ -61,7 +61,10 @@ class Onair:
             "ONAIR_LOG_LEVEL": "WARNING",
         }
         self.process = subprocess.Popen(
-            [ONAIR, "run"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [ONAIR, "run"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         banner: dict[str, str] = {}
@@ -84,31 +87,43 @@ class Onair:
 
         saved = json.loads(creds)
         self.s3 = boto3.client(
-            "s3", endpoint_url=banner["s3"], aws_access_key_id=saved["accessKey"],
-            aws_secret_access_key=saved["secretKey"], region_name="us-east-1",
+            "s3",
+            endpoint_url=banner["s3"],
+            aws_access_key_id=saved["accessKey"],
+            aws_secret_access_key=saved["secretKey"],
+            region_name="us-east-1",
         )
 
     def create_online_job(self, template: int, bucket: str, path: str) -> dict[str, Any]:
-        body = {"jobTemplateId": template, "destination": "bench", "bucket": bucket,
-                "input": {"filePath": path, "serverType": 0, "inputClass": 0}}
+        body = {
+            "jobTemplateId": template,
+            "destination": "bench",
+            "bucket": bucket,
+            "input": {"filePath": path, "serverType": 0, "inputClass": 0},
+        }
         job = requests.post(f"{self.api}/livejobs", json=body, headers=self.headers, timeout=10)
         job.raise_for_status()
         result: dict[str, Any] = job.json()["result"]
         requests.post(
-            f"{self.api}/livejobs/{result['key']}", json={"online": True}, headers=self.headers,
+            f"{self.api}/livejobs/{result['key']}",
+            json={"online": True},
+            headers=self.headers,
             timeout=10,
         ).raise_for_status()
         return result
 
     def offline(self, job: dict[str, Any]) -> None:
         requests.post(
-            f"{self.api}/livejobs/{job['key']}", json={"online": False}, headers=self.headers,
+            f"{self.api}/livejobs/{job['key']}",
+            json={"online": False},
+            headers=self.headers,
             timeout=120,
         ).raise_for_status()
 
     def stats(self, job: dict[str, Any]) -> dict[str, Any]:
-        answer = requests.get(f"{self.api}/livejobs/{job['id']}/stats", headers=self.headers,
-                              timeout=10)
+        answer = requests.get(
+            f"{self.api}/livejobs/{job['id']}/stats", headers=self.headers, timeout=10
+        )
         return answer.json()["result"][0]  # type: ignore[no-any-return]
 
     def rtmp_url(self, key: str) -> str:
