@@ -23,11 +23,11 @@ import m3u8
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service import Onair, source_720p  # noqa: E402
-from throughput import ffmpeg_ladder_command  # noqa: E402
+from service import Onair, source_720p
+from throughput import ffmpeg_ladder_command
 
-from encoder.ladder import plan_ladder  # noqa: E402
-from encoder.templates import get_template  # noqa: E402
+from encoder.ladder import plan_ladder
+from encoder.templates import get_template
 
 
 def onair_step(
@@ -52,7 +52,7 @@ def onair_step(
                 "flv",
                 service.rtmp_url(job["key"]),
             ],
-        )  # fmt: skip
+        )
         for job in jobs
     ]
     codes = [p.wait(seconds * 3 + 30) for p in publishers]

@@ -26,11 +26,11 @@ import m3u8
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service import Onair, percentile, source_720p  # noqa: E402
-from throughput import ffmpeg_ladder_command  # noqa: E402
+from service import Onair, percentile, source_720p
+from throughput import ffmpeg_ladder_command
 
-from encoder.ladder import plan_ladder  # noqa: E402
-from encoder.templates import get_template  # noqa: E402
+from encoder.ladder import plan_ladder
+from encoder.templates import get_template
 
 POLL_SECONDS = 0.05
 
@@ -148,7 +148,7 @@ def run_ffmpeg(source: Path, work: Path) -> list[float]:
     stop.set()
     poller.join()
     # ffmpeg -re sends frame t at about start + t.
-    sent = [(i / 30.0, started + i / 30.0) for i in range(int(30 * 3600))]
+    sent = [(i / 30.0, started + i / 30.0) for i in range(30 * 3600)]
     return latencies(listed, sent)
 
 
@@ -162,12 +162,9 @@ def main() -> int:
         ours = run_onair(source, work)
         theirs = run_ffmpeg(source, work)
     print(f"latency, segment end -> listed ({len(ours)} onair / {len(theirs)} ffmpeg segments)")
-    print(
-        f"  onair  (S3 playlist)   p50 {percentile(ours, 0.5):.3f} s   p95 {percentile(ours, 0.95):.3f} s"
-    )
-    print(
-        f"  ffmpeg (local disk)    p50 {percentile(theirs, 0.5):.3f} s   p95 {percentile(theirs, 0.95):.3f} s"
-    )
+    for name, values in (("onair  (S3 playlist)", ours), ("ffmpeg (local disk) ", theirs)):
+        p50, p95 = percentile(values, 0.5), percentile(values, 0.95)
+        print(f"  {name}   p50 {p50:.3f} s   p95 {p95:.3f} s")
     if theirs:
         print(f"  ratio p95 onair/ffmpeg {percentile(ours, 0.95) / percentile(theirs, 0.95):.2f}")
     return 0

@@ -1,0 +1,121 @@
+"""Template 3: the source's packets repackaged into TS segments, bit for bit."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from encoder.codecs import annexb_nal_units, avc1_codec_string, avcc_nal_units
+from encoder.pipeline import LiveEncoder
+from encoder.templates import get_template
+from ingest.media import MediaQueue
+from packager.segments import Segment
+from tests.encoder.helpers import CollectingSink, feed, ffprobe
+
+ADDED_BY_TS = {7, 8, 9}  # SPS, PPS (before keyframes) and AUDs the TS muxer inserts
+
+
+def passthrough(sources: list[Path]) -> tuple[CollectingSink, LiveEncoder]:
+    sink = CollectingSink()
+    queue = MediaQueue()
+    encoder = LiveEncoder(get_template(3), queue, sink, label="copy")
+    encoder.start()
+    keep: list[Any] = []
+    for session, source in enumerate(sources):
+        feed(source, queue, session, decode=False, keep=keep)
+    queue.close()
+    encoder.stop(timeout=30)
+    assert encoder.failed is None
+    return sink, encoder
+
+
+def source_packets(path: Path) -> tuple[list[list[bytes]], list[bytes], bytes]:
+    """(video packets as NAL lists, raw AAC packets, avcC) of the source."""
+    with av.open(str(path)) as container:
+        extradata = container.streams.video[0].codec_context.extradata or b""
+        video: list[list[bytes]] = []
+        audio: list[bytes] = []
+        for packet in container.demux():
+            if not packet.size:
+                continue
+            if packet.stream.type == "video":
+                video.append([n for n in avcc_nal_units(bytes(packet))
+                              if n[0] & 0x1F not in ADDED_BY_TS])
+            else:
+                audio.append(bytes(packet))
+    return video, audio, extradata
+
+
+def segment_packets(segments: list[Segment]) -> tuple[list[list[bytes]], list[bytes], list[bool]]:
+    """(video NAL lists, AAC payloads without ADTS headers, keyframe flags) of the segments."""
+    video: list[list[bytes]] = []
+    audio: list[bytes] = []
+    keyframes: list[bool] = []
+    for segment in segments:
+        with av.open(io.BytesIO(segment.data), format="mpegts") as container:
+            for packet in container.demux():
+                if not packet.size:
+                    continue
+                data = bytes(packet)
+                if packet.stream.type == "video":
+                    video.append([n for n in annexb_nal_units(data)
+                                  if n[0] & 0x1F not in ADDED_BY_TS])
+                    keyframes.append(packet.is_keyframe)
+                else:
+                    assert data[0] == 0xFF and data[1] & 0xF0 == 0xF0  # ADTS
+                    header = 7 if data[1] & 0x01 else 9  # protection_absent
+                    audio.append(data[header:])
+    return video, audio, keyframes
+
+
+def test_packets_are_copied_bit_for_bit(source_360p: Path, tmp_path: Path) -> None:
+    sink, encoder = passthrough([source_360p])
+    src_video, src_audio, avcc = source_packets(source_360p)
+    # The live probe reported 0x0: the size comes from the SPS.
+    (variant,) = sink.variants
+    assert (variant.name, variant.width, variant.height) == ("source", 640, 360)
+    assert variant.codecs == f"{avc1_codec_string(avcc)},mp4a.40.2"
+
+    segments = sink.by_rendition()["source"]
+    video, audio, keyframes = segment_packets(segments)
+    assert video == src_video
+    assert audio == src_audio
+    assert sum(keyframes) == 3  # one-second source GOPs, all kept
+    # Cut on the source keyframe at/after each 2 s boundary.
+    # (The timeline starts at the session's first packet, the audio, 21 ms earlier.)
+    assert len(segments) == 2
+    assert segments[1].start_seconds - segments[0].start_seconds == pytest.approx(2.0, abs=1e-3)
+    assert segments[0].start_seconds < 0.05
+    for segment in segments:
+        info, errors = ffprobe(segment.data, tmp_path / f"{segment.sequence}.ts",
+                               "-show_entries", "frame=media_type,key_frame")
+        assert errors == ""
+        stream = next(s for s in info["streams"] if s["codec_type"] == "video")
+        assert (stream["width"], stream["height"]) == (640, 360)
+        assert int(variant.codecs[9:11], 16) == stream["level"]
+        assert next(f for f in info["frames"] if f["media_type"] == "video")["key_frame"] == 1
+    source_info, _ = ffprobe(source_360p.read_bytes(), tmp_path / "src.flv")
+    source_stream = next(s for s in source_info["streams"] if s["codec_type"] == "video")
+    for key in ("profile", "level", "width", "height", "pix_fmt"):
+        assert stream[key] == source_stream[key]
+    (row,) = encoder.stats()
+    assert row["framesEncoded"] == 90 and row["droppedFrames"] == 0
+
+
+def test_passthrough_reconnect(source_360p: Path) -> None:
+    sink, _ = passthrough([source_360p, source_360p])
+    segments = sink.by_rendition()["source"]
+    assert [s.discontinuity for s in segments].count(True) == 1
+    for before, after in itertools.pairwise(segments):
+        assert after.start_seconds == pytest.approx(before.start_seconds
+                                                    + before.duration_seconds, abs=1e-6)
+    flagged = next(s for s in segments if s.discontinuity)
+    assert 2.9 < flagged.start_seconds < 3.2
+    video, _, _ = segment_packets(segments)
+    src_video, _, _ = source_packets(source_360p)
+    assert video == src_video + src_video

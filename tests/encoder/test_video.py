@@ -1,0 +1,95 @@
+"""A rendition's encoder settings and its bounded hand-off."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+from av.video.frame import PictureType
+
+from encoder.codecs import H264_NAL_IDR, annexb_nal_units
+from encoder.ladder import plan_ladder
+from encoder.templates import get_template
+from encoder.video import END, Handoff, VideoItem, x264_options
+from packager.segmenter import AudioPacket
+
+
+def encode_frames(options: dict[str, str], keyframes: set[int], count: int) -> list[av.Packet]:
+    context = av.CodecContext.create("libx264", "w")
+    context.width, context.height = 640, 360
+    context.pix_fmt = "yuv420p"
+    context.time_base = Fraction(1, 90_000)
+    context.framerate = Fraction(30)
+    context.bit_rate = 800_000
+    context.options = options
+    packets: list[av.Packet] = []
+    rng = np.random.default_rng(7)
+    for n in range(count):
+        frame = av.VideoFrame.from_ndarray(
+            rng.integers(0, 255, (360, 640, 3), dtype=np.uint8), format="rgb24"
+        ).reformat(format="yuv420p")
+        frame.pts = n * 3000
+        frame.time_base = Fraction(1, 90_000)
+        frame.pict_type = PictureType.I if n in keyframes else PictureType.NONE
+        packets.extend(context.encode(frame))
+    packets.extend(context.encode(None))
+    return packets
+
+
+def test_x264_applies_the_rendition_settings() -> None:
+    plan = plan_ladder(get_template(1), 640, 360)[0]
+    options = x264_options(plan, keyint_frames=60, threads=1)
+    packets = encode_frames(options, {0}, 3)
+    # x264 writes its settings into an SEI of the first packet.
+    settings = re.search(rb"options: ([^\x00]+)", bytes(packets[0]))
+    assert settings is not None
+    text = settings.group(1).decode()
+    for expected in ("keyint=120", "scenecut=0", "open_gop=0", "vbv_maxrate=880",
+                     "vbv_bufsize=1600", "bframes=3", "threads=1"):
+        assert re.search(rf"(^| ){expected}( |$)", text), (expected, text)
+
+
+def test_forced_keyframes_are_idr_exactly_where_asked() -> None:
+    plan = plan_ladder(get_template(2), 640, 360)[0]
+    keyframes = {0, 45, 77}
+    packets = encode_frames(x264_options(plan, keyint_frames=60, threads=1), keyframes, 100)
+    key_pts = sorted(p.pts for p in packets if p.is_keyframe and p.pts is not None)
+    assert key_pts == [n * 3000 for n in sorted(keyframes)]
+    for packet in packets:
+        idr = any(n[0] & 0x1F == H264_NAL_IDR for n in annexb_nal_units(bytes(packet)))
+        assert idr == packet.is_keyframe  # IDR: closed GOPs, no open-GOP I-frames
+
+
+def test_handoff_is_bounded_and_never_refuses_the_end() -> None:
+    handoff = Handoff(max_frames=2, max_audio=1)
+    frame = av.VideoFrame(16, 16, "yuv420p")
+    item = VideoItem(frame, keyframe=False, discontinuity=False)
+    assert handoff.put_frame(item, None)
+    assert handoff.put_frame(item, None)
+    started = time.monotonic()
+    assert not handoff.put_frame(item, started + 0.05)  # full: waits, then refuses
+    assert time.monotonic() - started >= 0.04
+    audio = AudioPacket(b"x", 0, 0, 1024, Fraction(1, 48000))
+    assert handoff.put_audio(audio)
+    assert not handoff.put_audio(audio)
+    handoff.put_end()
+    assert handoff.get() is item and handoff.frames == 1
+    # A consumer making room lets a waiting producer in.
+    threading.Timer(0.05, handoff.get).start()
+    assert handoff.put_frame(item, time.monotonic() + 5)
+
+
+def test_handoff_abort_wakes_the_consumer() -> None:
+    handoff = Handoff(max_frames=1, max_audio=1)
+    got: list[object] = []
+    consumer = threading.Thread(target=lambda: got.append(handoff.get()))
+    consumer.start()
+    time.sleep(0.02)
+    handoff.abort()
+    consumer.join(5)
+    assert got == [END]
+    assert not handoff.put_frame(VideoItem(av.VideoFrame(16, 16, "yuv420p"), False, False), None)
