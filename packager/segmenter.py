@@ -37,6 +37,7 @@ VIDEO_TIME_BASE = Fraction(1, TICKS_PER_SECOND)
 TS_PTS_OFFSET = Fraction(7, 5)  # seconds; 2 x max_delay, added by the TS muxer
 MUXER_OPTIONS = {"max_delay": "700000", "avoid_negative_ts": "disabled"}
 RECENT_SEGMENTS = 5  # window for the measured bitrate and frame rate
+MAX_SEGMENT_SPANS = 6  # a segment never holds more than 6 x segment_seconds of video
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Segmenter:
             raise ValueError("segment_seconds must be positive")
         self.rendition = rendition
         self._segment_ticks = round(Fraction(segment_seconds) * TICKS_PER_SECOND)
+        self._max_segment_ticks = MAX_SEGMENT_SPANS * self._segment_ticks
         self._video_template = video_template
         self._audio_template = audio_template
         self._emit = emit
@@ -128,7 +130,13 @@ class Segmenter:
             raise ValueError(f"[{self.rendition}] video packet without pts")
         if packet.dts is None:
             packet.dts = pts
-        if packet.is_keyframe and self._video and self._should_cut(pts):
+        if self._video and packet.is_keyframe and self._should_cut(pts):
+            self._cut(pts)
+        elif self._video and pts - self._start_ticks > self._max_segment_ticks:
+            # No keyframe for far too long (a copied source can do that): bound the
+            # memory, end the segment here and drop until the next keyframe.
+            log.warning("[segmenter %s] no keyframe for %.1f s: segment cut short",
+                        self.rendition, (pts - self._start_ticks) / TICKS_PER_SECOND)
             self._cut(pts)
         if not self._video:
             if not packet.is_keyframe:

@@ -1,0 +1,278 @@
+"""The passthrough job: repackage the source's packets into HLS segments, bit for bit.
+
+Runs in the LiveEncoder's dispatcher thread (copying packets is cheap). One rendition,
+"source"; segments are cut on the source's own keyframes at/after each boundary. The
+TS muxer converts AVCC (FLV/MP4) packets to Annex B and puts SPS/PPS before keyframes;
+the NAL units themselves are untouched.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+from fractions import Fraction
+from typing import Any
+
+import av
+from av.container import OutputContainer
+from av.stream import Stream
+
+from encoder.codecs import (
+    avc1_codec_string,
+    codecs_attribute,
+    h264_header_sps,
+    h264_sps_dimensions,
+    mp4a_codec_string,
+)
+from encoder.errors import UnsupportedSource
+from encoder.ladder import plan_ladder
+from encoder.runtime import EncoderHost
+from encoder.templates import JobTemplate
+from encoder.timeline import TICKS_PER_SECOND, SessionClock, seconds_to_ticks
+from ingest.media import AudioParams, SessionEnd, SessionStart, VideoParams
+from packager.segmenter import VIDEO_TIME_BASE, AudioPacket, Segmenter
+from packager.segments import VariantInfo
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VIDEO = {"h264"}
+
+
+class _Templates:
+    """Our own copy of a session's stream parameters: the ingest's streams die with
+    its session's container, these live as long as segments need them."""
+
+    def __init__(self, video: VideoParams, audio: AudioParams | None) -> None:
+        self.holder: OutputContainer = av.open(io.BytesIO(), "w", format="mpegts")
+        if video.stream is None:
+            raise UnsupportedSource("passthrough needs the source's video stream")
+        if video.codec_name not in SUPPORTED_VIDEO:
+            raise UnsupportedSource(f"passthrough supports H.264 video, not {video.codec_name}")
+        self.video: Stream = self.holder.add_stream_from_template(video.stream)
+        self.video_extradata: bytes = video.stream.codec_context.extradata or b""
+        self.audio: Stream | None = None
+        self.audio_codecs: str | None = None
+        if audio is not None and audio.stream is not None:
+            codecs = mp4a_codec_string(audio.codec_name, audio.stream.codec_context.extradata)
+            if codecs is None:
+                log.warning("passthrough: audio codec %s cannot be announced: audio dropped",
+                            audio.codec_name)
+            else:
+                self.audio = self.holder.add_stream_from_template(audio.stream)
+                self.audio_codecs = codecs
+
+    def close(self) -> None:
+        self.holder.close()
+
+
+class PassthroughMode:
+    """Source packets in, one copied rendition out."""
+
+    def __init__(self, template: JobTemplate, host: EncoderHost) -> None:
+        self._template = template
+        self._host = host
+        self._prefix = f"[encoder {host.label} source]"
+        self._clock = SessionClock()
+        self._templates: list[_Templates] = []
+        self._segmenter: Segmenter | None = None
+        self._width = 0
+        self._height = 0
+        self._in_session = False
+        self._awaiting_keyframe = True
+        self._discontinuity_pending = False
+        self._video_index: int | None = None
+        self._audio_index: int | None = None
+        self._last_video_dts: int | None = None
+        self._last_audio_dts: int | None = None
+        self._frame_ticks = 3000
+        self._session_templates: _Templates | None = None
+        self._session_video: VideoParams | None = None
+        self._early_audio: collections.deque[AudioPacket] = collections.deque(maxlen=256)
+        self.packets_copied = 0
+        self.dropped_packets = 0
+
+    def session_start(self, start: SessionStart) -> None:
+        if self._in_session:
+            self.session_end(SessionEnd(self._clock.session, "next session started"))
+        if start.video is None:
+            log.warning("%s session %d has no video: ignored", self._prefix, start.session)
+            return
+        templates = _Templates(start.video, start.audio if self._audio_wanted(start) else None)
+        self._templates.append(templates)
+        self._session_templates = templates
+        self._session_video = start.video
+        if self._segmenter is not None:
+            self._discontinuity_pending = True
+            self._host.event(
+                "EncoderSessionStarted",
+                f"session {start.session} continues the output at {float(self._clock.end):.3f} s",
+            )
+        self._clock.start_session(start.session)
+        self._in_session = True
+        self._awaiting_keyframe = True
+        self._last_video_dts = None
+        self._last_audio_dts = None
+        self._video_index = start.video.stream.index if start.video.stream is not None else None
+        self._audio_index = (
+            start.audio.stream.index
+            if start.audio is not None and start.audio.stream is not None
+            else None
+        )
+
+    def session_end(self, end: SessionEnd) -> None:
+        self._in_session = False
+
+    def video(self, frame: av.VideoFrame) -> None:
+        raise UnsupportedSource("the passthrough template needs packets, got a decoded frame")
+
+    def audio(self, frame: av.AudioFrame) -> None:
+        raise UnsupportedSource("the passthrough template needs packets, got a decoded frame")
+
+    def packet(self, packet: av.Packet) -> None:
+        if not self._in_session:
+            return
+        kind = packet.stream.type if packet.stream is not None else None
+        if kind == "video" or (kind is None and packet.stream_index == self._video_index):
+            self._video_packet(packet)
+        elif kind == "audio" or (kind is None and packet.stream_index == self._audio_index):
+            self._audio_packet(packet)
+
+    def end_of_media(self) -> None:
+        if self._segmenter is not None:
+            self._segmenter.flush()
+
+    def abort(self) -> None:
+        pass
+
+    def join(self, deadline: float) -> bool:
+        return True
+
+    def close(self) -> None:
+        for templates in self._templates:
+            templates.close()
+        self._templates.clear()
+
+    def stats(self) -> list[dict[str, Any]]:
+        if self._segmenter is None:
+            return []
+        bitrate_bps, fps = self._segmenter.recent_rates()
+        return [{
+            "name": self._segmenter.rendition,
+            "width": self._width,
+            "height": self._height,
+            "bitrateBps": bitrate_bps,
+            "fps": round(fps, 3),
+            "framesEncoded": self.packets_copied,
+            "droppedFrames": self.dropped_packets + self._segmenter.dropped_video_packets,
+        }]
+
+    # -- internals -----------------------------------------------------------
+
+    def _audio_wanted(self, start: SessionStart) -> bool:
+        # The job's track list is fixed by its first session.
+        return start.audio is not None and (
+            self._segmenter is None or self._templates[0].audio is not None
+        )
+
+    def _start_job(self, keyframe: av.Packet) -> Segmenter:
+        """At the job's first keyframe: size and CODECS from the real SPS (a live probe
+        may report 0x0), then the sink and the segmenter."""
+        templates = self._session_templates
+        video = self._session_video
+        assert templates is not None and video is not None
+        header = templates.video_extradata or bytes(keyframe)
+        width, height = video.width, video.height
+        if width <= 0 or height <= 0:
+            width, height = h264_sps_dimensions(h264_header_sps(header))
+        plan = plan_ladder(self._template, width, height)[0]
+        self._width, self._height = plan.width, plan.height
+        if video.frame_rate:
+            self._frame_ticks = max(1, round(TICKS_PER_SECOND / video.frame_rate))
+        codecs = codecs_attribute(avc1_codec_string(header), templates.audio_codecs)
+        variant = VariantInfo(
+            name=plan.name,
+            width=plan.width,
+            height=plan.height,
+            frame_rate=float(video.frame_rate) if video.frame_rate else None,
+            codecs=codecs,
+            target_bitrate_bps=0,  # a copy: unknown until measured
+        )
+        segmenter = Segmenter(
+            plan.name,
+            self._template.segment_seconds,
+            templates.video,
+            templates.audio,
+            self._host.emit_segment,
+            frame_ticks=self._frame_ticks,
+        )
+        self._segmenter = segmenter
+        self._host.start_sink([variant])
+        self._host.event("EncoderStarted", f"1 rendition: {plan.describe()} {codecs}")
+        for audio in self._early_audio:
+            segmenter.add_audio(audio)
+        self._early_audio.clear()
+        return segmenter
+
+    def _ticks(self, value: int | None, time_base: Fraction) -> int | None:
+        if value is None:
+            return None
+        return seconds_to_ticks(self._clock.to_output(value * time_base))
+
+    def _video_packet(self, packet: av.Packet) -> None:
+        if self._awaiting_keyframe:
+            if not packet.is_keyframe:
+                self.dropped_packets += 1
+                return
+            self._awaiting_keyframe = False
+        segmenter = self._segmenter or self._start_job(packet)
+        time_base = packet.time_base
+        dts = self._ticks(packet.dts if packet.dts is not None else packet.pts, time_base)
+        pts = self._ticks(packet.pts, time_base)
+        if dts is None:
+            self.dropped_packets += 1
+            return
+        pts = dts if pts is None else pts
+        if self._last_video_dts is not None and dts <= self._last_video_dts:
+            self.dropped_packets += 1
+            return
+        self._last_video_dts = dts
+        duration = (
+            round(packet.duration * time_base * TICKS_PER_SECOND)
+            if packet.duration else self._frame_ticks
+        )
+        packet.time_base = VIDEO_TIME_BASE
+        packet.pts = pts
+        packet.dts = dts
+        packet.duration = duration
+        if self._discontinuity_pending:
+            self._discontinuity_pending = False
+            templates = self._session_templates
+            segmenter.mark_discontinuity(
+                pts,
+                templates.video if templates is not None else None,
+                templates.audio if templates is not None else None,
+            )
+        self._clock.extend_to(Fraction(pts + duration, TICKS_PER_SECOND))
+        segmenter.add_video(packet)
+        self.packets_copied += 1
+
+    def _audio_packet(self, packet: av.Packet) -> None:
+        if self._templates[0].audio is None:
+            return
+        time_base = packet.time_base
+        dts = self._ticks(packet.dts if packet.dts is not None else packet.pts, time_base)
+        pts = self._ticks(packet.pts, time_base)
+        if dts is None:
+            return
+        pts = dts if pts is None else pts
+        if self._last_audio_dts is not None and dts <= self._last_audio_dts:
+            return
+        self._last_audio_dts = dts
+        duration = round((packet.duration or 0) * time_base * TICKS_PER_SECOND)
+        self._clock.extend_to(Fraction(pts + duration, TICKS_PER_SECOND))
+        audio = AudioPacket(bytes(packet), pts, dts, duration, VIDEO_TIME_BASE)
+        if self._segmenter is None:
+            self._early_audio.append(audio)  # before the job's first keyframe
+        else:
+            self._segmenter.add_audio(audio)

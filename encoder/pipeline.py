@@ -1,0 +1,255 @@
+"""`LiveEncoder`: one job's encoder, from its MediaQueue to its SegmentSink.
+
+Threads: one dispatcher reads the MediaQueue (timestamps, keyframe decisions, AAC,
+or packet copying for passthrough); one worker per rendition scales, encodes and
+segments (PyAV releases the GIL in swscale and x264, so they use every core). Every
+hand-off is bounded. Any exception in any of them marks the encoder failed, calls
+`on_failure` once, and ends all its threads; nothing else in the process is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import av
+
+from encoder.passthrough import PassthroughMode
+from encoder.runtime import EncoderHost, EncoderTuning
+from encoder.templates import JobTemplate
+from encoder.transcode import TranscodeMode
+from ingest.media import MediaQueue, QueueClosed, SessionEnd, SessionStart
+from packager.segments import Segment, SegmentSink, VariantInfo
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EncoderTuning", "LiveEncoder"]
+
+
+class _Mode(Protocol):
+    def session_start(self, start: SessionStart) -> None: ...
+    def session_end(self, end: SessionEnd) -> None: ...
+    def video(self, frame: av.VideoFrame) -> None: ...
+    def audio(self, frame: av.AudioFrame) -> None: ...
+    def packet(self, packet: av.Packet) -> None: ...
+    def end_of_media(self) -> None: ...
+    def abort(self) -> None: ...
+    def join(self, deadline: float) -> bool: ...
+    def close(self) -> None: ...
+    def stats(self) -> list[dict[str, Any]]: ...
+
+
+class LiveEncoder:
+    """Consumes one job's MediaQueue in worker thread(s), encodes the template's ladder,
+    hands Segments to the sink."""
+
+    tuning: EncoderTuning = EncoderTuning()  # replace on an instance before start()
+
+    def __init__(
+        self,
+        template: JobTemplate,
+        queue: MediaQueue,
+        sink: SegmentSink,
+        *,
+        label: str = "",
+        on_event: Callable[[str, str], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._template = template
+        self._queue = queue
+        self._sink = sink
+        self._label = label or f"template-{template.id}"
+        self._prefix = f"[encoder {self._label}]"
+        self._on_event = on_event
+        self._on_failure = on_failure
+        self._lock = threading.Lock()  # start/stop/failure state
+        self._sink_lock = threading.Lock()  # the sink is called from several threads
+        self._abort = threading.Event()
+        self._stopping = threading.Event()
+        self._failed: BaseException | None = None
+        self._started = False
+        self._stopped = False
+        self._sink_started = False
+        self._first_segment = True
+        self._mode: _Mode | None = None
+        self._dispatcher: threading.Thread | None = None
+
+    # -- public API ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the dispatcher thread (renditions start with the first session)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            host = EncoderHost(
+                label=self._label,
+                tuning=self.tuning,
+                start_sink=self._start_sink,
+                emit_segment=self._emit_segment,
+                event=self._event,
+                fail=self._fail,
+                abort=self._abort,
+            )
+            mode: _Mode
+            if self._template.passthrough:
+                mode = PassthroughMode(self._template, host)
+            else:
+                mode = TranscodeMode(self._template, host)
+            self._mode = mode
+            self._dispatcher = threading.Thread(
+                target=self._run, name=f"encoder-{self._label}-dispatch", daemon=True
+            )
+            self._dispatcher.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Drain the (closed) queue, flush the encoders, emit the last segments and call
+        `sink.finish()`. Idempotent; waits up to `timeout` seconds, then abandons the work."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            dispatcher = self._dispatcher
+            mode = self._mode
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        finished = True
+        if dispatcher is not None:
+            dispatcher.join(max(0.0, deadline - time.monotonic()))
+            finished = not dispatcher.is_alive()
+        if mode is not None and finished:
+            finished = mode.join(deadline)
+        if not finished:
+            log.warning("%s did not finish within %.1f s: abandoning the rest", self._prefix,
+                        timeout)
+            self._abort.set()
+            if mode is not None:
+                mode.abort()
+                mode.join(time.monotonic() + 1.0)
+            if dispatcher is not None:
+                dispatcher.join(1.0)
+        if mode is not None:
+            mode.close()
+        self._finish_sink(max(1.0, deadline - time.monotonic()))
+        self._event("EncoderStopped", self._summary())
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per rendition: name, width, height, bitrateBps and fps (measured over the last
+        segments), framesEncoded, droppedFrames."""
+        mode = self._mode
+        return mode.stats() if mode is not None else []
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self._failed
+
+    # -- dispatcher thread ---------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._dispatch()
+        except BaseException as exc:  # the one catch-all: report and end every thread
+            log.exception("%s dispatcher failed", self._prefix)
+            self._fail(exc)
+        finally:
+            log.debug("%s dispatcher ended", self._prefix)
+
+    def _dispatch(self) -> None:
+        mode = self._mode
+        assert mode is not None
+        poll = self.tuning.poll_seconds
+        while not self._abort.is_set():
+            try:
+                item = self._queue.get(timeout=poll)
+            except QueueClosed:
+                break
+            if item is None:
+                if self._stopping.is_set() and len(self._queue) == 0:
+                    break  # stop() without closing the queue: what is queued is drained
+                continue
+            if isinstance(item, av.VideoFrame):
+                mode.video(item)
+            elif isinstance(item, av.AudioFrame):
+                mode.audio(item)
+            elif isinstance(item, av.Packet):
+                mode.packet(item)
+            elif isinstance(item, SessionStart):
+                log.info("%s session %d started", self._prefix, item.session)
+                mode.session_start(item)
+            elif isinstance(item, SessionEnd):
+                log.info("%s session %d ended: %s", self._prefix, item.session, item.reason)
+                mode.session_end(item)
+        if not self._abort.is_set():
+            mode.end_of_media()
+
+    # -- host callbacks (any thread) -----------------------------------------
+
+    def _start_sink(self, variants: Sequence[VariantInfo]) -> None:
+        with self._sink_lock:
+            if self._sink_started:
+                return
+            self._sink.start(variants, self._template.segment_seconds)
+            self._sink_started = True
+
+    def _emit_segment(self, segment: Segment) -> None:
+        if self._abort.is_set():
+            return
+        with self._sink_lock:
+            self._sink.add_segment(segment)
+            first = self._first_segment
+            self._first_segment = False
+        if first:
+            self._event(
+                "EncoderFirstSegment",
+                f"{segment.rendition} #{segment.sequence} {segment.duration_seconds:.3f} s",
+            )
+
+    def _finish_sink(self, timeout: float) -> None:
+        # A thread stuck inside sink.add_segment() holds the lock: do not hang on it.
+        if not self._sink_lock.acquire(timeout=timeout):
+            log.error("%s sink busy for %.1f s: finish() not called", self._prefix, timeout)
+            return
+        try:
+            if not self._sink_started:
+                return
+            self._sink_started = False
+            self._sink.finish()
+        except Exception:
+            log.exception("%s sink.finish() failed", self._prefix)
+        finally:
+            self._sink_lock.release()
+
+    def _event(self, status: str, message: str) -> None:
+        log.info("%s %s: %s", self._prefix, status, message)
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(status, message)
+        except Exception:
+            log.exception("%s on_event callback failed", self._prefix)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._failed is not None:
+                return
+            self._failed = exc
+        self._abort.set()
+        mode = self._mode
+        if mode is not None:
+            mode.abort()
+        if self._on_failure is not None:
+            try:
+                self._on_failure(exc)
+            except Exception:
+                log.exception("%s on_failure callback failed", self._prefix)
+
+    def _summary(self) -> str:
+        parts = [
+            f"{s['name']} {s['framesEncoded']} frames, {s['droppedFrames']} dropped"
+            for s in self.stats()
+        ]
+        state = f"failed: {self._failed!r}" if self._failed is not None else "finished"
+        return f"{state}; " + ("; ".join(parts) if parts else "no media")

@@ -1,0 +1,327 @@
+"""One rendition: a worker thread that scales, encodes H.264 (libx264) and segments.
+
+The dispatcher thread hands each rendition the job's decoded frames (already on the
+output timeline, with the keyframe decision made once for every rendition) and the
+shared AAC packets, through a bounded `Handoff`. PyAV releases the GIL while
+swscale and x264 work, so the renditions run in parallel on several cores.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+from av.codec.context import Flags
+from av.stream import Stream
+from av.video.frame import PictureType
+from av.video.reformatter import VideoReformatter
+
+from encoder.errors import EncoderError
+from encoder.ladder import RenditionPlan
+from encoder.runtime import EncoderHost
+from packager.segmenter import VIDEO_TIME_BASE, AudioPacket, Segmenter
+
+log = logging.getLogger(__name__)
+
+
+def x264_options(plan: RenditionPlan, keyint_frames: int, threads: int) -> dict[str, str]:
+    """libx264 options for a rendition: template preset/profile, capped VBR, closed GOPs.
+
+    Keyframes are forced by the dispatcher (`pict_type = I` at segment boundaries,
+    made IDR by `forced-idr`); scene-cut keyframes are off so no rendition adds its
+    own, and x264's own `keyint` is a safety net at twice the forced interval.
+    """
+    if plan.video_bitrate_bps is None or plan.maxrate_bps is None or plan.bufsize_bits is None:
+        raise EncoderError(f"rendition {plan.name} has no bitrate to encode at")
+    options = {
+        "preset": plan.preset or "veryfast",
+        "maxrate": str(plan.maxrate_bps),
+        "bufsize": str(plan.bufsize_bits),
+        "forced-idr": "1",
+        "x264-params": f"keyint={2 * keyint_frames}:scenecut=0:open-gop=0",
+        "threads": str(threads),
+    }
+    if plan.profile:
+        options["profile"] = plan.profile
+    return options
+
+
+@dataclass(frozen=True, slots=True)
+class VideoItem:
+    frame: av.VideoFrame
+    keyframe: bool
+    discontinuity: bool
+
+
+class _End:
+    pass
+
+
+END = _End()
+HandoffItem = VideoItem | AudioPacket | _End
+
+
+class Handoff:
+    """Bounded hand-off from the dispatcher to one worker: frames and audio packets are
+    each capped; `put_frame` may wait until a deadline; END is never refused."""
+
+    def __init__(self, max_frames: int, max_audio: int) -> None:
+        self.max_frames = max(1, max_frames)
+        self.max_audio = max(1, max_audio)
+        self._items: collections.deque[HandoffItem] = collections.deque()
+        self._frames = 0
+        self._audio = 0
+        self._cond = threading.Condition()
+        self._aborted = False
+
+    @property
+    def frames(self) -> int:
+        return self._frames
+
+    def put_frame(self, item: VideoItem, deadline: float | None) -> bool:
+        """Queue a frame, waiting for room until `deadline` (monotonic; None: no wait)."""
+        with self._cond:
+            while self._frames >= self.max_frames and not self._aborted:
+                remaining = 0.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            if self._aborted:
+                return False
+            self._items.append(item)
+            self._frames += 1
+            self._cond.notify_all()
+            return True
+
+    def put_audio(self, packet: AudioPacket) -> bool:
+        with self._cond:
+            if self._aborted or self._audio >= self.max_audio:
+                return False
+            self._items.append(packet)
+            self._audio += 1
+            self._cond.notify_all()
+            return True
+
+    def put_end(self) -> None:
+        with self._cond:
+            self._items.append(END)
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        """Wake everyone; `get` returns END from now on."""
+        with self._cond:
+            self._aborted = True
+            self._items.clear()
+            self._cond.notify_all()
+
+    def get(self) -> HandoffItem:
+        with self._cond:
+            while not self._items and not self._aborted:
+                self._cond.wait()
+            if self._aborted:
+                return END
+            item = self._items.popleft()
+            if isinstance(item, VideoItem):
+                self._frames -= 1
+            elif isinstance(item, AudioPacket):
+                self._audio -= 1
+            self._cond.notify_all()
+            return item
+
+
+class RenditionWorker:
+    """Scales, encodes and segments one rendition in its own thread."""
+
+    def __init__(
+        self,
+        plan: RenditionPlan,
+        host: EncoderHost,
+        *,
+        frame_rate: Fraction,
+        keyint_frames: int,
+        segment_seconds: float,
+        audio_template: Stream | None,
+    ) -> None:
+        self.plan = plan
+        self._host = host
+        self._prefix = f"[encoder {host.label} {plan.name}]"
+        tuning = host.tuning
+        # The encoder lives on a stream of a never-written container: after opening,
+        # that stream's codec parameters (size, SPS/PPS extradata) are the template
+        # every segment muxer copies.
+        self._holder = av.open(io.BytesIO(), "w", format="mpegts")
+        stream = self._holder.add_stream("libx264", rate=frame_rate)
+        context = stream.codec_context
+        context.width = plan.width
+        context.height = plan.height
+        context.pix_fmt = "yuv420p"
+        context.time_base = VIDEO_TIME_BASE
+        context.bit_rate = plan.video_bitrate_bps
+        # Global header: SPS/PPS come out at open, so the CODECS string is known before
+        # the first frame; the TS muxer puts them back in band before every keyframe.
+        context.flags |= Flags.global_header
+        threads = tuning.x264_threads if plan.height >= 720 else tuning.x264_threads_sd
+        context.options = x264_options(plan, keyint_frames, threads)
+        self._holder.start_encoding()
+        unused = dict(context.options)
+        if unused:
+            raise EncoderError(f"{self._prefix} libx264 ignored options {unused}")
+        self._context = context
+        self.stream = stream
+        self.extradata: bytes = context.extradata or b""
+        self.segmenter = Segmenter(
+            plan.name,
+            segment_seconds,
+            stream,
+            audio_template,
+            host.emit_segment,
+            frame_ticks=max(1, round(VIDEO_TIME_BASE.denominator / frame_rate)),
+        )
+        self._handoff = Handoff(tuning.rendition_queue_frames, tuning.rendition_queue_audio_packets)
+        self._reformatter = VideoReformatter()
+        self._interpolation = tuning.interpolation
+        self._scale_threads = tuning.scale_threads
+        self._congested = False
+        self._pending_keyframe = False
+        self._pending_discontinuity = False
+        self.frames_encoded = 0
+        self.dropped_frames = 0
+        self.dropped_audio = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"encoder-{host.label}-{plan.name}", daemon=True
+        )
+
+    # -- dispatcher side -----------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def offer_video(self, frame: av.VideoFrame, keyframe: bool, discontinuity: bool,
+                    deadline: float) -> None:
+        """Hand a frame over; drop and count it if the worker is too slow."""
+        keyframe = keyframe or self._pending_keyframe
+        discontinuity = discontinuity or self._pending_discontinuity
+        if self._congested and self._handoff.frames <= self._handoff.max_frames // 2:
+            self._congested = False
+            log.info("%s caught up", self._prefix)
+        item = VideoItem(frame, keyframe, discontinuity)
+        if self._handoff.put_frame(item, None if self._congested else deadline):
+            self._pending_keyframe = False
+            self._pending_discontinuity = False
+            return
+        self.dropped_frames += 1
+        # The next frame that gets through carries what this one had to say.
+        self._pending_keyframe = keyframe
+        self._pending_discontinuity = discontinuity
+        if not self._congested:
+            self._congested = True
+            log.warning("%s rendition too slow, dropping frames (%d so far)", self._prefix,
+                        self.dropped_frames)
+
+    def offer_audio(self, packet: AudioPacket) -> None:
+        if not self._handoff.put_audio(packet):
+            self.dropped_audio += 1
+
+    def end_input(self) -> None:
+        """No more media: flush the encoder, emit the last segment, end the thread."""
+        self._handoff.put_end()
+
+    def abort(self) -> None:
+        """End the thread without flushing (failure elsewhere, or stop timed out)."""
+        self._handoff.abort()
+
+    def join(self, timeout: float | None) -> bool:
+        if self._thread.ident is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        """Release the encoder, unless the thread is still stuck using it."""
+        if self._thread.is_alive():
+            log.error("%s thread still running: encoder left open", self._prefix)
+            return
+        try:
+            self._holder.close()
+        except av.FFmpegError:
+            log.debug("%s closing the encoder holder failed", self._prefix, exc_info=True)
+
+    def stats(self) -> dict[str, Any]:
+        bitrate_bps, fps = self.segmenter.recent_rates()
+        return {
+            "name": self.plan.name,
+            "width": self.plan.width,
+            "height": self.plan.height,
+            "bitrateBps": bitrate_bps,
+            "fps": round(fps, 3),
+            "framesEncoded": self.frames_encoded,
+            "droppedFrames": self.dropped_frames + self.segmenter.dropped_video_packets,
+        }
+
+    # -- worker thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # one catch-all: report, and the job's threads end
+            log.exception("%s failed", self._prefix)
+            self._host.fail(exc)
+
+    def _work(self) -> None:
+        while True:
+            item = self._handoff.get()
+            if isinstance(item, _End):
+                break
+            if isinstance(item, AudioPacket):
+                self.segmenter.add_audio(item)
+                continue
+            self._encode_frame(item)
+        if self._host.abort.is_set():
+            return
+        for packet in self._encode(None):
+            self.segmenter.add_video(packet)
+        self.segmenter.flush()
+        log.debug("%s finished: %d frames", self._prefix, self.frames_encoded)
+
+    def _encode_frame(self, item: VideoItem) -> None:
+        frame = item.frame
+        plan = self.plan
+        if (frame.width, frame.height, frame.format.name) == (plan.width, plan.height, "yuv420p"):
+            picture = frame  # shared with other renditions: read-only here
+        else:
+            # One reformatter per thread: VideoFrame.reformat() caches its SwsContext on
+            # the frame, and frames are shared between renditions.
+            picture = self._reformatter.reformat(
+                frame,
+                plan.width,
+                plan.height,
+                "yuv420p",
+                interpolation=self._interpolation,
+                threads=self._scale_threads,
+            )
+            picture.pts = frame.pts
+            picture.time_base = VIDEO_TIME_BASE
+        # For the shared source frame this is the value the dispatcher already set,
+        # unless an earlier keyframe was dropped for this rendition only. Renditions
+        # have distinct sizes, so one thread at most encodes the shared frame itself;
+        # the others only copy it while scaling and then set their own picture's type.
+        picture.pict_type = PictureType.I if item.keyframe else PictureType.NONE
+        if item.discontinuity and frame.pts is not None:
+            self.segmenter.mark_discontinuity(frame.pts)
+        for packet in self._encode(picture):
+            self.segmenter.add_video(packet)
+        self.frames_encoded += 1
+
+    def _encode(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+        return self._context.encode(frame)
