@@ -27,8 +27,9 @@ from packager.storage import S3Storage
 
 logger = logging.getLogger(__name__)
 
-# Decoded frames waiting for the encoder: about two seconds of 30 fps video plus audio.
-MEDIA_QUEUE_ITEMS = 240
+# Decoded frames (and audio frames) waiting for the encoder: about 1.5 s of 30 fps video
+# with its audio; at 1080p that bounds a job to ~150 MB of raw frames here.
+MEDIA_QUEUE_ITEMS = 120
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ the NAL units themselves are untouched.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import logging
 from fractions import Fraction
@@ -32,7 +33,7 @@ from encoder.templates import JobTemplate
 from encoder.timeline import TICKS_PER_SECOND, SessionClock, seconds_to_ticks
 from ingest.media import AudioParams, SessionEnd, SessionStart, VideoParams
 from packager.segmenter import VIDEO_TIME_BASE, AudioPacket, Segmenter
-from packager.segments import VariantInfo
+from packager.segments import Segment, VariantInfo
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ class _Templates:
         if audio is not None and audio.stream is not None:
             codecs = mp4a_codec_string(audio.codec_name, audio.stream.codec_context.extradata)
             if codecs is None:
-                log.warning("passthrough: audio codec %s cannot be announced: audio dropped",
-                            audio.codec_name)
+                log.warning(
+                    "passthrough: audio codec %s cannot be announced: audio dropped",
+                    audio.codec_name,
+                )
             else:
                 self.audio = self.holder.add_stream_from_template(audio.stream)
                 self.audio_codecs = codecs
@@ -87,6 +90,7 @@ class PassthroughMode:
         self._last_audio_dts: int | None = None
         self._frame_ticks = 3000
         self._session_templates: _Templates | None = None
+        self._variant: VariantInfo | None = None  # until the sink is started
         self._session_video: VideoParams | None = None
         self._early_audio: collections.deque[AudioPacket] = collections.deque(maxlen=256)
         self.packets_copied = 0
@@ -157,15 +161,17 @@ class PassthroughMode:
         if self._segmenter is None:
             return []
         bitrate_bps, fps = self._segmenter.recent_rates()
-        return [{
-            "name": self._segmenter.rendition,
-            "width": self._width,
-            "height": self._height,
-            "bitrateBps": bitrate_bps,
-            "fps": round(fps, 3),
-            "framesEncoded": self.packets_copied,
-            "droppedFrames": self.dropped_packets + self._segmenter.dropped_video_packets,
-        }]
+        return [
+            {
+                "name": self._segmenter.rendition,
+                "width": self._width,
+                "height": self._height,
+                "bitrateBps": bitrate_bps,
+                "fps": round(fps, 3),
+                "framesEncoded": self.packets_copied,
+                "droppedFrames": self.dropped_packets + self._segmenter.dropped_video_packets,
+            }
+        ]
 
     # -- internals -----------------------------------------------------------
 
@@ -190,29 +196,37 @@ class PassthroughMode:
         if video.frame_rate:
             self._frame_ticks = max(1, round(TICKS_PER_SECOND / video.frame_rate))
         codecs = codecs_attribute(avc1_codec_string(header), templates.audio_codecs)
-        variant = VariantInfo(
+        self._variant = VariantInfo(
             name=plan.name,
             width=plan.width,
             height=plan.height,
             frame_rate=float(video.frame_rate) if video.frame_rate else None,
             codecs=codecs,
-            target_bitrate_bps=0,  # a copy: unknown until measured
+            target_bitrate_bps=0,  # a copy: measured on the first segment
         )
         segmenter = Segmenter(
             plan.name,
             self._template.segment_seconds,
             templates.video,
             templates.audio,
-            self._host.emit_segment,
+            self._emit,
             frame_ticks=self._frame_ticks,
         )
         self._segmenter = segmenter
-        self._host.start_sink([variant])
         self._host.event("EncoderStarted", f"1 rendition: {plan.describe()} {codecs}")
         for audio in self._early_audio:
             segmenter.add_audio(audio)
         self._early_audio.clear()
         return segmenter
+
+    def _emit(self, segment: Segment) -> None:
+        """The sink starts with the first segment: a copy's bitrate is whatever the
+        publisher sends, so the variant's target is the first segment's measured rate."""
+        if self._variant is not None:
+            bitrate = round(len(segment.data) * 8 / max(segment.duration_seconds, 0.001))
+            self._host.start_sink([dataclasses.replace(self._variant, target_bitrate_bps=bitrate)])
+            self._variant = None
+        self._host.emit_segment(segment)
 
     def _ticks(self, value: int | None, time_base: Fraction) -> int | None:
         if value is None:
@@ -239,7 +253,8 @@ class PassthroughMode:
         self._last_video_dts = dts
         duration = (
             round(packet.duration * time_base * TICKS_PER_SECOND)
-            if packet.duration else self._frame_ticks
+            if packet.duration
+            else self._frame_ticks
         )
         packet.time_base = VIDEO_TIME_BASE
         packet.pts = pts

@@ -5,6 +5,12 @@ or packet copying for passthrough); one worker per rendition scales, encodes and
 segments (PyAV releases the GIL in swscale and x264, so they use every core). Every
 hand-off is bounded. Any exception in any of them marks the encoder failed, calls
 `on_failure` once, and ends all its threads; nothing else in the process is touched.
+
+`sink.start()` is called once, before any segment: when the first session's first
+video frame arrives (a live probe often reports 0x0 at SessionStart, so the ladder is
+planned on the real frame size), or for passthrough with the first segment (its
+measured bitrate is the variant's target). The sink is called from several threads,
+one call at a time.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ class LiveEncoder:
     """Consumes one job's MediaQueue in worker thread(s), encodes the template's ladder,
     hands Segments to the sink."""
 
-    tuning: EncoderTuning = EncoderTuning()  # replace on an instance before start()
+    # Measured defaults (bench/throughput.py); replace on an instance before start().
+    tuning: EncoderTuning = EncoderTuning()
 
     def __init__(
         self,
@@ -123,8 +130,9 @@ class LiveEncoder:
         if mode is not None and finished:
             finished = mode.join(deadline)
         if not finished:
-            log.warning("%s did not finish within %.1f s: abandoning the rest", self._prefix,
-                        timeout)
+            log.warning(
+                "%s did not finish within %.1f s: abandoning the rest", self._prefix, timeout
+            )
             self._abort.set()
             if mode is not None:
                 mode.abort()

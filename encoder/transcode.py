@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FRAME_RATE = Fraction(30)  # when the source does not say
 DEFAULT_AUDIO_BITRATE_BPS = 128_000
+DEFAULT_SAMPLE_RATE = 48_000  # when the probe did not say (frames are resampled to it)
 EARLY_AUDIO_PACKETS = 256  # audio encoded before the first video frame (about 5 s)
 
 
@@ -69,7 +70,8 @@ class TranscodeMode:
         self._video_params: VideoParams | None = None
         self._audio_bitrate = 0
         self._early_audio: collections.deque[AudioPacket] = collections.deque(
-            maxlen=EARLY_AUDIO_PACKETS)
+            maxlen=EARLY_AUDIO_PACKETS
+        )
         self.non_monotonic_frames = 0
 
     @property
@@ -85,8 +87,12 @@ class TranscodeMode:
             # The job's audio format is fixed by the first session that has audio
             # before the ladder starts; later sessions are converted to it.
             self._audio_bitrate = self._template.audio_bitrate_bps or DEFAULT_AUDIO_BITRATE_BPS
-            self._audio = AacEncoder(start.audio.sample_rate, start.audio.channels,
-                                     self._audio_bitrate, label=self._host.label)
+            self._audio = AacEncoder(
+                start.audio.sample_rate or DEFAULT_SAMPLE_RATE,
+                start.audio.channels or 2,
+                self._audio_bitrate,
+                label=self._host.label,
+            )
         self._video_params = start.video
         offset = self._clock.start_session(start.session)
         self._in_session = True
@@ -126,6 +132,12 @@ class TranscodeMode:
             ticks = seconds_to_ticks(self._clock.to_output(seconds))
         if self._last_video_ticks is not None and ticks <= self._last_video_ticks:
             self.non_monotonic_frames += 1
+            if self.non_monotonic_frames == 1 or self.non_monotonic_frames % 100 == 0:
+                log.warning(
+                    "%s frame timestamp went back: dropped (%d so far)",
+                    self._prefix,
+                    self.non_monotonic_frames,
+                )
             return
         self._last_video_ticks = ticks
         keyframe = self._keys.is_keyframe(ticks, session_start=self._session_first_frame)
@@ -186,7 +198,8 @@ class TranscodeMode:
     def close(self) -> None:
         for worker in self._workers:
             worker.close()
-        if self._audio is not None:
+        # The audio stream is every segmenter's template: keep it while one may mux.
+        if self._audio is not None and not any(worker.alive for worker in self._workers):
             self._audio.close()
 
     def stats(self) -> list[dict[str, Any]]:
@@ -239,10 +252,13 @@ class TranscodeMode:
         self._host.event("EncoderStarted", _describe(plans, variants, audio))
 
 
-def _describe(plans: list[RenditionPlan], variants: list[VariantInfo],
-              audio: AacEncoder | None) -> str:
-    parts = [f"{plan.describe()} {variant.codecs.split(',')[0]}"
-             for plan, variant in zip(plans, variants, strict=True)]
+def _describe(
+    plans: list[RenditionPlan], variants: list[VariantInfo], audio: AacEncoder | None
+) -> str:
+    parts = [
+        f"{plan.describe()} {variant.codecs.split(',')[0]}"
+        for plan, variant in zip(plans, variants, strict=True)
+    ]
     text = f"{len(plans)} renditions: " + ", ".join(parts)
     if audio is not None:
         text += f"; audio aac {audio.sample_rate} Hz {audio.layout}"

@@ -203,8 +203,9 @@ class RenditionWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def offer_video(self, frame: av.VideoFrame, keyframe: bool, discontinuity: bool,
-                    deadline: float) -> None:
+    def offer_video(
+        self, frame: av.VideoFrame, keyframe: bool, discontinuity: bool, deadline: float
+    ) -> None:
         """Hand a frame over; drop and count it if the worker is too slow."""
         keyframe = keyframe or self._pending_keyframe
         discontinuity = discontinuity or self._pending_discontinuity
@@ -222,12 +223,21 @@ class RenditionWorker:
         self._pending_discontinuity = discontinuity
         if not self._congested:
             self._congested = True
-            log.warning("%s rendition too slow, dropping frames (%d so far)", self._prefix,
-                        self.dropped_frames)
+            log.warning(
+                "%s rendition too slow, dropping frames (%d so far)",
+                self._prefix,
+                self.dropped_frames,
+            )
 
     def offer_audio(self, packet: AudioPacket) -> None:
         if not self._handoff.put_audio(packet):
             self.dropped_audio += 1
+            if self.dropped_audio == 1 or self.dropped_audio % 100 == 0:
+                log.warning(
+                    "%s rendition stuck, dropping audio (%d packets so far)",
+                    self._prefix,
+                    self.dropped_audio,
+                )
 
     def end_input(self) -> None:
         """No more media: flush the encoder, emit the last segment, end the thread."""

@@ -135,8 +135,11 @@ class Segmenter:
         elif self._video and pts - self._start_ticks > self._max_segment_ticks:
             # No keyframe for far too long (a copied source can do that): bound the
             # memory, end the segment here and drop until the next keyframe.
-            log.warning("[segmenter %s] no keyframe for %.1f s: segment cut short",
-                        self.rendition, (pts - self._start_ticks) / TICKS_PER_SECOND)
+            log.warning(
+                "[segmenter %s] no keyframe for %.1f s: segment cut short",
+                self.rendition,
+                (pts - self._start_ticks) / TICKS_PER_SECOND,
+            )
             self._cut(pts)
         if not self._video:
             if not packet.is_keyframe:

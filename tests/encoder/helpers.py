@@ -20,15 +20,43 @@ from packager.segments import Segment, VariantInfo
 LIVE_PROBE = {"probesize": "32", "analyzeduration": "0"}  # as ingest opens a live FLV
 
 
-def make_source(path: Path, width: int, height: int, seconds: float, *, fps: int = 30,
-                gop: int = 30, fmt: str = "flv", audio: bool = True) -> Path:
+def make_source(
+    path: Path,
+    width: int,
+    height: int,
+    seconds: float,
+    *,
+    fps: int = 30,
+    gop: int = 30,
+    fmt: str = "flv",
+    audio: bool = True,
+) -> Path:
     """testsrc2 + sine, H.264 (ultrafast) + AAC, like a publisher's RTMP stream."""
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}"]
+    cmd = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={width}x{height}:rate={fps}",
+    ]
     if audio:
         cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
-    cmd += ["-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop),
-            "-pix_fmt", "yuv420p"]
+    cmd += [
+        "-t",
+        str(seconds),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        str(gop),
+        "-pix_fmt",
+        "yuv420p",
+    ]
     if audio:
         cmd += ["-c:a", "aac", "-b:a", "96k", "-ac", "2"]
     cmd += ["-f", fmt, str(path)]
@@ -83,18 +111,36 @@ def session_start(container: av.container.InputContainer, session: int) -> Sessi
     if container.streams.video:
         v = container.streams.video[0]
         rate = v.average_rate
-        video = VideoParams(v.codec_context.name, v.codec_context.width, v.codec_context.height,
-                            Fraction(rate) if rate else None, Fraction(v.time_base), v)
+        video = VideoParams(
+            v.codec_context.name,
+            v.codec_context.width,
+            v.codec_context.height,
+            Fraction(rate) if rate else None,
+            Fraction(v.time_base),
+            v,
+        )
     if container.streams.audio:
         a = container.streams.audio[0]
-        audio = AudioParams(a.codec_context.name, a.codec_context.sample_rate,
-                            a.codec_context.channels, Fraction(a.time_base), a)
+        audio = AudioParams(
+            a.codec_context.name,
+            a.codec_context.sample_rate,
+            a.codec_context.channels,
+            Fraction(a.time_base),
+            a,
+        )
     return SessionStart(session, video, audio)
 
 
-def feed(path: Path, queue: MediaQueue, session: int = 0, *, decode: bool = True,
-         block: bool = True, on_item: Callable[[int], None] | None = None,
-         keep: list[Any] | None = None) -> int:
+def feed(
+    path: Path,
+    queue: MediaQueue,
+    session: int = 0,
+    *,
+    decode: bool = True,
+    block: bool = True,
+    on_item: Callable[[int], None] | None = None,
+    keep: list[Any] | None = None,
+) -> int:
     """Demux (and decode) `path` into `queue` as ingest does; returns media items offered.
 
     block=True waits while the queue is full (nothing dropped); False drops like live.
@@ -129,7 +175,9 @@ def ffprobe(data: bytes, path: Path, *entries: str) -> tuple[dict[str, Any], str
     path.write_bytes(data)
     result = subprocess.run(
         ["ffprobe", "-v", "error", "-of", "json", "-show_streams", *entries, str(path)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(result.stdout), result.stderr.strip()
 

@@ -20,8 +20,13 @@ def tone(samples: int, rate: int = 48000, layout: str = "stereo") -> av.AudioFra
     return frame
 
 
-def feed(encoder: AacEncoder, starts: list[Fraction], samples: int = 960,
-         rate: int = 48000, layout: str = "stereo") -> list[AudioPacket]:
+def feed(
+    encoder: AacEncoder,
+    starts: list[Fraction],
+    samples: int = 960,
+    rate: int = 48000,
+    layout: str = "stereo",
+) -> list[AudioPacket]:
     packets: list[AudioPacket] = []
     for start in starts:
         packets += encoder.encode(tone(samples, rate, layout), start)
@@ -70,8 +75,13 @@ def test_other_sessions_are_converted_to_the_job_format() -> None:
     encoder.end_session()  # the partial frame is dropped, nothing is flushed
     encoder.start_session()  # a reconnect at 44.1 kHz mono
     at = encoder.end_seconds
-    second = feed(encoder, [at + Fraction(n * 1024, 44100) for n in range(40)],
-                  samples=1024, rate=44100, layout="mono")
+    second = feed(
+        encoder,
+        [at + Fraction(n * 1024, 44100) for n in range(40)],
+        samples=1024,
+        rate=44100,
+        layout="mono",
+    )
     packets = first + second + encoder.flush()
     times = pts_seconds(packets)
     assert times == sorted(times) and len(set(times)) == len(times)

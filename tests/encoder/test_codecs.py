@@ -48,8 +48,9 @@ def x264_extradata(width: int, height: int, profile: str, params: str = "") -> b
         (202, 360, "main", "", 0x4D),  # odd macroblock crop
     ],
 )
-def test_sps_from_x264(width: int, height: int, profile: str, params: str,
-                       profile_idc: int) -> None:
+def test_sps_from_x264(
+    width: int, height: int, profile: str, params: str, profile_idc: int
+) -> None:
     extradata = x264_extradata(width, height, profile, params)
     sps = h264_header_sps(extradata)
     assert h264_sps_dimensions(sps) == (width, height)
@@ -61,8 +62,14 @@ def test_sps_from_x264(width: int, height: int, profile: str, params: str,
 def test_avcc_record_gives_the_same_answer_as_annexb() -> None:
     extradata = x264_extradata(1280, 720, "high")
     sps, pps = list(annexb_nal_units(extradata))[:2]
-    avcc = (bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1]) + len(sps).to_bytes(2, "big") + sps
-            + b"\x01" + len(pps).to_bytes(2, "big") + pps)
+    avcc = (
+        bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1])
+        + len(sps).to_bytes(2, "big")
+        + sps
+        + b"\x01"
+        + len(pps).to_bytes(2, "big")
+        + pps
+    )
     assert avc1_codec_string(avcc) == avc1_codec_string(extradata) == "avc1.64001f"
     assert h264_header_sps(avcc) == sps
 

@@ -11,13 +11,17 @@ from encoder.templates import get_template
 
 
 def names_sizes(width: int, height: int, template_id: int = 1) -> list[tuple[str, int, int]]:
-    return [(p.name, p.width, p.height) for p in plan_ladder(get_template(template_id),
-                                                               width, height)]
+    return [
+        (p.name, p.width, p.height) for p in plan_ladder(get_template(template_id), width, height)
+    ]
 
 
 def test_1080p_source_gets_the_whole_ladder() -> None:
     assert names_sizes(1920, 1080) == [
-        ("1080p", 1920, 1080), ("720p", 1280, 720), ("480p", 854, 480), ("360p", 640, 360)
+        ("1080p", 1920, 1080),
+        ("720p", 1280, 720),
+        ("480p", 854, 480),
+        ("360p", 640, 360),
     ]
 
 

@@ -44,8 +44,9 @@ def source_packets(path: Path) -> tuple[list[list[bytes]], list[bytes], bytes]:
             if not packet.size:
                 continue
             if packet.stream.type == "video":
-                video.append([n for n in avcc_nal_units(bytes(packet))
-                              if n[0] & 0x1F not in ADDED_BY_TS])
+                video.append(
+                    [n for n in avcc_nal_units(bytes(packet)) if n[0] & 0x1F not in ADDED_BY_TS]
+                )
             else:
                 audio.append(bytes(packet))
     return video, audio, extradata
@@ -63,8 +64,9 @@ def segment_packets(segments: list[Segment]) -> tuple[list[list[bytes]], list[by
                     continue
                 data = bytes(packet)
                 if packet.stream.type == "video":
-                    video.append([n for n in annexb_nal_units(data)
-                                  if n[0] & 0x1F not in ADDED_BY_TS])
+                    video.append(
+                        [n for n in annexb_nal_units(data) if n[0] & 0x1F not in ADDED_BY_TS]
+                    )
                     keyframes.append(packet.is_keyframe)
                 else:
                     assert data[0] == 0xFF and data[1] & 0xF0 == 0xF0  # ADTS
@@ -82,6 +84,9 @@ def test_packets_are_copied_bit_for_bit(source_360p: Path, tmp_path: Path) -> No
     assert variant.codecs == f"{avc1_codec_string(avcc)},mp4a.40.2"
 
     segments = sink.by_rendition()["source"]
+    # A copy's bitrate is the publisher's: measured on the first segment.
+    first = segments[0]
+    assert variant.target_bitrate_bps == round(len(first.data) * 8 / first.duration_seconds)
     video, audio, keyframes = segment_packets(segments)
     assert video == src_video
     assert audio == src_audio
@@ -92,8 +97,12 @@ def test_packets_are_copied_bit_for_bit(source_360p: Path, tmp_path: Path) -> No
     assert segments[1].start_seconds - segments[0].start_seconds == pytest.approx(2.0, abs=1e-3)
     assert segments[0].start_seconds < 0.05
     for segment in segments:
-        info, errors = ffprobe(segment.data, tmp_path / f"{segment.sequence}.ts",
-                               "-show_entries", "frame=media_type,key_frame")
+        info, errors = ffprobe(
+            segment.data,
+            tmp_path / f"{segment.sequence}.ts",
+            "-show_entries",
+            "frame=media_type,key_frame",
+        )
         assert errors == ""
         stream = next(s for s in info["streams"] if s["codec_type"] == "video")
         assert (stream["width"], stream["height"]) == (640, 360)
@@ -112,8 +121,9 @@ def test_passthrough_reconnect(source_360p: Path) -> None:
     segments = sink.by_rendition()["source"]
     assert [s.discontinuity for s in segments].count(True) == 1
     for before, after in itertools.pairwise(segments):
-        assert after.start_seconds == pytest.approx(before.start_seconds
-                                                    + before.duration_seconds, abs=1e-6)
+        assert after.start_seconds == pytest.approx(
+            before.start_seconds + before.duration_seconds, abs=1e-6
+        )
     flagged = next(s for s in segments if s.discontinuity)
     assert 2.9 < flagged.start_seconds < 3.2
     video, _, _ = segment_packets(segments)

@@ -34,13 +34,22 @@ class Run:
     failures: list[BaseException] = field(default_factory=list)
 
 
-def make_encoder(template_id: int, label: str, *, tuning: EncoderTuning | None = None,
-                 sink: CollectingSink | None = None, queue_items: int = 120) -> Run:
+def make_encoder(
+    template_id: int,
+    label: str,
+    *,
+    tuning: EncoderTuning | None = None,
+    sink: CollectingSink | None = None,
+    queue_items: int = 120,
+) -> Run:
     sink = sink or CollectingSink()
     queue = MediaQueue(queue_items)
     run = Run(encoder=None, sink=sink, queue=queue)  # type: ignore[arg-type]
     run.encoder = LiveEncoder(
-        get_template(template_id), queue, sink, label=label,
+        get_template(template_id),
+        queue,
+        sink,
+        label=label,
         on_event=lambda status, message: run.events.append((status, message)),
         on_failure=run.failures.append,
     )
@@ -63,9 +72,12 @@ def encode(template_id: int, sources: list[Path], label: str) -> Run:
 
 def probe_segment(segment: Segment, tmp_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(streams by type, video frames) of one segment, decoded by the ffprobe CLI."""
-    info, errors = ffprobe(segment.data, tmp_path / f"{segment.rendition}-{segment.sequence}.ts",
-                           "-show_entries",
-                           "frame=media_type,pts_time,key_frame,pict_type,width,height")
+    info, errors = ffprobe(
+        segment.data,
+        tmp_path / f"{segment.rendition}-{segment.sequence}.ts",
+        "-show_entries",
+        "frame=media_type,pts_time,key_frame,pict_type,width,height",
+    )
     assert errors == "", f"{segment.rendition} #{segment.sequence}: {errors}"
     streams = {s["codec_type"]: s for s in info["streams"]}
     video = [f for f in info["frames"] if f["media_type"] == "video"]
@@ -91,7 +103,10 @@ def test_template2_ladder_segments(source_720p: Path, tmp_path: Path) -> None:
     assert sink.starts == 1 and sink.finished == 1
     assert sink.segment_seconds == 2
     assert [(v.name, v.width, v.height) for v in sink.variants] == [
-        ("720p", 1280, 720), ("480p", 854, 480), ("360p", 640, 360)]
+        ("720p", 1280, 720),
+        ("480p", 854, 480),
+        ("360p", 640, 360),
+    ]
     assert [v.target_bitrate_bps for v in sink.variants] == [2_928_000, 1_528_000, 928_000]
     assert all(v.frame_rate == 30 for v in sink.variants)
     assert run.events[0][0] == "EncoderStarted" and "3 renditions" in run.events[0][1]
@@ -114,8 +129,9 @@ def test_template2_ladder_segments(source_720p: Path, tmp_path: Path) -> None:
             assert sum(f["key_frame"] for f in video) == 1  # closed GOP = one segment
             frames += len(video)
             first_pts = float(video[0]["pts_time"])
-            assert first_pts == pytest.approx(segment.start_seconds + float(TS_PTS_OFFSET),
-                                              abs=1e-3)
+            assert first_pts == pytest.approx(
+                segment.start_seconds + float(TS_PTS_OFFSET), abs=1e-3
+            )
             assert segment.keyframe_pts is not None
             assert float(segment.keyframe_pts) == pytest.approx(segment.start_seconds)
             keyframe_times.setdefault(segment.sequence, set()).add(first_pts)
@@ -126,8 +142,7 @@ def test_template2_ladder_segments(source_720p: Path, tmp_path: Path) -> None:
             assert int(codec[0][9:11], 16) == streams["video"]["level"]
             # Audio in sync with the video it is muxed with.
             assert abs(first_audio_time(segment.data) - first_pts) < 0.05
-            audio_by_sequence.setdefault(segment.sequence, []).append(
-                audio_packets(segment.data))
+            audio_by_sequence.setdefault(segment.sequence, []).append(audio_packets(segment.data))
         assert frames == 180  # every source frame, once
     # Keyframes at the same instants in every rendition (also the cut points).
     assert len(keyframe_times) == 3
@@ -151,8 +166,12 @@ def test_template2_ladder_segments(source_720p: Path, tmp_path: Path) -> None:
 def test_concatenated_rendition_plays_through(source_720p: Path, tmp_path: Path) -> None:
     run = encode(2, [source_720p], "concat")
     segments = run.sink.by_rendition()["360p"]
-    info, errors = ffprobe(b"".join(s.data for s in segments), tmp_path / "all.ts",
-                           "-show_entries", "packet=codec_type,pts,dts")
+    info, errors = ffprobe(
+        b"".join(s.data for s in segments),
+        tmp_path / "all.ts",
+        "-show_entries",
+        "packet=codec_type,pts,dts",
+    )
     assert errors == ""
     for kind in ("video", "audio"):
         dts = [p["dts"] for p in info["packets"] if p["codec_type"] == kind]
@@ -161,6 +180,9 @@ def test_concatenated_rendition_plays_through(source_720p: Path, tmp_path: Path)
 
 def test_small_source_is_not_upscaled(source_360p: Path, tmp_path: Path) -> None:
     run = encode(1, [source_360p], "no-upscale")
+    run.encoder.start()  # idempotent, even after stop()
+    run.encoder.stop()
+    assert run.sink.starts == 1 and run.sink.finished == 1
     assert [(v.name, v.width, v.height) for v in run.sink.variants] == [("360p", 640, 360)]
     assert {s.rendition for s in run.sink.segments} == {"360p"}
     for segment in run.sink.segments:
@@ -173,27 +195,54 @@ def test_reconnect_continues_the_timeline(source_360p: Path, tmp_path: Path) -> 
     segments = run.sink.by_rendition()["360p"]
     assert [s.sequence for s in segments] == list(range(len(segments)))
     for before, after in itertools.pairwise(segments):
-        assert after.start_seconds == pytest.approx(before.start_seconds
-                                                    + before.duration_seconds, abs=1e-6)
+        assert after.start_seconds == pytest.approx(
+            before.start_seconds + before.duration_seconds, abs=1e-6
+        )
         assert after.start_seconds > before.start_seconds
     flagged = [s for s in segments if s.discontinuity]
     assert len(flagged) == 1
     reconnect = flagged[0]
     # The first segment of session 1: the source restarted at zero, the output did not.
     assert 2.9 < reconnect.start_seconds < 3.2
-    assert all(s.start_seconds < reconnect.start_seconds for s in segments
-               if s.sequence < reconnect.sequence)
+    assert all(
+        s.start_seconds < reconnect.start_seconds
+        for s in segments
+        if s.sequence < reconnect.sequence
+    )
     _, video = probe_segment(reconnect, tmp_path)
     assert video[0]["key_frame"] == 1
     assert abs(sum(s.duration_seconds for s in segments) - 6.0) < 2
-    info, errors = ffprobe(b"".join(s.data for s in segments), tmp_path / "all.ts",
-                           "-show_entries", "packet=codec_type,pts,dts")
+    info, errors = ffprobe(
+        b"".join(s.data for s in segments),
+        tmp_path / "all.ts",
+        "-show_entries",
+        "packet=codec_type,pts,dts",
+    )
     assert errors == ""
     for kind in ("video", "audio"):
         dts = [p["dts"] for p in info["packets"] if p["codec_type"] == kind]
         assert dts == sorted(dts) and len(set(dts)) == len(dts)
     assert sum(1 for p in info["packets"] if p["codec_type"] == "video") == 180
     assert any(status == "EncoderSessionStarted" for status, _ in run.events)
+
+
+def test_reconnect_with_another_size_keeps_the_outputs(
+    source_480p: Path, source_360p: Path, tmp_path: Path
+) -> None:
+    run = encode(2, [source_480p, source_360p], "resize")
+    assert [(v.name, v.width, v.height) for v in run.sink.variants] == [
+        ("480p", 854, 480),
+        ("360p", 640, 360),
+    ]
+    for variant in run.sink.variants:
+        segments = run.sink.by_rendition()[variant.name]
+        assert any(s.discontinuity for s in segments)
+        frames = 0
+        for segment in segments:
+            _, video = probe_segment(segment, tmp_path)
+            assert {(f["width"], f["height"]) for f in video} == {(variant.width, variant.height)}
+            frames += len(video)
+        assert frames == 180
 
 
 def test_a_failing_rendition_fails_the_encoder_alone(
@@ -211,8 +260,9 @@ def test_a_failing_rendition_fails_the_encoder_alone(
     healthy = make_encoder(2, "healthy")
     failing_run = make_encoder(2, "fail")
     feeders = [
-        threading.Thread(target=feed, args=(source_480p, failing_run.queue),
-                         kwargs={"block": False}),
+        threading.Thread(
+            target=feed, args=(source_480p, failing_run.queue), kwargs={"block": False}
+        ),
         threading.Thread(target=feed, args=(source_480p, healthy.queue)),
     ]
     for feeder in feeders:
@@ -220,8 +270,9 @@ def test_a_failing_rendition_fails_the_encoder_alone(
     assert wait_until(lambda: failing_run.encoder.failed is not None)
     assert failing_run.encoder.failed is boom
     # Every thread of the failed encoder ends by itself, before stop().
-    assert wait_until(lambda: not [t for t in threading.enumerate()
-                                   if t.name.startswith("encoder-fail-")])
+    assert wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("encoder-fail-")]
+    )
     for feeder in feeders:
         feeder.join(30)
     failing_run.queue.close()

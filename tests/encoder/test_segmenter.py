@@ -24,8 +24,12 @@ def video_packets(keyframes: set[int], count: int) -> tuple[object, list[av.Pack
     context.width, context.height, context.pix_fmt = 160, 90, "yuv420p"
     context.time_base = Fraction(1, 90_000)
     context.flags |= av.codec.context.Flags.global_header
-    context.options = {"preset": "veryfast", "forced-idr": "1", "threads": "1",
-                       "x264-params": "keyint=600:scenecut=0"}
+    context.options = {
+        "preset": "veryfast",
+        "forced-idr": "1",
+        "threads": "1",
+        "x264-params": "keyint=600:scenecut=0",
+    }
     holder.start_encoding()
     packets: list[av.Packet] = []
     for n in range(count):
@@ -45,8 +49,9 @@ def silence(seconds: float) -> tuple[AacEncoder, list]:
     encoder.start_session()
     packets = []
     for n in range(int(seconds * 48000 / 960)):
-        frame = av.AudioFrame.from_ndarray(np.zeros((2, 960), dtype=np.float32),
-                                           format="fltp", layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((2, 960), dtype=np.float32), format="fltp", layout="stereo"
+        )
         frame.sample_rate = 48000
         packets += encoder.encode(frame, Fraction(n * 960, 48000))
     packets += encoder.flush()
@@ -58,8 +63,9 @@ def demux_times(data: bytes) -> dict[str, list[float]]:
     with av.open(io.BytesIO(data), format="mpegts") as container:
         for packet in container.demux():
             if packet.size and packet.pts is not None:
-                times[packet.stream.type].append(float(packet.pts * packet.time_base)
-                                                 - float(TS_PTS_OFFSET))
+                times[packet.stream.type].append(
+                    float(packet.pts * packet.time_base) - float(TS_PTS_OFFSET)
+                )
     return times
 
 
@@ -69,8 +75,9 @@ def test_cuts_on_boundary_keyframes_and_splits_audio_by_time() -> None:
     (_holder, template), packets = video_packets({0, 60, 75, 120, 150, 180}, 200)
     audio_encoder, audio = silence(200 / 30)
     segments: list[Segment] = []
-    segmenter = Segmenter("test", 2, template, audio_encoder.stream, segments.append,
-                          frame_ticks=FRAME)
+    segmenter = Segmenter(
+        "test", 2, template, audio_encoder.stream, segments.append, frame_ticks=FRAME
+    )
     # Audio runs ahead of video (encoder latency): all of it first is the worst case.
     for packet in audio:
         segmenter.add_audio(packet)

@@ -48,8 +48,15 @@ def test_x264_applies_the_rendition_settings() -> None:
     settings = re.search(rb"options: ([^\x00]+)", bytes(packets[0]))
     assert settings is not None
     text = settings.group(1).decode()
-    for expected in ("keyint=120", "scenecut=0", "open_gop=0", "vbv_maxrate=880",
-                     "vbv_bufsize=1600", "bframes=3", "threads=1"):
+    for expected in (
+        "keyint=120",
+        "scenecut=0",
+        "open_gop=0",
+        "vbv_maxrate=880",
+        "vbv_bufsize=1600",
+        "bframes=3",
+        "threads=1",
+    ):
         assert re.search(rf"(^| ){expected}( |$)", text), (expected, text)
 
 
