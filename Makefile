@@ -52,7 +52,9 @@ fuzz: test-deps $(STAMP)
 
 ## make bench: throughput, latency and density against the ffmpeg CLI (figures printed).
 bench: test-deps $(STAMP)
-	$(PY) bench/throughput.py
+	$(PY) bench/throughput.py --repeat 3
+	$(PY) bench/latency.py --seconds 40
+	$(PY) bench/density.py --seconds 20
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out
