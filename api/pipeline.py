@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from ingest.media import MediaQueue
 from ingest.rtmp.server import PublishRequest
 from packager.layout import object_prefix
 from packager.publisher import HlsPublisher
+from packager.segments import Segment, VariantInfo
 from packager.storage import S3Storage
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,35 @@ class PipelineEvent:
 
 
 EventSink = Callable[[PipelineEvent], None]
+
+
+class BoundedFinishSink:
+    """The publisher as the encoder's sink, with a bounded `finish()`.
+
+    The publisher retries uploads through an outage for as long as it is asked to;
+    a stopping service cannot wait that long: past the bound, the publisher is closed
+    and what was not uploaded stays in the spool on disk.
+    """
+
+    def __init__(self, publisher: HlsPublisher) -> None:
+        self.publisher = publisher
+        self.finish_timeout_seconds = 3600.0
+
+    def start(self, variants: Sequence[VariantInfo], segment_seconds: float) -> None:
+        self.publisher.start(variants, segment_seconds)
+
+    def add_segment(self, segment: Segment) -> None:
+        self.publisher.add_segment(segment)
+
+    def finish(self) -> None:
+        try:
+            self.publisher.finish(timeout=self.finish_timeout_seconds)
+        except TimeoutError:
+            logger.error(
+                "uploads not finished within %.0f s: left in the spool",
+                self.finish_timeout_seconds,
+            )
+            self.publisher.close()
 
 
 class JobSession:
@@ -108,10 +138,11 @@ class JobPipeline:
             on_event=lambda child, message: self.emit("timing", child, message),
         )
         storage.ensure_bucket(job["bucket"])
+        self.sink = BoundedFinishSink(self.publisher)
         self.encoder = LiveEncoder(
             template,
             self.queue,
-            self.publisher,
+            self.sink,
             label=label,
             on_event=lambda child, message: self.emit("timing", child, message),
             on_failure=self._on_error,
@@ -162,11 +193,10 @@ class JobPipeline:
 
     # -- end ----------------------------------------------------------------------
 
-    def stop(self, reason: str, finish: bool = True) -> None:
+    def stop(self, reason: str, finish_timeout_seconds: float) -> None:
         """Blocking: end the session, drain the encoder, publish the rest (ENDLIST)."""
+        self.sink.finish_timeout_seconds = finish_timeout_seconds
         self.decoder.stop()
         self.queue.close()
-        self.encoder.stop()  # flushes and calls publisher.finish()
-        if not finish:
-            self.publisher.close()
+        self.encoder.stop()  # flushes, then the sink's bounded finish()
         logger.info("[job %s] pipeline stopped: %s", self.job_id, reason)

@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 
 RTMP_APP = "live"
 STATS_FLUSH_SECONDS = 2.0
+# Going offline waits this long for the last uploads and ENDLIST, then answers and
+# lets them finish in the background (a storage outage must not hang the API).
+OFFLINE_WAIT_SECONDS = 15.0
+# A stopping service waits this long for uploads; the rest stays in the spool.
+SHUTDOWN_FINISH_SECONDS = 10.0
+OFFLINE_FINISH_SECONDS = 3600.0
 
 
 class MediaRuntime:
@@ -42,6 +48,8 @@ class MediaRuntime:
         self._admit_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
+        self._finishing: dict[int, asyncio.Task[None]] = {}
+        self._stopping = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -50,6 +58,7 @@ class MediaRuntime:
         logger.info("RTMP ingest listening on %s:%s", self.settings.rtmp_host, self.rtmp.port)
 
     async def stop(self) -> None:
+        self._stopping = True
         await self.rtmp.stop()
         if self._flusher is not None:
             self._flusher.cancel()
@@ -57,6 +66,8 @@ class MediaRuntime:
                 await self._flusher
         for job_id in list(self._pipelines):
             await self.stop_job(job_id, "service stopping")
+        if self._finishing:
+            await asyncio.gather(*self._finishing.values(), return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -78,6 +89,9 @@ class MediaRuntime:
             raise PublishRefused("this live job is offline: put it online first")
         if job["server_type"] != 0:
             raise PublishRefused("this live job does not take RTMP input")
+        finishing = self._finishing.get(job["id"])
+        if finishing is not None and not finishing.done():
+            raise PublishRefused("the previous live of this job is still being published")
         async with self._admit_lock:
             pipeline = self._pipelines.get(job["id"])
             if pipeline is not None and pipeline.publishing:
@@ -88,8 +102,10 @@ class MediaRuntime:
                 )
                 raise PublishRefused("this stream key is already publishing")
             if pipeline is not None and pipeline.failed is not None:
-                await asyncio.to_thread(pipeline.stop, "restarting after a failure")
                 self._pipelines.pop(job["id"], None)
+                await asyncio.to_thread(
+                    pipeline.stop, "restarting after a failure", OFFLINE_FINISH_SECONDS
+                )
                 pipeline = None
             if pipeline is None:
                 pipeline = await asyncio.to_thread(self._new_pipeline, job)
@@ -213,7 +229,11 @@ class MediaRuntime:
         return pipeline.output_statistics() if pipeline is not None else []
 
     async def stop_job(self, job_id: int, reason: str) -> None:
-        """The job goes offline (or the service stops): drop the publisher, finish output."""
+        """The job goes offline (or the service stops): drop the publisher, finish output.
+
+        Waits up to OFFLINE_WAIT_SECONDS for the last segments and ENDLIST; past that
+        the finishing goes on in the background (new publishers are refused until done).
+        """
         timer = self._reconnect_timers.pop(job_id, None)
         if timer is not None:
             timer.cancel()
@@ -222,9 +242,21 @@ class MediaRuntime:
             return
         if pipeline.session is not None:
             pipeline.session.close(reason)
-        await self._flush(job_id, pipeline)
-        await asyncio.to_thread(pipeline.stop, reason)
-        await self._flush(job_id, pipeline)
+        timeout = SHUTDOWN_FINISH_SECONDS if self._stopping else OFFLINE_FINISH_SECONDS
+        task = asyncio.create_task(self._finish(job_id, pipeline, reason, timeout))
+        self._finishing[job_id] = task
+        task.add_done_callback(lambda _: self._finishing.pop(job_id, None))
+        await asyncio.wait({task}, timeout=OFFLINE_WAIT_SECONDS)
+
+    async def _finish(
+        self, job_id: int, pipeline: JobPipeline, reason: str, timeout_seconds: float
+    ) -> None:
+        try:
+            await self._flush(job_id, pipeline)
+            await asyncio.to_thread(pipeline.stop, reason, timeout_seconds)
+            await self._flush(job_id, pipeline)
+        except Exception:
+            logger.exception("[job %s] finishing the live failed", job_id)
 
     async def _flush_forever(self) -> None:
         while True:
