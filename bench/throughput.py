@@ -198,16 +198,18 @@ class DirectorySink:
         pass
 
 
-def run_onair(source: Path, template_id: int, out_dir: Path) -> None:
+def run_onair(source: Path, template_id: int, out_dir: Path, drain: bool) -> None:
     import av
 
     from encoder.pipeline import LiveEncoder
+    from encoder.runtime import EncoderTuning
     from ingest.media import AudioParams, MediaQueue, SessionEnd, SessionStart, VideoParams
 
     started = time.monotonic()
     queue = MediaQueue()
     sink = DirectorySink(out_dir)
     encoder = LiveEncoder(get_template(template_id), queue, sink, label="bench")
+    encoder.tuning = EncoderTuning(drain_at_keyframes=drain)
     encoder.start()
     container = av.open(str(source))
     video = container.streams.video[0]
@@ -258,6 +260,7 @@ def run_onair(source: Path, template_id: int, out_dir: Path) -> None:
                 "codecs": sink.codecs,
                 "stats": encoder.stats(),
                 "failed": repr(encoder.failed) if encoder.failed else None,
+                "drains": encoder.drains,
             }
         )
     )
@@ -273,7 +276,11 @@ def _row(name: str, wall: float, cpu: float, rss_mb: int, out_dir: Path, status:
 
 
 def compare(
-    source: Path, template: JobTemplate, plans: Sequence[RenditionPlan], seconds: int
+    source: Path,
+    template: JobTemplate,
+    plans: Sequence[RenditionPlan],
+    seconds: int,
+    drain: bool = True,
 ) -> tuple[float, bool]:
     """One onair run then one ffmpeg run; prints both; returns (wall ratio, both ok)."""
     with tempfile.TemporaryDirectory(prefix="onair-bench-") as tmp:
@@ -290,6 +297,8 @@ def compare(
             str(source),
             str(onair_dir),
         ]
+        if not drain:
+            child.append("--no-drain")
         report_path = Path(tmp) / "onair.json"
         with report_path.open("w") as report_file:
             onair_wall, onair_rss, onair_status, onair_cpu = run_measured(child, report_file)
@@ -302,7 +311,7 @@ def compare(
     print(
         f"onair detail: encode {report.get('elapsed', 0):.2f} s in process, decode done at "
         f"{report.get('decode_done', 0):.2f} s, queue dropped {report.get('queue_dropped')}, "
-        f"failed {report.get('failed')}"
+        f"x264 drains {report.get('drains')}, failed {report.get('failed')}"
     )
     for row in report.get("stats", []):
         print(
@@ -329,11 +338,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="alternate the two N times (a shared machine is noisy)",
     )
     parser.add_argument(
+        "--no-drain",
+        action="store_true",
+        help="onair without the low-latency x264 drain at segment boundaries (A/B)",
+    )
+    parser.add_argument(
         "--onair-child", nargs=2, metavar=("SOURCE", "OUT_DIR"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     if args.onair_child:
-        run_onair(Path(args.onair_child[0]), args.template, Path(args.onair_child[1]))
+        run_onair(
+            Path(args.onair_child[0]),
+            args.template,
+            Path(args.onair_child[1]),
+            drain=not args.no_drain,
+        )
         return 0
 
     source = source_file(args.seconds)
@@ -349,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for run in range(args.repeat):
         if args.repeat > 1:
             print(f"-- run {run + 1}/{args.repeat}")
-        ratio, ok = compare(source, template, plans, args.seconds)
+        ratio, ok = compare(source, template, plans, args.seconds, drain=not args.no_drain)
         ratios.append(ratio)
         failed = failed or not ok
     if args.repeat > 1:

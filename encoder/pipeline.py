@@ -100,6 +100,7 @@ class LiveEncoder:
                 event=self._event,
                 fail=self._fail,
                 abort=self._abort,
+                backlog=self._queue.__len__,
             )
             mode: _Mode
             if self._template.passthrough:
@@ -153,6 +154,12 @@ class LiveEncoder:
     @property
     def failed(self) -> BaseException | None:
         return self._failed
+
+    @property
+    def drains(self) -> int:
+        """x264 drains at segment boundaries so far, all renditions (see EncoderTuning)."""
+        mode = self._mode
+        return sum(w.drains for w in mode.workers) if isinstance(mode, TranscodeMode) else 0
 
     # -- dispatcher thread ---------------------------------------------------
 

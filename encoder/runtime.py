@@ -34,6 +34,13 @@ class EncoderTuning:
     x264_threads_sd: int = 1  # below 720 lines: the renditions already run in parallel
     scale_threads: int = 1  # swscale threads per rendition (renditions already run in parallel)
     interpolation: str = "BICUBIC"  # as ffmpeg's scale filter
+    # Low latency: flush x264 at each forced keyframe and open a fresh encoder when the
+    # job keeps up with its input: at most `drain_max_backlog_items` decoded items wait
+    # in the job's queue and at most `drain_max_queued_frames` for the rendition (see
+    # RenditionWorker._should_drain).
+    drain_at_keyframes: bool = True
+    drain_max_backlog_items: int = 12
+    drain_max_queued_frames: int = 1
 
 
 @dataclass(frozen=True)
@@ -47,3 +54,4 @@ class EncoderHost:
     event: Callable[[str, str], None]
     fail: Callable[[BaseException], None]
     abort: threading.Event
+    backlog: Callable[[], int] = lambda: 0  # decoded items waiting in the job's queue

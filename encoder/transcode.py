@@ -149,9 +149,17 @@ class TranscodeMode:
         frame.time_base = VIDEO_TIME_BASE
         frame.pict_type = PictureType.I if keyframe else PictureType.NONE
         self._clock.extend_to(Fraction(ticks + self._frame_ticks, TICKS_PER_SECOND))
-        deadline = time.monotonic() + self._host.tuning.handoff_timeout_seconds
+        tuning = self._host.tuning
+        deadline = time.monotonic() + tuning.handoff_timeout_seconds
+        # Decided once for every rendition: drain x264 at this keyframe only when the
+        # job keeps up with its input (see RenditionWorker._should_drain).
+        drain = (
+            keyframe
+            and tuning.drain_at_keyframes
+            and self._host.backlog() <= tuning.drain_max_backlog_items
+        )
         for worker in self._workers:
-            worker.offer_video(frame, keyframe, discontinuity, deadline)
+            worker.offer_video(frame, keyframe, discontinuity, deadline, drain=drain)
 
     def audio(self, frame: av.AudioFrame) -> None:
         if not self._in_session or self._audio is None:

@@ -58,6 +58,7 @@ class VideoItem:
     frame: av.VideoFrame
     keyframe: bool
     discontinuity: bool
+    drain: bool = False  # a keyframe at which to drain x264 (the job keeps up)
 
 
 class _End:
@@ -153,33 +154,21 @@ class RenditionWorker:
         self._host = host
         self._prefix = f"[encoder {host.label} {plan.name}]"
         tuning = host.tuning
-        # The encoder lives on a stream of a never-written container: after opening,
-        # that stream's codec parameters (size, SPS/PPS extradata) are the template
-        # every segment muxer copies.
-        self._holder = av.open(io.BytesIO(), "w", format="mpegts")
-        stream = self._holder.add_stream("libx264", rate=frame_rate)
-        context = stream.codec_context
-        context.width = plan.width
-        context.height = plan.height
-        context.pix_fmt = "yuv420p"
-        context.time_base = VIDEO_TIME_BASE
-        context.bit_rate = plan.video_bitrate_bps
-        # Global header: SPS/PPS come out at open, so the CODECS string is known before
-        # the first frame; the TS muxer puts them back in band before every keyframe.
-        context.flags |= Flags.global_header
-        threads = tuning.x264_threads if plan.height >= 720 else tuning.x264_threads_sd
-        context.options = x264_options(plan, keyint_frames, threads)
-        self._holder.start_encoding()
-        unused = dict(context.options)
-        if unused:
-            raise EncoderError(f"{self._prefix} libx264 ignored options {unused}")
-        self._context = context
-        self.stream = stream
-        self.extradata: bytes = context.extradata or b""
+        self._frame_rate = frame_rate
+        self._keyint_frames = keyint_frames
+        self._holder, stream, self._context = self._open_encoder()
+        # The template every segment muxer copies (size, SPS/PPS extradata): a copy of
+        # the first encoder's parameters, not the encoder itself, which a drain closes
+        # (encoders opened after a drain have identical parameters).
+        self._template_holder = av.open(io.BytesIO(), "w", format="mpegts")
+        self.stream = self._template_holder.add_stream_from_template(stream)
+        self.extradata: bytes = self._context.extradata or b""
+        self._in_flight = 0  # frames given to x264 and not yet out as packets
+        self.drains = 0
         self.segmenter = Segmenter(
             plan.name,
             segment_seconds,
-            stream,
+            self.stream,
             audio_template,
             host.emit_segment,
             frame_ticks=max(1, round(VIDEO_TIME_BASE.denominator / frame_rate)),
@@ -198,13 +187,43 @@ class RenditionWorker:
             target=self._run, name=f"encoder-{host.label}-{plan.name}", daemon=True
         )
 
+    def _open_encoder(self) -> tuple[Any, Stream, Any]:
+        """A libx264 encoder on a stream of a never-written container."""
+        plan = self.plan
+        tuning = self._host.tuning
+        holder = av.open(io.BytesIO(), "w", format="mpegts")
+        stream = holder.add_stream("libx264", rate=self._frame_rate)
+        context = stream.codec_context
+        context.width = plan.width
+        context.height = plan.height
+        context.pix_fmt = "yuv420p"
+        context.time_base = VIDEO_TIME_BASE
+        context.bit_rate = plan.video_bitrate_bps
+        # Global header: SPS/PPS come out at open, so the CODECS string is known before
+        # the first frame; the TS muxer puts them back in band before every keyframe.
+        context.flags |= Flags.global_header
+        threads = tuning.x264_threads if plan.height >= 720 else tuning.x264_threads_sd
+        context.options = x264_options(plan, self._keyint_frames, threads)
+        holder.start_encoding()
+        unused = dict(context.options)
+        if unused:
+            holder.close()
+            raise EncoderError(f"{self._prefix} libx264 ignored options {unused}")
+        return holder, stream, context
+
     # -- dispatcher side -----------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
 
     def offer_video(
-        self, frame: av.VideoFrame, keyframe: bool, discontinuity: bool, deadline: float
+        self,
+        frame: av.VideoFrame,
+        keyframe: bool,
+        discontinuity: bool,
+        deadline: float,
+        *,
+        drain: bool = False,
     ) -> None:
         """Hand a frame over; drop and count it if the worker is too slow."""
         keyframe = keyframe or self._pending_keyframe
@@ -212,7 +231,7 @@ class RenditionWorker:
         if self._congested and self._handoff.frames <= self._handoff.max_frames // 2:
             self._congested = False
             log.info("%s caught up", self._prefix)
-        item = VideoItem(frame, keyframe, discontinuity)
+        item = VideoItem(frame, keyframe, discontinuity, drain and keyframe)
         if self._handoff.put_frame(item, None if self._congested else deadline):
             self._pending_keyframe = False
             self._pending_discontinuity = False
@@ -254,6 +273,11 @@ class RenditionWorker:
         return not self._thread.is_alive()
 
     @property
+    def queued_frames(self) -> int:
+        """Frames handed over and not yet taken by the worker."""
+        return self._handoff.frames
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -262,10 +286,11 @@ class RenditionWorker:
         if self._thread.is_alive():
             log.error("%s thread still running: encoder left open", self._prefix)
             return
-        try:
-            self._holder.close()
-        except av.FFmpegError:
-            log.debug("%s closing the encoder holder failed", self._prefix, exc_info=True)
+        for holder in (self._holder, self._template_holder):
+            try:
+                holder.close()
+            except av.FFmpegError:
+                log.debug("%s closing an encoder holder failed", self._prefix, exc_info=True)
 
     def stats(self) -> dict[str, Any]:
         bitrate_bps, fps = self.segmenter.recent_rates()
@@ -329,9 +354,46 @@ class RenditionWorker:
         picture.pict_type = PictureType.I if item.keyframe else PictureType.NONE
         if item.discontinuity and frame.pts is not None:
             self.segmenter.mark_discontinuity(frame.pts)
+        if item.drain and frame.pts is not None and self._should_drain():
+            self._drain(frame.pts)
         for packet in self._encode(picture):
             self.segmenter.add_video(packet)
         self.frames_encoded += 1
 
+    def _should_drain(self) -> bool:
+        """Drain x264 at a forced keyframe when keeping up with the input.
+
+        x264 holds back `rc-lookahead` + frame-thread + sync-lookahead frames (17 at
+        veryfast with 4 threads, over half a second at 30 fps), so the segment before
+        a keyframe would otherwise be complete only that much later. Nothing after a
+        forced IDR depends on the frames before it (closed GOPs), so flushing the
+        encoder there and opening a fresh one costs no lookahead, only a rate-control
+        restart per segment. The dispatcher asks for it only when the job's queue is
+        nearly empty, and it is skipped when frames wait for this rendition: behind
+        real time the backlog dominates the delay, and the drain's pipeline bubble
+        (x264's frame threads empty, then refill) would cost speed.
+        """
+        tuning = self._host.tuning
+        return (
+            tuning.drain_at_keyframes
+            and self._in_flight > 0
+            and self._handoff.frames <= tuning.drain_max_queued_frames
+        )
+
+    def _drain(self, next_pts: int) -> None:
+        """Flush the encoder, close the segment ending at `next_pts`, reopen x264."""
+        for packet in self._encode(None):
+            self.segmenter.add_video(packet)
+        self.segmenter.cut_before(next_pts)
+        old = self._holder
+        self._holder, _, self._context = self._open_encoder()
+        old.close()
+        self._in_flight = 0
+        self.drains += 1
+
     def _encode(self, frame: av.VideoFrame | None) -> list[av.Packet]:
-        return self._context.encode(frame)
+        packets: list[av.Packet] = self._context.encode(frame)
+        if frame is not None:
+            self._in_flight += 1
+        self._in_flight -= len(packets)
+        return packets

@@ -36,6 +36,10 @@ MEDIA_PLAYLIST_VERSION = 3
 DEFAULT_WINDOW_SEGMENTS = 6
 
 
+class PlaylistError(ValueError):
+    """A stored playlist is not one this module wrote."""
+
+
 @dataclass(frozen=True)
 class ListedSegment:
     """A stored segment as a media playlist lists it."""
@@ -156,6 +160,30 @@ def event_playlist(
         playlist_type="event",
         ended=ended,
     )
+
+
+def parse_history(text: str) -> list[ListedSegment]:
+    """The segments an event playlist written by `event_playlist` lists, to continue it.
+
+    Raises `PlaylistError` unless every segment is named as we name them, numbered by
+    its media sequence number (consecutive).
+    """
+    try:
+        playlist = m3u8.loads(text)
+    except Exception as error:  # m3u8 raises plain exceptions on malformed input
+        raise PlaylistError(f"unreadable: {error}") from error
+    if playlist.is_variant:
+        raise PlaylistError("a master playlist, not a media playlist")
+    first = playlist.media_sequence or 0
+    listed: list[ListedSegment] = []
+    for index, segment in enumerate(playlist.segments):
+        sequence = first + index
+        if segment.uri != segment_name(sequence):
+            raise PlaylistError(f"segment {index} is {segment.uri!r}, not {segment_name(sequence)}")
+        if segment.duration is None or segment.duration < 0:
+            raise PlaylistError(f"segment {index} has no duration")
+        listed.append(ListedSegment(sequence, float(segment.duration), bool(segment.discontinuity)))
+    return listed
 
 
 def _stream_order(variant: VariantStream) -> tuple[int, int, int]:

@@ -12,6 +12,13 @@ prefix of stored segments, and playlists are rendered from that list when a work
 picks them up, so a playlist can only list stored objects and the latest content
 always wins (one write per playlist key at a time).
 
+A job's playlists outlive one publisher: a new publisher for the same prefix (the
+job put online again, a pipeline restarted after a failure, the service restarted)
+first reads each rendition's event playlist back and continues after it: segment
+numbers and media sequence go on, the first new segment carries
+`EXT-X-DISCONTINUITY`, and nothing stored is overwritten. No upload starts before
+that read succeeds (it is retried through an outage like any write).
+
 When a write fails the storage is considered failing: every worker pauses and one
 probe retries the oldest pending object with exponential backoff until it succeeds.
 `StorageOutage` is reported once at the first failure; `StorageRecovered` once every
@@ -23,6 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -37,10 +45,12 @@ from packager.bandwidth import BandwidthMeter
 from packager.playlist import (
     DEFAULT_WINDOW_SEGMENTS,
     ListedSegment,
+    PlaylistError,
     VariantStream,
     event_playlist,
     live_playlist,
     master_playlist,
+    parse_history,
 )
 from packager.segments import Segment, VariantInfo
 from packager.spool import Spool
@@ -61,6 +71,7 @@ logger = logging.getLogger(__name__)
 # The master is rewritten when a measured bit rate moves by more than this fraction.
 MASTER_REWRITE_CHANGE = 0.10
 
+_RESUME_PRIORITY = -1
 _PLAYLIST_PRIORITY = 0
 _SEGMENT_PRIORITY = 1
 
@@ -74,8 +85,8 @@ class _Upload:
     duration_seconds: float
     discontinuity: bool
     size_bytes: int
-    key: str
     spool_path: Path | None
+    key: str = ""  # set when taken for upload: the rendition's offset is known then
     data: bytes | None = None  # kept in memory only when the spool write failed
     order: int = 0
     stored: bool = False
@@ -106,6 +117,15 @@ class _Rendition:
     published: list[ListedSegment] = field(default_factory=list)
     last_sequence: int | None = None
     discontinuity_pending: bool = False  # a lost segment left a gap before the next one
+    offset: int = 0  # added to the encoder's sequence numbers: segments stored before
+    earlier_seconds: float = 0.0  # listed by earlier publishers of the prefix
+
+
+@dataclass(eq=False)
+class _Resume:
+    """Read back what earlier publishers of the prefix listed, before any upload."""
+
+    order: int = 0
 
 
 @dataclass
@@ -115,7 +135,7 @@ class _Rendered:
     cache_control: str
 
 
-_Job = _Upload | _Rendered
+_Job = _Upload | _Rendered | _Resume
 
 
 class HlsPublisher:
@@ -156,11 +176,12 @@ class HlsPublisher:
         self._master = _PlaylistSlot(layout.master_key(prefix), "master")
         self._master_rendered: tuple[VariantStream, ...] = ()
         self._master_rendered_ended = False
-        self._heap: list[tuple[int, int, _Upload | _PlaylistSlot]] = []
+        self._heap: list[tuple[int, int, _Upload | _PlaylistSlot | _Resume]] = []
         self._orders = itertools.count()
         self._workers: list[threading.Thread] = []
         self._min_target_seconds = 1
         self._started = False
+        self._resumed = False  # earlier playlists read back: uploads may start
         self._ended = False  # final playlists (EXT-X-ENDLIST) requested
         self._finished = False
         self._closed = False
@@ -191,6 +212,8 @@ class HlsPublisher:
                     ),
                 )
             self._started = True
+            resume = _Resume(order=next(self._orders))
+            heapq.heappush(self._heap, (_RESUME_PRIORITY, resume.order, resume))
             for index in range(self._upload_workers):
                 worker = threading.Thread(
                     target=self._run_worker, name=f"hls-upload-{index}", daemon=True
@@ -247,7 +270,6 @@ class HlsPublisher:
             duration_seconds=segment.duration_seconds,
             discontinuity=segment.discontinuity,
             size_bytes=len(segment.data),
-            key=layout.segment_key(self._prefix, segment.rendition, segment.sequence),
             spool_path=self._spool.write(segment.rendition, segment.sequence, segment.data),
         )
         if upload.spool_path is None:
@@ -320,8 +342,9 @@ class HlsPublisher:
         with self._cond:
             return {
                 name: {
-                    "segments": state.meter.segments,
-                    "seconds": round(state.meter.seconds, 3),
+                    # The whole recording, earlier publishers' part included.
+                    "segments": len(state.published),
+                    "seconds": round(state.earlier_seconds + state.meter.seconds, 3),
                     "peakBandwidth": state.meter.peak_bps,
                     "averageBandwidth": state.meter.average_bps,
                     "pendingUploads": self._pending_count(state),
@@ -382,7 +405,7 @@ class HlsPublisher:
                 continue
             state.published.append(
                 ListedSegment(
-                    upload.sequence,
+                    state.offset + upload.sequence,
                     upload.duration_seconds,
                     upload.discontinuity or state.discontinuity_pending,
                 )
@@ -419,7 +442,13 @@ class HlsPublisher:
 
     def _take(self) -> _Job:
         _, _, item = heapq.heappop(self._heap)
+        if isinstance(item, _Resume):
+            return item
         if isinstance(item, _Upload):
+            state = self._renditions[item.rendition]
+            item.key = layout.segment_key(
+                self._prefix, item.rendition, state.offset + item.sequence
+            )
             return item
         item.queued = False
         item.dirty = False
@@ -467,18 +496,22 @@ class HlsPublisher:
         with self._cond:
             while not self._closed:
                 timeout: float | None = None
-                if self._heap:
+                # Until the earlier playlists are read back only that read may run.
+                if self._heap and (self._resumed or isinstance(self._heap[0][2], _Resume)):
                     timeout = self._health.wait_seconds(time.monotonic())
                     if timeout == 0:
                         job = self._take()
-                        self._health.started(job if isinstance(job, _Upload) else job.slot)
+                        self._health.started(_health_item(job))
                         return job
                 self._cond.wait(timeout)
             return None
 
     def _run_job(self, job: _Job) -> None:
+        history: dict[str, list[ListedSegment]] = {}
         try:
-            if isinstance(job, _Upload):
+            if isinstance(job, _Resume):
+                history = self._read_history()
+            elif isinstance(job, _Upload):
                 data = job.data
                 if data is None and job.spool_path is not None:
                     data = self._spool.read(job.spool_path)
@@ -504,16 +537,65 @@ class HlsPublisher:
             logger.exception("%s unexpected error publishing", self._log_prefix)
             self._on_failure(job, f"unexpected error: {error!r}")
         else:
-            self._on_success(job)
+            if isinstance(job, _Resume):
+                self._on_resumed(job, history)
+            else:
+                self._on_success(job)
+
+    def _read_history(self) -> dict[str, list[ListedSegment]]:
+        """Each rendition's event playlist as stored by an earlier publisher (or nothing)."""
+        history: dict[str, list[ListedSegment]] = {}
+        for name, state in self._renditions.items():
+            text = self._storage.get_text(self._bucket, state.event.key)
+            if text is None:
+                continue
+            try:
+                history[name] = parse_history(text)
+            except PlaylistError as error:
+                # Not a playlist of ours: keep clear of every segment number it names.
+                numbers = [int(n) for n in re.findall(r"seg_(\d+)\.ts", text)]
+                logger.error(
+                    "%s %s is not a playlist onair can continue (%s): starting it anew "
+                    "after segment %d",
+                    self._log_prefix,
+                    state.event.key,
+                    error,
+                    max(numbers, default=-1),
+                )
+                if numbers:
+                    state.offset = max(numbers) + 1
+        return history
+
+    def _on_resumed(self, job: _Resume, history: dict[str, list[ListedSegment]]) -> None:
+        with self._cond:
+            for name, listed in history.items():
+                if not listed:
+                    continue
+                state = self._renditions[name]
+                state.published = list(listed)
+                state.offset = listed[-1].sequence + 1
+                state.earlier_seconds = sum(s.duration_seconds for s in listed)
+                state.discontinuity_pending = True  # another encoder: timestamps restart
+                logger.info(
+                    "%s %s continues after %d earlier segments (%.1f s)",
+                    self._log_prefix,
+                    name,
+                    len(listed),
+                    sum(s.duration_seconds for s in listed),
+                )
+            self._resumed = True
+        self._on_success(job)
 
     def _on_success(self, job: _Job) -> None:
         with self._cond:
             now = time.monotonic()
             was_failing = self._health.failing
-            self._health.succeeded(job if isinstance(job, _Upload) else job.slot, now)
+            self._health.succeeded(_health_item(job), now)
             if was_failing:
                 logger.info("%s storage answers again", self._log_prefix)
-            if isinstance(job, _Upload):
+            if isinstance(job, _Resume):
+                pass
+            elif isinstance(job, _Upload):
                 job.stored = True
                 self._health.stored(job, now)
                 self._advance(self._renditions[job.rendition])
@@ -533,8 +615,12 @@ class HlsPublisher:
     def _on_failure(self, job: _Job, reason: str) -> None:
         with self._cond:
             health = self._health
-            if isinstance(job, _Upload):
-                item: _Upload | _PlaylistSlot = job
+            item: _Upload | _PlaylistSlot | _Resume
+            if isinstance(job, _Resume):
+                item = job
+                heapq.heappush(self._heap, (_RESUME_PRIORITY, job.order, job))
+            elif isinstance(job, _Upload):
+                item = job
                 heapq.heappush(self._heap, (_SEGMENT_PRIORITY, job.order, job))
             else:
                 item = job.slot
@@ -590,6 +676,10 @@ class HlsPublisher:
         for worker in workers:
             if worker is not threading.current_thread():
                 worker.join()
+
+
+def _health_item(job: _Job) -> _Upload | _PlaylistSlot | _Resume:
+    return job.slot if isinstance(job, _Rendered) else job
 
 
 def _moved(new: VariantStream, old: VariantStream) -> bool:

@@ -98,6 +98,7 @@ class Segmenter:
         self._next_cut_ticks = 0
         self._last_pts_ticks = 0
         self._discontinuity_at: int | None = None  # cut at the first keyframe at/after
+        self._early_cut: int | None = None  # video complete up to here: cut once audio is
         self._segment_discontinuity = False
         self._next_templates: tuple[Stream | None, Stream | None] = (None, None)
         self._lock = threading.Lock()
@@ -157,6 +158,24 @@ class Segmenter:
             self._audio.popleft()
             self.dropped_audio_packets += 1
         self._audio.append(packet)
+        self._finish_early_cut()
+
+    def cut_before(self, pts: int) -> None:
+        """The encoder has output every frame before `pts`, where a keyframe will start
+        the next segment: if that keyframe is due to cut, end the segment as soon as
+        its audio is complete (an audio packet at or past `pts` has arrived), rather
+        than when the keyframe comes out of the encoder. Every rendition thus puts
+        the same audio packets in the same segment."""
+        if self._video and self._should_cut(pts):
+            self._early_cut = pts
+            self._finish_early_cut()
+
+    def _finish_early_cut(self) -> None:
+        end = self._early_cut
+        if end is None:
+            return
+        if self._audio_template is None or (self._audio and self._audio[-1].pts_ticks >= end):
+            self._cut(end)
 
     def flush(self) -> None:
         """The end: emit the last (short) segment with everything pending."""
@@ -203,6 +222,7 @@ class Segmenter:
         self._finish_segment(next_start, final=False)
 
     def _finish_segment(self, end_ticks: int, *, final: bool) -> None:
+        self._early_cut = None
         video = self._video
         self._video = []
         audio: list[AudioPacket] = []

@@ -5,12 +5,18 @@
 A file is written under a `.part` name and renamed, so a file with the final name is
 always complete (a crash leaves at worst a `.part`). Disk errors are logged and
 reported as None, never raised: the caller keeps the data in memory instead.
+
+Segments an earlier publisher left behind (the process died before they were
+stored) are moved aside to `{spool_dir}/orphaned-{time}/{rendition}/` when a new
+publisher starts, never overwritten: they are not uploaded automatically (their
+place in the playlists is unknown), an operator can upload them by hand.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,8 +33,39 @@ class Spool:
         self._log_prefix = log_prefix
 
     def prepare(self, renditions: Iterable[str]) -> None:
+        """Create the rendition folders, first moving aside what an earlier run left."""
+        self._set_aside_leftovers()
         for name in renditions:
             (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    def _set_aside_leftovers(self) -> None:
+        try:
+            folders = [f for f in self.root.iterdir() if f.is_dir()]
+        except OSError:
+            return  # no spool yet
+        aside = self.root / time.strftime("orphaned-%Y%m%dT%H%M%S")
+        moved = 0
+        for folder in folders:
+            if folder.name.startswith("orphaned-"):
+                continue
+            for path in sorted(folder.glob("seg_*")):
+                if path.name.endswith(".part"):
+                    path.unlink(missing_ok=True)  # incomplete by construction
+                    continue
+                target = aside / folder.name / path.name
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, target)
+                    moved += 1
+                except OSError as error:
+                    logger.error("%s cannot set %s aside: %s", self._log_prefix, path, error)
+        if moved:
+            logger.warning(
+                "%s %d segments of an earlier run were never uploaded: kept in %s",
+                self._log_prefix,
+                moved,
+                aside,
+            )
 
     def path(self, rendition: str, sequence: int) -> Path:
         return self.root / rendition / segment_name(sequence)

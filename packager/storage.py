@@ -49,6 +49,10 @@ class ObjectStore(Protocol):
     ) -> None:
         """Store one object, replacing it; raise `StorageError` on failure."""
 
+    def get_text(self, bucket: str, key: str) -> str | None:
+        """An object's content as UTF-8 text; None if there is no such object (or
+        bucket); raise `StorageError` on failure."""
+
 
 def content_type_for(key: str) -> str:
     """The Content-Type an HLS object is served with, from its name."""
@@ -126,6 +130,22 @@ class S3Storage:
             )
         except (BotoCoreError, ClientError) as error:
             raise StorageError(_describe("put", f"s3://{bucket}/{key}", error)) from error
+
+    def get_text(self, bucket: str, key: str) -> str | None:
+        """An object as text (a playlist); None if it does not exist; raises `StorageError`."""
+        try:
+            response = self._client.get_object(Bucket=bucket, Key=key)
+            body = response["Body"].read()
+        except ClientError as error:
+            if _error_code(error) in _NOT_FOUND | {"NoSuchKey"}:
+                return None
+            raise StorageError(_describe("get", f"s3://{bucket}/{key}", error)) from error
+        except BotoCoreError as error:
+            raise StorageError(_describe("get", f"s3://{bucket}/{key}", error)) from error
+        try:
+            return body.decode()
+        except UnicodeDecodeError as error:
+            raise StorageError(f"get s3://{bucket}/{key}: not UTF-8 text") from error
 
     def ensure_bucket(self, bucket: str) -> None:
         """Create `bucket` if it is missing.

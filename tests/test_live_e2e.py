@@ -248,6 +248,34 @@ async def test_reconnect_within_the_window_resumes_the_same_output(live: Live, b
     assert child.count("MediaStarted") == 2 and "PublisherReconnected" in child
 
 
+async def test_a_second_live_continues_the_recording_and_keeps_the_first(
+    live: Live, bucket: str
+) -> None:
+    job = await live.create_online_job(2, bucket, "twice")
+    assert (await publish(live.rtmp_url(job["key"]), 4, size="640x360")).returncode == 0
+    await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
+    key = "live/twice/360p/event.m3u8"
+    first = m3u8.loads(live.get_text(bucket, key))
+    first_etags = {
+        uri: live.s3.head_object(Bucket=bucket, Key=f"live/twice/360p/{uri}")["ETag"]
+        for uri in first.segments.uri
+    }
+    await live.call("POST", f"/livejobs/{job['key']}", json={"online": True})
+    assert (await publish(live.rtmp_url(job["key"]), 4, size="640x360")).returncode == 0
+    await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
+    both = m3u8.loads(live.get_text(bucket, key))
+    count = len(first.segments)
+    # The recording holds both lives, the second after a discontinuity, numbered on.
+    assert both.segments.uri[:count] == first.segments.uri
+    assert len(both.segments) > count and both.segments[count].discontinuity
+    assert both.segments.uri == [f"seg_{i:06d}.ts" for i in range(len(both.segments))]
+    assert abs(sum(s.duration for s in both.segments) - 8.0) <= 2.5
+    assert both.is_endlist
+    # The first live's segments are the same objects as before.
+    for uri, etag in first_etags.items():
+        assert live.s3.head_object(Bucket=bucket, Key=f"live/twice/360p/{uri}")["ETag"] == etag
+
+
 @pytest.fixture
 async def short_window_live(
     tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any

@@ -178,6 +178,40 @@ def test_concatenated_rendition_plays_through(source_720p: Path, tmp_path: Path)
         assert dts == sorted(dts) and len(set(dts)) == len(dts)
 
 
+def test_drains_x264_at_boundaries_only_when_keeping_up(
+    source_360p: Path, source_720p: Path, tmp_path: Path
+) -> None:
+    # Fed faster than it encodes (the queue stays full): no drain, x264 runs on.
+    flooded = encode(2, [source_720p], "flooded")
+    assert flooded.encoder.drains == 0
+    # A live pace (each item taken before the next): segments are drained out at their
+    # boundary, and the rendition still plays through as one stream.
+    run = make_encoder(2, "paced")
+    feed(
+        source_360p,
+        run.queue,
+        on_item=lambda _: wait_until(lambda: len(run.queue) == 0),
+    )
+    run.queue.close()
+    run.encoder.stop(timeout=60)
+    assert run.encoder.failed is None and run.encoder.drains > 0
+    segments = run.sink.by_rendition()["360p"]
+    info, errors = ffprobe(
+        b"".join(s.data for s in segments),
+        tmp_path / "paced.ts",
+        "-show_entries",
+        "packet=codec_type,pts,dts,flags",
+    )
+    assert errors == ""
+    video = [p for p in info["packets"] if p["codec_type"] == "video"]
+    dts = [p["dts"] for p in video]
+    assert dts == sorted(dts) and len(set(dts)) == len(dts)
+    with av.open(str(source_360p)) as source:
+        assert len(video) == sum(1 for _ in source.demux(video=0) if _.size)  # every frame
+    keys = [p["pts"] for p in video if "K" in p["flags"]]
+    assert len(keys) == len(segments)  # one IDR per segment, none added by reopening
+
+
 def test_small_source_is_not_upscaled(source_360p: Path, tmp_path: Path) -> None:
     run = encode(1, [source_360p], "no-upscale")
     run.encoder.start()  # idempotent, even after stop()

@@ -6,16 +6,20 @@ import re
 import threading
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from av.video.frame import PictureType
 
 from encoder.codecs import H264_NAL_IDR, annexb_nal_units
 from encoder.ladder import plan_ladder
+from encoder.runtime import EncoderHost, EncoderTuning
 from encoder.templates import get_template
-from encoder.video import END, Handoff, VideoItem, x264_options
+from encoder.video import END, Handoff, RenditionWorker, VideoItem, x264_options
 from packager.segmenter import AudioPacket
+from packager.segments import Segment
 
 
 def encode_frames(options: dict[str, str], keyframes: set[int], count: int) -> list[av.Packet]:
@@ -100,3 +104,92 @@ def test_handoff_abort_wakes_the_consumer() -> None:
     consumer.join(5)
     assert got == [END]
     assert not handoff.put_frame(VideoItem(av.VideoFrame(16, 16, "yuv420p"), False, False), None)
+
+
+def run_paced_worker(tuning: EncoderTuning, frames: int) -> tuple[RenditionWorker, list[int]]:
+    """A 360p worker fed one frame at a time, each taken before the next is offered
+    (a live source the encoder keeps up with), keyframes every 30 frames (1 s
+    segments). Returns the worker and, per emitted segment, how many frames had been
+    offered when it came out."""
+    offered = 0
+    emitted_at: list[int] = []
+    segments: list[Segment] = []
+
+    def emit(segment: Segment) -> None:
+        segments.append(segment)
+        emitted_at.append(offered)
+
+    host = EncoderHost(
+        label="paced",
+        tuning=tuning,
+        start_sink=lambda variants: None,
+        emit_segment=emit,
+        event=lambda status, message: None,
+        fail=lambda exc: None,
+        abort=threading.Event(),
+    )
+    plan = plan_ladder(get_template(2), 640, 360)[0]
+    worker = RenditionWorker(
+        plan,
+        host,
+        frame_rate=Fraction(30),
+        keyint_frames=30,
+        segment_seconds=1,
+        audio_template=None,
+    )
+    worker.start()
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)
+    for n in range(frames):
+        frame = av.VideoFrame.from_ndarray(np.roll(base, 4 * n, axis=1), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts = n * 3000
+        frame.time_base = Fraction(1, 90_000)
+        offered += 1
+        keyframe = n % 30 == 0
+        worker.offer_video(
+            frame,
+            keyframe,
+            False,
+            time.monotonic() + 5,
+            drain=keyframe and tuning.drain_at_keyframes,
+        )
+        deadline = time.monotonic() + 10
+        while worker.queued_frames and time.monotonic() < deadline:
+            time.sleep(0.001)
+    worker.end_input()
+    assert worker.join(30)
+    worker.close()
+    worker.segments = segments  # type: ignore[attr-defined]
+    return worker, emitted_at
+
+
+def test_segment_is_out_one_frame_after_its_end_when_keeping_up(tmp_path: Path) -> None:
+    worker, emitted_at = run_paced_worker(EncoderTuning(), 100)
+    segments: list[Segment] = worker.segments  # type: ignore[attr-defined]
+    assert [s.sequence for s in segments] == [0, 1, 2, 3]
+    # Segment k ends at frame 30(k+1): it is out by the time the frame after that
+    # boundary frame is offered, not x264's lookahead (10+ frames) later.
+    for k, count in enumerate(emitted_at[:-1]):
+        assert count <= 30 * (k + 1) + 2, (k, emitted_at)
+    assert worker.drains == 3
+    # Encoders reopened at each boundary: the rendition still plays as one stream.
+    data = b"".join(s.data for s in segments)
+    path = tmp_path / "all.ts"
+    path.write_bytes(data)
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    dts = [p.dts for p in packets]
+    assert dts == sorted(dts) and len(set(dts)) == len(dts)
+    assert len(frames) == 100
+    keyframes = [n for n, f in enumerate(frames) if f.key_frame]
+    assert keyframes == [0, 30, 60, 90]
+    for segment in segments:
+        assert segment.duration_seconds == pytest.approx(1.0 if segment.sequence < 3 else 10 / 30)
+
+
+def test_without_drain_a_segment_waits_for_the_lookahead() -> None:
+    _, emitted_at = run_paced_worker(EncoderTuning(drain_at_keyframes=False), 70)
+    assert all(count >= 30 * (k + 1) + 8 for k, count in enumerate(emitted_at[:-1])), emitted_at

@@ -136,6 +136,14 @@ class MemoryStore:
             self.objects[key] = (data, content_type, cache_control)
             self.calls.append((key, True))
 
+    def get_text(self, bucket: str, key: str) -> str | None:
+        with self.lock:
+            if self.failing:
+                self.calls.append((key, False))
+                raise StorageError(f"get {key}: connection refused (test)")
+            found = self.objects.get(key)
+            return None if found is None else found[0].decode()
+
     def keys(self) -> set[str]:
         with self.lock:
             return set(self.objects)
@@ -183,6 +191,9 @@ class CheckingStore:
             self.stored.add(key)
             if key.endswith(".m3u8"):
                 self.playlist_puts.append((key, data.decode()))
+
+    def get_text(self, bucket: str, key: str) -> str | None:
+        return self.inner.get_text(bucket, key)
 
     def _check(self, key: str, text: str) -> None:
         folder = key.rsplit("/", 1)[0]
