@@ -50,11 +50,13 @@ lint: $(STAMP)
 fuzz: test-deps $(STAMP)
 	ONAIR_FUZZ_EXAMPLES=20000 $(VENV)/bin/pytest -q tests/ingest/test_fuzz.py -p no:cacheprovider --timeout=0
 
-## make bench: throughput, latency and density against the ffmpeg CLI (figures printed).
+## make bench: throughput, latency and density against the ffmpeg CLI, and the quality
+## cost of the low-latency drain (figures printed).
 bench: test-deps $(STAMP)
 	$(PY) bench/throughput.py --repeat 3
 	$(PY) bench/latency.py --seconds 40
 	$(PY) bench/density.py --seconds 20
+	$(PY) bench/drain_quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out
