@@ -231,7 +231,7 @@ class RenditionWorker:
         if self._congested and self._handoff.frames <= self._handoff.max_frames // 2:
             self._congested = False
             log.info("%s caught up", self._prefix)
-        item = VideoItem(frame, keyframe, discontinuity, drain and keyframe)
+        item = VideoItem(frame, keyframe, discontinuity, drain)
         if self._handoff.put_frame(item, None if self._congested else deadline):
             self._pending_keyframe = False
             self._pending_discontinuity = False
@@ -373,11 +373,9 @@ class RenditionWorker:
         real time the backlog dominates the delay, and the drain's pipeline bubble
         (x264's frame threads empty, then refill) would cost speed.
         """
-        tuning = self._host.tuning
         return (
-            tuning.drain_at_keyframes
-            and self._in_flight > 0
-            and self._handoff.frames <= tuning.drain_max_queued_frames
+            self._in_flight > 0
+            and self._handoff.frames <= self._host.tuning.drain_max_queued_frames
         )
 
     def _drain(self, next_pts: int) -> None:

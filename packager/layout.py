@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import re
+
 MASTER_NAME = "master.m3u8"
 LIVE_PLAYLIST_NAME = "index.m3u8"
 EVENT_PLAYLIST_NAME = "event.m3u8"
@@ -35,8 +37,16 @@ def event_playlist_key(prefix: str, rendition: str) -> str:
     return _join(prefix, rendition, EVENT_PLAYLIST_NAME)
 
 
+_SEGMENT_NAME = re.compile(r"seg_(\d+)\.ts")
+
+
 def segment_name(sequence: int) -> str:
     return f"seg_{sequence:06d}.ts"
+
+
+def segment_numbers(text: str) -> list[int]:
+    """The numbers of every segment name found in `text` (a playlist)."""
+    return [int(number) for number in _SEGMENT_NAME.findall(text)]
 
 
 def segment_key(prefix: str, rendition: str, sequence: int) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -507,7 +506,7 @@ class HlsPublisher:
             return None
 
     def _run_job(self, job: _Job) -> None:
-        history: dict[str, list[ListedSegment]] = {}
+        history: dict[str, tuple[list[ListedSegment], int]] = {}
         try:
             if isinstance(job, _Resume):
                 history = self._read_history()
@@ -542,18 +541,19 @@ class HlsPublisher:
             else:
                 self._on_success(job)
 
-    def _read_history(self) -> dict[str, list[ListedSegment]]:
-        """Each rendition's event playlist as stored by an earlier publisher (or nothing)."""
-        history: dict[str, list[ListedSegment]] = {}
+    def _read_history(self) -> dict[str, tuple[list[ListedSegment], int]]:
+        """Per rendition with an event playlist stored by an earlier publisher: what it
+        lists (to continue) and the first segment number free to use."""
+        history: dict[str, tuple[list[ListedSegment], int]] = {}
         for name, state in self._renditions.items():
             text = self._storage.get_text(self._bucket, state.event.key)
             if text is None:
                 continue
             try:
-                history[name] = parse_history(text)
+                listed = parse_history(text)
             except PlaylistError as error:
                 # Not a playlist of ours: keep clear of every segment number it names.
-                numbers = [int(n) for n in re.findall(r"seg_(\d+)\.ts", text)]
+                numbers = layout.segment_numbers(text)
                 logger.error(
                     "%s %s is not a playlist onair can continue (%s): starting it anew "
                     "after segment %d",
@@ -562,18 +562,21 @@ class HlsPublisher:
                     error,
                     max(numbers, default=-1),
                 )
-                if numbers:
-                    state.offset = max(numbers) + 1
+                history[name] = ([], max(numbers, default=-1) + 1)
+            else:
+                history[name] = (listed, listed[-1].sequence + 1 if listed else 0)
         return history
 
-    def _on_resumed(self, job: _Resume, history: dict[str, list[ListedSegment]]) -> None:
+    def _on_resumed(
+        self, job: _Resume, history: dict[str, tuple[list[ListedSegment], int]]
+    ) -> None:
         with self._cond:
-            for name, listed in history.items():
+            for name, (listed, next_sequence) in history.items():
+                state = self._renditions[name]
+                state.offset = next_sequence
                 if not listed:
                     continue
-                state = self._renditions[name]
                 state.published = list(listed)
-                state.offset = listed[-1].sequence + 1
                 state.earlier_seconds = sum(s.duration_seconds for s in listed)
                 state.discontinuity_pending = True  # another encoder: timestamps restart
                 logger.info(
@@ -581,7 +584,7 @@ class HlsPublisher:
                     self._log_prefix,
                     name,
                     len(listed),
-                    sum(s.duration_seconds for s in listed),
+                    state.earlier_seconds,
                 )
             self._resumed = True
         self._on_success(job)
@@ -593,13 +596,11 @@ class HlsPublisher:
             self._health.succeeded(_health_item(job), now)
             if was_failing:
                 logger.info("%s storage answers again", self._log_prefix)
-            if isinstance(job, _Resume):
-                pass
-            elif isinstance(job, _Upload):
+            if isinstance(job, _Upload):
                 job.stored = True
                 self._health.stored(job, now)
                 self._advance(self._renditions[job.rendition])
-            else:
+            elif isinstance(job, _Rendered):
                 slot = job.slot
                 slot.in_flight = False
                 first_write = not slot.written

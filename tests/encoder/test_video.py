@@ -106,10 +106,12 @@ def test_handoff_abort_wakes_the_consumer() -> None:
     assert not handoff.put_frame(VideoItem(av.VideoFrame(16, 16, "yuv420p"), False, False), None)
 
 
-def run_paced_worker(tuning: EncoderTuning, frames: int) -> tuple[RenditionWorker, list[int]]:
+def run_paced_worker(
+    tuning: EncoderTuning, frames: int
+) -> tuple[RenditionWorker, list[Segment], list[int]]:
     """A 360p worker fed one frame at a time, each taken before the next is offered
     (a live source the encoder keeps up with), keyframes every 30 frames (1 s
-    segments). Returns the worker and, per emitted segment, how many frames had been
+    segments). Returns the worker, its segments and, per segment, how many frames had been
     offered when it came out."""
     offered = 0
     emitted_at: list[int] = []
@@ -160,13 +162,11 @@ def run_paced_worker(tuning: EncoderTuning, frames: int) -> tuple[RenditionWorke
     worker.end_input()
     assert worker.join(30)
     worker.close()
-    worker.segments = segments  # type: ignore[attr-defined]
-    return worker, emitted_at
+    return worker, segments, emitted_at
 
 
 def test_segment_is_out_one_frame_after_its_end_when_keeping_up(tmp_path: Path) -> None:
-    worker, emitted_at = run_paced_worker(EncoderTuning(), 100)
-    segments: list[Segment] = worker.segments  # type: ignore[attr-defined]
+    worker, segments, emitted_at = run_paced_worker(EncoderTuning(), 100)
     assert [s.sequence for s in segments] == [0, 1, 2, 3]
     # Segment k ends at frame 30(k+1): it is out by the time the frame after that
     # boundary frame is offered, not x264's lookahead (10+ frames) later.
@@ -191,5 +191,5 @@ def test_segment_is_out_one_frame_after_its_end_when_keeping_up(tmp_path: Path) 
 
 
 def test_without_drain_a_segment_waits_for_the_lookahead() -> None:
-    _, emitted_at = run_paced_worker(EncoderTuning(drain_at_keyframes=False), 70)
+    _, _, emitted_at = run_paced_worker(EncoderTuning(drain_at_keyframes=False), 70)
     assert all(count >= 30 * (k + 1) + 8 for k, count in enumerate(emitted_at[:-1])), emitted_at
