@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from .auth import authenticate
@@ -31,6 +32,25 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = ("/healthz", "/metrics", "/api/openapi.json")
 
 
+def route_template(request: web.BaseRequest) -> str:
+    """The route a request matched (`.../livejobs/{id}`), for logs: never the path itself,
+    which can carry a stream key (`POST .../livejobs/<key>`)."""
+    # Not `request.match_info`: it asserts, and a request that failed before routing
+    # (a malformed one reaching the access log) has none.
+    match_info = getattr(request, "_match_info", None)
+    resource = match_info.route.resource if match_info is not None else None
+    return resource.canonical if resource is not None else "(no route)"
+
+
+class RouteAccessLogger(AbstractAccessLogger):
+    """An access log that names the route template instead of the requested path."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %.3f s", request.method, route_template(request), response.status, time
+        )
+
+
 def _error_response(status: int, message: str) -> web.Response:
     return envelope(None, status=status, errors=[message])
 
@@ -49,7 +69,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Forbidden as exc:
         return _error_response(403, str(exc))
     except JobNotFound as exc:
-        return _error_response(404, f"live job not found: {exc.args[0]}")
+        return _error_response(404, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -64,7 +84,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except asyncio.CancelledError:
         raise
     except Exception:
-        logger.exception("unhandled error on %s %s", request.method, request.path)
+        logger.exception("unhandled error on %s %s", request.method, route_template(request))
         return _error_response(500, "internal server error")
 
 

@@ -1,4 +1,4 @@
-"""Request authentication: `Authorization: Bearer <key>` or `x-api-key: <key>`."""
+"""Request authentication: `Authorization: <key>`, `Authorization: Bearer <key>` or `x-api-key`."""
 
 from __future__ import annotations
 
@@ -8,14 +8,24 @@ from .errors import Unauthorized
 from .keys import secret_matches, split_api_key
 from .store import Store
 
+KEY_HEADERS = "'Authorization: <key>', 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+
 
 def key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The API key a request carries, None without one; Unauthorized if it is malformed.
+
+    The reference only says that `Authorization` carries the credential: one token is
+    the key itself, `Bearer <key>` the key; any other scheme (`Basic ...`) is refused
+    rather than read as a key with a space in it.
+    """
     authorization = headers.get("Authorization", "").strip()
     if authorization:
-        scheme, _, credential = authorization.partition(" ")
-        if scheme.lower() == "bearer" and credential.strip():
-            return credential.strip()
-        return None
+        tokens = authorization.split()
+        if len(tokens) == 1:
+            return tokens[0]
+        if len(tokens) == 2 and tokens[0].lower() == "bearer":
+            return tokens[1]
+        raise Unauthorized(f"invalid Authorization header: use {KEY_HEADERS}")
     api_key = headers.get("x-api-key", "").strip()
     return api_key or None
 
@@ -24,7 +34,7 @@ async def authenticate(store: Store, headers: Mapping[str, str]) -> str:
     """The project id the request's key belongs to; Unauthorized otherwise."""
     api_key = key_from_headers(headers)
     if api_key is None:
-        raise Unauthorized("an API key is required: 'Authorization: Bearer <key>' or 'x-api-key'")
+        raise Unauthorized(f"an API key is required: {KEY_HEADERS}")
     parts = split_api_key(api_key)
     row = await store.call(store.get_api_key, parts[0]) if parts else None
     # Always compare, even when the key id is unknown, so timing tells nothing.

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from packager.s3server import EmbeddedS3, S3ServerError
 
+from .app import RouteAccessLogger
 from .keys import new_api_key
 from .settings import ConfigError, Settings, load_settings
 from .store import Store
@@ -85,7 +86,10 @@ async def serve(settings: Settings, *, embedded: EmbeddedS3 | None = None) -> No
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     app = build_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # No access log; were one turned on, it names routes, not paths (stream keys).
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, access_log_class=RouteAccessLogger
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()

@@ -16,7 +16,14 @@ class ValidationFailed(OnairError):
 
 
 class JobNotFound(OnairError):
-    """No live job with this id/name/key in this project (404)."""
+    """No live job with this id/name/key in this project (404).
+
+    The message is what the API answers. It may name the id or name asked for, never
+    a stream key: a key is a secret, and messages end up in logs.
+    """
+
+    def __init__(self, ref: str | None = None) -> None:
+        super().__init__("live job not found" + (f": {ref}" if ref is not None else ""))
 
 
 class Unauthorized(OnairError):

@@ -19,7 +19,7 @@ from .keys import new_stream_key, stream_key_digest
 from .settings import Settings
 from .status import LiveStatus
 from .store import Page, Store, utcnow
-from .validation import NewLiveJob, Paging, Toggle
+from .validation import NewLiveJob, Paging, Toggle, ascii_int
 
 logger = logging.getLogger(__name__)
 
@@ -89,26 +89,42 @@ class JobManager:
         )
         return await self.get(project_id, str(job_id))
 
+    def _find(self, project_id: str, ref: str) -> dict[str, Any] | None:
+        """On the store's thread: a job by its integer id (ASCII digits) or its name."""
+        job_id = ascii_int(ref)
+        if job_id is not None:
+            return self.store.get_job(project_id, job_id) if 0 < job_id < 2**63 else None
+        try:
+            name = str(uuid.UUID(ref))
+        except ValueError:
+            return None
+        return self.store.get_job_by_name(project_id, name)
+
     async def get(self, project_id: str, ref: str) -> dict[str, Any]:
         """A job of this project by its integer id or its name (UUID); else JobNotFound."""
-        job: dict[str, Any] | None = None
-        if ref.isdigit() and len(ref) < 19:
-            job = await self.store.call(self.store.get_job, project_id, int(ref))
-        else:
-            try:
-                name = str(uuid.UUID(ref))
-            except ValueError:
-                name = None
-            if name is not None:
-                job = await self.store.call(self.store.get_job_by_name, project_id, name)
+        job = await self.store.call(self._find, project_id, ref)
         if job is None:
             raise JobNotFound(ref)
         return job
 
+    async def get_with_outputs(
+        self, project_id: str, ref: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """`get`, and the job's outputs, in one trip to the store."""
+
+        def load() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+            job = self._find(project_id, ref)
+            return job, (self.store.job_outputs(job["id"]) if job is not None else [])
+
+        job, outputs = await self.store.call(load)
+        if job is None:
+            raise JobNotFound(ref)
+        return job, outputs
+
     async def get_by_key(self, project_id: str, stream_key: str) -> dict[str, Any]:
         job = await self.store.call(self.store.get_job_by_digest, stream_key_digest(stream_key))
         if job is None or job["project_id"] != project_id:
-            raise JobNotFound(stream_key)
+            raise JobNotFound()  # never the key: it is a secret, and errors get logged
         return job
 
     async def list_jobs(self, project_id: str, search: str | None, paging: Paging) -> Page:
@@ -194,6 +210,26 @@ class JobManager:
             [{"output_id": o["output_id"], "status": int(status)} for o in outputs],
         )
         logger.info("[job %s] %s: %s (%s)", job_id, status.label, child_status, message)
+
+    async def mark_skipped(self, job_id: int, skipped: dict[str, str]) -> None:
+        """Record the renditions a pipeline will not encode (rendition name -> reason).
+
+        Called when the encoder has planned its ladder for the source (a 720p source
+        skips `1080p`). Renditions not in `skipped` are marked encoded: each pipeline
+        plans anew, so what a previous one skipped may be encoded now.
+        """
+        unknown = await self.store.call(self.store.mark_skipped, job_id, skipped)
+        if unknown:
+            logger.warning(
+                "[job %s] cannot mark unknown renditions skipped: %s", job_id, sorted(unknown)
+            )
+        applied = sorted((name, reason) for name, reason in skipped.items() if name not in unknown)
+        if applied:
+            logger.info(
+                "[job %s] renditions skipped: %s",
+                job_id,
+                ", ".join(f"{name} ({reason})" for name, reason in applied),
+            )
 
     async def add_timing(
         self, job_id: int, child_status: str, message: str, output_id: int | None = None

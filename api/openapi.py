@@ -77,11 +77,34 @@ LIVE_JOB = _obj(
         "resourceName": _STR,
         "bucket": _STR,
         "cdnDistribution": _BOOL,
-        "rtmpServer": _STR,
+        "rtmpServer": {
+            "type": ["string", "null"],
+            "description": "The RTMP server URL (OBS 'Server') of an RTMP job; null for SRT"
+            " and HLS jobs (serverType 1, 2), whose ingest is not built yet",
+        },
         "webSocketConnection": _STR,
-        "cdn": _NSTR,
-        "storageMasterFile": _STR,
-        "outputManifests": {"type": "object", "additionalProperties": _STR},
+        "cdn": {
+            "type": ["string", "null"],
+            "description": "{ONAIR_CDN_BASE_URL}/{bucket}/{destination}/{filePath}/master.m3u8:"
+            " a CDN in front of the S3 public URL, its origin path the bucket path; null"
+            " without cdnDistribution or a configured CDN. Path segments are percent-encoded",
+        },
+        "storageMasterFile": {
+            "type": "string",
+            "description": "{S3 public URL}/{bucket}/{destination}/{filePath}/master.m3u8,"
+            " path segments percent-encoded",
+        },
+        "storageDvrMasterFile": {
+            "type": "string",
+            "description": "{S3 public URL}/{bucket}/{destination}/{filePath}/dvr.m3u8: the DVR"
+            " master, a sliding window of ONAIR_DVR_WINDOW_SECONDS over the recording",
+        },
+        "outputManifests": {
+            "type": "object",
+            "additionalProperties": _STR,
+            "description": "Rendition name -> its live playlist (.../{name}/index.m3u8);"
+            " renditions skipped for this source are not listed",
+        },
         "input": _obj(
             {
                 "filePath": _STR,
@@ -156,10 +179,18 @@ OUTPUT = _obj(
         "outputId": _INT,
         "name": _STR,
         "progress": _INT,
-        "status": _INT,
+        "status": {"type": "integer", "description": "The live status (1..4) of the job"},
         "lockKey": {"type": ["string", "null"]},
         "counter": _INT,
         "encoderId": {"type": ["integer", "null"]},
+        "skipped": {
+            "type": "boolean",
+            "description": "The pipeline does not encode this rendition (the source is smaller)",
+        },
+        "skipReason": {
+            "type": ["string", "null"],
+            "description": "Why it is skipped (e.g. 'source is 1280x720'); null if not skipped",
+        },
     }
 )
 
@@ -237,6 +268,13 @@ PROJECT = _param("projectId", "path", _UUID, True, "The project id")
 JOB_REF = _param(
     "id", "path", {"type": "string"}, True, "The live job's id (integer) or name (UUID)"
 )
+JOB_REF_OR_KEY = _param(
+    "id",
+    "path",
+    {"type": "string"},
+    True,
+    "The job id or name for GET, the stream key for POST",
+)
 PAGE_INDEX = _param(
     "pageIndex", "query", {"type": "integer", "minimum": 1}, False, "1-based page (default 1)"
 )
@@ -264,7 +302,7 @@ def _op(
         "operationId": op_id,
         "parameters": [VERSION, PROJECT, *params],
         "responses": {**responses, **_errors(401, 403, 500)},
-        "security": [{"bearer": []}, {"apiKey": []}],
+        "security": [{"bearer": []}, {"apiKey": []}, {"rawKey": []}],
     }
     if body is not None:
         op["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
@@ -340,10 +378,18 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     op_id="listOutputs",
                 ),
             },
-            f"{BASE}/livejobs/{{streamKey}}": {
+            # GET and POST share one template (OpenAPI forbids two that differ only
+            # by a parameter's name): `id` is the job id or name, or the stream key.
+            f"{BASE}/livejobs/{{id}}": {
+                "get": _op(
+                    "Get a live job",
+                    [JOB_REF_OR_KEY],
+                    {"200": _response("The live job", _envelope(_ref("LiveJob"))), **_errors(404)},
+                    op_id="getLiveJob",
+                ),
                 "post": _op(
-                    "Put a live job online (accept its publisher) or offline",
-                    [_param("streamKey", "path", _STR, True, "The live job's stream key")],
+                    "Put a live job online (accept its publisher) or offline, by its stream key",
+                    [JOB_REF_OR_KEY],
                     {
                         "201": _response(
                             "New state", _envelope(_obj({"online": _BOOL, "playBackPathURL": _STR}))
@@ -352,14 +398,6 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     },
                     body=TOGGLE,
                     op_id="toggleLiveJob",
-                ),
-            },
-            f"{BASE}/livejobs/{{id}}": {
-                "get": _op(
-                    "Get a live job",
-                    [JOB_REF],
-                    {"200": _response("The live job", _envelope(_ref("LiveJob"))), **_errors(404)},
-                    op_id="getLiveJob",
                 ),
             },
             f"{BASE}/livejobs/{{id}}/timings": {
@@ -485,6 +523,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "rawKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "The API key itself, without a scheme",
+                },
             },
         },
     }

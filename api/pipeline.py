@@ -41,6 +41,7 @@ class PipelineEvent:
     kind: str  # "media", "closed", "failed", "timing"
     child_status: str = ""
     message: str = ""
+    rendition: str | None = None  # the output the event is about
 
 
 EventSink = Callable[[PipelineEvent], None]
@@ -116,6 +117,8 @@ class JobPipeline:
         storage: S3Storage,
         spool_dir: Path,
         events: EventSink,
+        *,
+        dvr_window_seconds: float,
     ) -> None:
         self.job_id = int(job["id"])
         self.template = template
@@ -134,8 +137,9 @@ class JobPipeline:
             job["bucket"],
             object_prefix(job["destination"], job["file_path"]),
             spool_dir / str(self.job_id),
+            dvr_window_seconds=dvr_window_seconds,
             label=label,
-            on_event=lambda child, message: self.emit("timing", child, message),
+            on_event=self._timing,
         )
         storage.ensure_bucket(job["bucket"])
         self.sink = BoundedFinishSink(self.publisher)
@@ -144,13 +148,18 @@ class JobPipeline:
             self.queue,
             self.sink,
             label=label,
-            on_event=lambda child, message: self.emit("timing", child, message),
+            on_event=self._timing,
             on_failure=self._on_error,
         )
         self.encoder.start()
 
-    def emit(self, kind: str, child_status: str = "", message: str = "") -> None:
-        self.events(PipelineEvent(self.job_id, kind, child_status, message))
+    def emit(
+        self, kind: str, child_status: str = "", message: str = "", rendition: str | None = None
+    ) -> None:
+        self.events(PipelineEvent(self.job_id, kind, child_status, message, rendition))
+
+    def _timing(self, child_status: str, message: str, rendition: str | None) -> None:
+        self.emit("timing", child_status, message, rendition)
 
     def _on_error(self, exc: BaseException) -> None:
         with self._fail_lock:

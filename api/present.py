@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from encoder.templates import JobTemplate, get_template
-from packager.layout import live_playlist_key, master_key, object_prefix
+from packager.layout import dvr_master_key, live_playlist_key, master_key, object_prefix
 
 from .jobs import job_statistics
 from .settings import Settings
 from .status import LiveStatus
 from .store import Page
-from .validation import INPUT_CLASSES, SERVER_TYPES, Paging
+from .validation import INPUT_CLASSES, RTMP_SERVER_TYPE, SERVER_TYPES, Paging
 
 
 def envelope(
@@ -48,27 +50,67 @@ def page_info(page: Page, paging: Paging) -> dict[str, Any]:
     }
 
 
+def url_path(*parts: str) -> str:
+    """`parts` joined by '/', each of their '/'-separated segments percent-encoded.
+
+    Bucket, destination, filePath and rendition names become path segments of a URL:
+    a space, '#', '?' or a non-ASCII character must not end or change it.
+    """
+    return "/".join(quote(segment, safe="") for part in parts for segment in part.split("/"))
+
+
 def _storage_url(settings: Settings, bucket: str, key: str) -> str:
-    return f"{settings.storage_base_url}/{bucket}/{key}"
+    return f"{settings.storage_base_url}/{url_path(bucket, key)}"
 
 
-def job_urls(settings: Settings, job: dict[str, Any], template: JobTemplate) -> dict[str, Any]:
-    """Where the job's publisher connects and where its outputs will be."""
+def _cdn_url(settings: Settings, job: dict[str, Any], key: str) -> str | None:
+    """A CDN in front of the S3 public URL: its origin path is the bucket path."""
+    if not job["cdn_distribution"] or not settings.cdn_base_url:
+        return None
+    return f"{settings.cdn_base_url}/{url_path(job['bucket'], key)}"
+
+
+def _rtmp_server(settings: Settings, job: dict[str, Any]) -> str | None:
+    """Where OBS connects; None for SRT and HLS jobs, whose ingest is not built yet."""
+    if job["server_type"] != RTMP_SERVER_TYPE:
+        return None
+    return f"rtmp://{settings.public_host}:{settings.rtmp_port}/live/"
+
+
+def playback_url(settings: Settings, job: dict[str, Any]) -> str:
+    """The toggle's `playBackPathURL`: the CDN master playlist if any, else storage's."""
+    key = master_key(object_prefix(job["destination"], job["file_path"]))
+    return _cdn_url(settings, job, key) or _storage_url(settings, job["bucket"], key)
+
+
+def job_urls(
+    settings: Settings,
+    job: dict[str, Any],
+    template: JobTemplate,
+    outputs: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Where the job's publisher connects and where its outputs will be.
+
+    `outputs` are the job's output rows: renditions they mark skipped get no manifest.
+    Without them (None), every rendition of the template is listed.
+    """
     prefix = object_prefix(job["destination"], job["file_path"])
-    cdn = None
-    if job["cdn_distribution"] and settings.cdn_base_url:
-        cdn = f"{settings.cdn_base_url}/{master_key(prefix)}"
+    renditions = [r.name for r in template.renditions]
+    if outputs is not None:
+        encoded = {o["rendition"] for o in outputs if not o["skipped"]}
+        renditions = [name for name in renditions if name in encoded]
     return {
-        "rtmpServer": f"rtmp://{settings.public_host}:{settings.rtmp_port}/live/",
+        "rtmpServer": _rtmp_server(settings, job),
         "webSocketConnection": (
             f"ws://{settings.public_host}:{settings.http_port}/api/v1/projects/"
             f"{job['project_id']}/livejobs/{job['name']}/events"
         ),
-        "cdn": cdn,
+        "cdn": _cdn_url(settings, job, master_key(prefix)),
         "storageMasterFile": _storage_url(settings, job["bucket"], master_key(prefix)),
+        "storageDvrMasterFile": _storage_url(settings, job["bucket"], dvr_master_key(prefix)),
         "outputManifests": {
-            r.name: _storage_url(settings, job["bucket"], live_playlist_key(prefix, r.name))
-            for r in template.renditions
+            name: _storage_url(settings, job["bucket"], live_playlist_key(prefix, name))
+            for name in renditions
         },
     }
 
@@ -93,9 +135,12 @@ def job_summary(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_detail(
-    settings: Settings, job: dict[str, Any], statistics: dict[str, Any] | None = None
+    settings: Settings,
+    job: dict[str, Any],
+    statistics: dict[str, Any] | None = None,
+    outputs: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A live job in full: status by number."""
+    """A live job in full: status by number. `outputs`: see `job_urls`."""
     template = get_template(job["job_template_id"])
     return {
         "id": job["id"],
@@ -114,7 +159,7 @@ def job_detail(
         "resourceName": f"livejob-{job['id']}",
         "bucket": job["bucket"],
         "cdnDistribution": bool(job["cdn_distribution"]),
-        **job_urls(settings, job, template),
+        **job_urls(settings, job, template, outputs),
         "input": {
             "filePath": job["file_path"],
             "serverType": job["server_type"],
@@ -137,6 +182,8 @@ def output_row(output: dict[str, Any]) -> dict[str, Any]:
         "lockKey": output["lock_key"],
         "counter": output["counter"],
         "encoderId": output["encoder_id"],
+        "skipped": bool(output["skipped"]),
+        "skipReason": output["skip_reason"],
     }
 
 

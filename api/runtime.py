@@ -12,6 +12,7 @@ import contextlib
 import logging
 from typing import Any
 
+from encoder.runtime import RENDITION_SKIPPED
 from encoder.templates import get_template
 from ingest.rtmp.server import PublishRefused, PublishRequest, PublishSession, RtmpServer
 from packager.storage import S3Storage
@@ -43,6 +44,7 @@ class MediaRuntime:
         self.storage = storage
         self.rtmp = RtmpServer(self.admit, host=settings.rtmp_host, port=settings.rtmp_port)
         self._pipelines: dict[int, JobPipeline] = {}
+        self._skipped: dict[int, dict[str, str]] = {}  # job -> rendition -> reason
         self._reconnect_timers: dict[int, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._admit_lock = asyncio.Lock()
@@ -110,6 +112,8 @@ class MediaRuntime:
             if pipeline is None:
                 pipeline = await asyncio.to_thread(self._new_pipeline, job)
                 self._pipelines[job["id"]] = pipeline
+                self._skipped[job["id"]] = {}
+                await self.jobs.mark_skipped(job["id"], {})  # planned anew by this pipeline
                 await self._publish_lock(job["id"], pipeline)
             timer = self._reconnect_timers.pop(job["id"], None)
             reconnect = timer is not None or job["status"] == LiveStatus.INTERRUPTED
@@ -130,6 +134,7 @@ class MediaRuntime:
             self.storage,
             self.settings.spool_dir,
             self._from_thread,
+            dvr_window_seconds=self.settings.dvr_window_seconds,
         )
 
     async def _publish_lock(self, job_id: int, pipeline: JobPipeline) -> None:
@@ -184,7 +189,22 @@ class MediaRuntime:
                 event.job_id, LiveStatus.INTERRUPTED, event.child_status, event.message
             )
         else:
-            await self.jobs.add_timing(event.job_id, event.child_status, event.message)
+            output_id = await self._output_id(event.job_id, event.rendition)
+            if event.child_status == RENDITION_SKIPPED and event.rendition is not None:
+                skipped = self._skipped.setdefault(event.job_id, {})
+                skipped[event.rendition] = event.message
+                await self.jobs.mark_skipped(event.job_id, dict(skipped))
+            await self.jobs.add_timing(event.job_id, event.child_status, event.message, output_id)
+
+    async def _output_id(self, job_id: int, rendition: str | None) -> int | None:
+        """The output row of `rendition` (None for an event about the whole job)."""
+        if rendition is None:
+            return None
+        store = self.jobs.store
+        for output in await store.call(store.job_outputs, job_id):
+            if output["rendition"] == rendition:
+                return int(output["output_id"])
+        return None
 
     def _arm_reconnect_window(self, job_id: int) -> None:
         assert self._loop is not None
@@ -238,6 +258,7 @@ class MediaRuntime:
         if timer is not None:
             timer.cancel()
         pipeline = self._pipelines.pop(job_id, None)
+        self._skipped.pop(job_id, None)
         if pipeline is None:
             return
         if pipeline.session is not None:

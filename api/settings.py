@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -34,6 +35,7 @@ class Settings:
     public_host: str = "127.0.0.1"
     cdn_base_url: str | None = None
     reconnect_window_seconds: float = 30.0
+    dvr_window_seconds: float = 7200.0  # the DVR playlists' sliding window
     encoder_id: int = 1
     log_level: str = "INFO"
 
@@ -76,8 +78,9 @@ DOCUMENTED: dict[str, str] = {
     "S3_PORT": "Port of the embedded S3; its other ports are derived from it",
     "S3_PUBLIC_URL": "Base URL of stored objects for players (default: the S3 endpoint)",
     "PUBLIC_HOST": "Host name put in rtmpServer, playback and storage URLs",
-    "CDN_BASE_URL": "Base URL of a CDN in front of the bucket (jobs with cdnDistribution)",
+    "CDN_BASE_URL": "Base URL of a CDN in front of the S3 public URL (jobs with cdnDistribution)",
     "RECONNECT_WINDOW_SECONDS": "How long an interrupted job waits for its publisher to return",
+    "DVR_WINDOW_SECONDS": "How far back the DVR playlists (storageDvrMasterFile) reach",
     "ENCODER_ID": "This host's encoder id (outputs' encoderId)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
 }
@@ -124,6 +127,8 @@ def _positive_float(name: str, value: str) -> float:
         raise ConfigError(f"{name}={value!r}: not a number") from None
     if not number > 0:
         raise ConfigError(f"{name}={value!r}: must be greater than 0")
+    if not math.isfinite(number):
+        raise ConfigError(f"{name}={value!r}: must be a finite number")
     return number
 
 
@@ -163,6 +168,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "public_host": _host,
     "cdn_base_url": _url,
     "reconnect_window_seconds": _positive_float,
+    "dvr_window_seconds": _positive_float,
     "encoder_id": _encoder_id,
     "log_level": _log_level,
 }

@@ -12,7 +12,7 @@ import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,6 +81,11 @@ MIGRATIONS: tuple[str, ...] = (
         message_comment TEXT NOT NULL
     );
     CREATE INDEX timings_job ON timings(live_job_id, id);
+    """,
+    # 2: renditions a pipeline does not encode (a source smaller than the rung)
+    """
+    ALTER TABLE outputs ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outputs ADD COLUMN skip_reason TEXT;
     """,
 )
 
@@ -353,6 +358,28 @@ class Store:
         return self._query(
             "SELECT * FROM outputs WHERE live_job_id = ? ORDER BY output_id", (job_id,)
         )
+
+    def mark_skipped(self, job_id: int, skipped: Mapping[str, str]) -> set[str]:
+        """Mark these renditions skipped (name -> reason), the job's others not, in one
+        transaction; returns the names the job has no output for."""
+        names = {o["rendition"] for o in self.job_outputs(job_id)}
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (
+                "UPDATE outputs SET skipped = 0, skip_reason = NULL WHERE live_job_id = ?",
+                (job_id,),
+            )
+        ]
+        statements += [
+            (
+                "UPDATE outputs SET skipped = 1, skip_reason = ?"
+                " WHERE live_job_id = ? AND rendition = ?",
+                (reason, job_id, name),
+            )
+            for name, reason in skipped.items()
+            if name in names
+        ]
+        self._write(statements)
+        return set(skipped) - names
 
     def update_outputs(self, job_id: int, updates: Sequence[dict[str, Any]]) -> None:
         """Each update: {"output_id": ..., column: value, ...}."""

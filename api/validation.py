@@ -13,7 +13,8 @@ from encoder.templates import TemplateNotFound, get_template
 
 from .errors import ValidationFailed
 
-SERVER_TYPES = {0: "RTMP", 1: "SRT", 2: "HLS"}
+RTMP_SERVER_TYPE = 0
+SERVER_TYPES = {RTMP_SERVER_TYPE: "RTMP", 1: "SRT", 2: "HLS"}
 INPUT_CLASSES = {0: "Single", 1: "Standard"}
 
 MAX_PATH_CHARS = 512
@@ -24,6 +25,9 @@ DEFAULT_PAGE_SIZE = 10
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_LIKE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# ASCII only: `str.isdigit` takes superscripts ('\u00b2', which int() then refuses),
+# and int() takes other scripts' digits ('\u0661' is 1) and '1_0': no client means those.
+_ASCII_INTEGER = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,16 @@ class Paging:
     @property
     def offset(self) -> int:
         return (self.page_index - 1) * self.page_size
+
+
+def ascii_int(text: str) -> int | None:
+    """The integer `text` spells in ASCII digits (an optional '-'), else None."""
+    if not _ASCII_INTEGER.fullmatch(text):
+        return None
+    try:
+        return int(text)
+    except ValueError:  # more digits than int() converts
+        return None
 
 
 def check_key_path(field: str, value: Any, errors: list[str], *, required: bool) -> str:
@@ -227,9 +241,8 @@ def _query_int(
     raw = query.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
+    value = ascii_int(raw)
+    if value is None:
         errors.append(f"{name}: must be an integer")
         return None
     if not minimum <= value <= maximum:

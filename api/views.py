@@ -17,6 +17,7 @@ from .present import (
     job_summary,
     output_row,
     page_info,
+    playback_url,
     template_row,
     timing_row,
 )
@@ -57,6 +58,8 @@ async def _json_body(request: web.Request) -> Any:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValidationFailed(["body: malformed JSON"]) from None
+    except RecursionError:  # json.loads recurses once per level: `[[[[...`
+        raise ValidationFailed(["body: JSON nested too deeply"]) from None
 
 
 def _paged(rows: list[dict[str, Any]], page: Page, paging: Paging) -> web.Response:
@@ -81,7 +84,7 @@ async def create_live_job(request: web.Request) -> web.Response:
     new = parse_new_live_job(await _json_body(request))
     job = await request.app[JOBS_KEY].create(project_id, new)
     return envelope(
-        job_detail(request.app[SETTINGS_KEY], job),
+        job_detail(request.app[SETTINGS_KEY], job),  # a new job skips no rendition yet
         status=201,
         messages=["live job created"],
     )
@@ -102,16 +105,19 @@ async def list_outputs(request: web.Request) -> web.Response:
     return _paged([output_row(o) for o in page.rows], page, paging)
 
 
-@routes.post("/api/v{version}/projects/{projectId}/livejobs/{streamKey}")
+# One path template with GET below (OpenAPI forbids two that differ only by the
+# parameter's name): for POST, `{id}` is the job's stream key.
+@routes.post("/api/v{version}/projects/{projectId}/livejobs/{id}")
 async def toggle_live_job(request: web.Request) -> web.Response:
     project_id = _project(request)
     toggle = parse_toggle(await _json_body(request))
     jobs = request.app[JOBS_KEY]
-    job = await jobs.set_online(project_id, request.match_info["streamKey"], toggle)
-    detail = job_detail(request.app[SETTINGS_KEY], job)
-    playback = detail["cdn"] or detail["storageMasterFile"]
+    job = await jobs.set_online(project_id, request.match_info["id"], toggle)
     return envelope(
-        {"online": bool(job["online"]), "playBackPathURL": playback},
+        {
+            "online": bool(job["online"]),
+            "playBackPathURL": playback_url(request.app[SETTINGS_KEY], job),
+        },
         status=201,
         messages=["live job online" if job["online"] else "live job offline"],
     )
@@ -121,8 +127,8 @@ async def toggle_live_job(request: web.Request) -> web.Response:
 async def get_live_job(request: web.Request) -> web.Response:
     project_id = _project(request)
     jobs = request.app[JOBS_KEY]
-    job = await jobs.get(project_id, request.match_info["id"])
-    return envelope(job_detail(request.app[SETTINGS_KEY], job, jobs.statistics(job)))
+    job, outputs = await jobs.get_with_outputs(project_id, request.match_info["id"])
+    return envelope(job_detail(request.app[SETTINGS_KEY], job, jobs.statistics(job), outputs))
 
 
 @routes.get("/api/v{version}/projects/{projectId}/livejobs/{id}/timings")

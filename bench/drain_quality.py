@@ -39,7 +39,7 @@ def encode(source: Path, drain: bool, out: Path) -> int:
         tuning=EncoderTuning(drain_at_keyframes=drain),
         start_sink=lambda variants: None,
         emit_segment=segments.append,
-        event=lambda status, message: None,
+        event=lambda status, message, rendition: None,
         fail=lambda exc: None,
         abort=threading.Event(),
     )
@@ -58,7 +58,9 @@ def encode(source: Path, drain: bool, out: Path) -> int:
             frame.pts = n * 3000
             frame.time_base = Fraction(1, 90_000)
             keyframe = n % 60 == 0
-            worker.offer_video(frame, keyframe, False, time.monotonic() + 5, drain=keyframe)
+            worker.offer_video(
+                frame, keyframe, False, time.monotonic() + 5, drain=drain and keyframe
+            )
             while worker.queued_frames:
                 time.sleep(0.001)
     worker.end_input()

@@ -111,6 +111,7 @@ class PassthroughMode:
             self._host.event(
                 "EncoderSessionStarted",
                 f"session {start.session} continues the output at {float(self._clock.end):.3f} s",
+                None,
             )
         self._clock.start_session(start.session)
         self._in_session = True
@@ -213,7 +214,7 @@ class PassthroughMode:
             frame_ticks=self._frame_ticks,
         )
         self._segmenter = segmenter
-        self._host.event("EncoderStarted", f"1 rendition: {plan.describe()} {codecs}")
+        self._host.event("EncoderStarted", f"1 rendition: {plan.describe()} {codecs}", None)
         for audio in self._early_audio:
             segmenter.add_audio(audio)
         self._early_audio.clear()

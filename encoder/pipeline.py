@@ -62,7 +62,7 @@ class LiveEncoder:
         sink: SegmentSink,
         *,
         label: str = "",
-        on_event: Callable[[str, str], None] | None = None,
+        on_event: Callable[[str, str, str | None], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._template = template
@@ -237,12 +237,13 @@ class LiveEncoder:
         finally:
             self._sink_lock.release()
 
-    def _event(self, status: str, message: str) -> None:
-        log.info("%s %s: %s", self._prefix, status, message)
+    def _event(self, status: str, message: str, rendition: str | None = None) -> None:
+        """Report an event; `rendition` when it is about one output."""
+        log.info("%s %s%s: %s", self._prefix, status, f" {rendition}" if rendition else "", message)
         if self._on_event is None:
             return
         try:
-            self._on_event(status, message)
+            self._on_event(status, message, rendition)
         except Exception:
             log.exception("%s on_event callback failed", self._prefix)
 

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 
 from packager.segments import Segment, VariantInfo
 
+# Events about one rendition (the `rendition` argument of EncoderHost.event names it).
+RENDITION_SKIPPED = "RenditionSkipped"  # a rung the source is too small for
+RENDITION_FAILED = "RenditionFailed"
+
 
 @dataclass(frozen=True)
 class EncoderTuning:
@@ -51,7 +55,8 @@ class EncoderHost:
     tuning: EncoderTuning
     start_sink: Callable[[Sequence[VariantInfo]], None]
     emit_segment: Callable[[Segment], None]
-    event: Callable[[str, str], None]
+    # event(status, message, rendition): rendition names the output an event is about
+    event: Callable[[str, str, str | None], None]
     fail: Callable[[BaseException], None]
     abort: threading.Event
     backlog: Callable[[], int] = lambda: 0  # decoded items waiting in the job's queue

@@ -22,7 +22,7 @@ from encoder.audio import AacEncoder
 from encoder.codecs import avc1_codec_string, codecs_attribute, mp4a_codec_string
 from encoder.errors import UnsupportedSource
 from encoder.ladder import RenditionPlan, plan_ladder
-from encoder.runtime import EncoderHost
+from encoder.runtime import RENDITION_SKIPPED, EncoderHost
 from encoder.templates import JobTemplate
 from encoder.timeline import (
     TICKS_PER_SECOND,
@@ -105,6 +105,7 @@ class TranscodeMode:
             self._host.event(
                 "EncoderSessionStarted",
                 f"session {start.session} continues the output at {float(offset):.3f} s",
+                None,
             )
 
     def session_end(self, end: SessionEnd) -> None:
@@ -247,6 +248,8 @@ class TranscodeMode:
                 codecs=codecs_attribute(avc1_codec_string(worker.extradata), audio_codecs),
                 target_bitrate_bps=(worker.plan.video_bitrate_bps or 0)
                 + (self._audio_bitrate if audio is not None else 0),
+                max_bitrate_bps=(worker.plan.maxrate_bps or 0)
+                + (self._audio_bitrate if audio is not None else 0),
             )
             for worker in workers
         ]
@@ -257,7 +260,11 @@ class TranscodeMode:
                 worker.offer_audio(packet)
             worker.start()
         self._early_audio.clear()
-        self._host.event("EncoderStarted", _describe(plans, variants, audio))
+        self._host.event("EncoderStarted", _describe(plans, variants, audio), None)
+        planned = {plan.name for plan in plans}
+        for spec in template.renditions:
+            if spec.name not in planned:
+                self._host.event(RENDITION_SKIPPED, f"source is {width}x{height}", spec.name)
 
 
 def _describe(

@@ -25,10 +25,12 @@ from av.video.reformatter import VideoReformatter
 
 from encoder.errors import EncoderError
 from encoder.ladder import RenditionPlan
-from encoder.runtime import EncoderHost
+from encoder.runtime import RENDITION_FAILED, EncoderHost
 from packager.segmenter import VIDEO_TIME_BASE, AudioPacket, Segmenter
 
 log = logging.getLogger(__name__)
+
+VBV_INIT = 0.4  # initial VBV buffer fullness of every x264 encoder (see x264_options)
 
 
 def x264_options(plan: RenditionPlan, keyint_frames: int, threads: int) -> dict[str, str]:
@@ -37,6 +39,14 @@ def x264_options(plan: RenditionPlan, keyint_frames: int, threads: int) -> dict[
     Keyframes are forced by the dispatcher (`pict_type = I` at segment boundaries,
     made IDR by `forced-idr`); scene-cut keyframes are off so no rendition adds its
     own, and x264's own `keyint` is a safety net at twice the forced interval.
+    `force-cfr` makes x264 write the real frame rate in the SPS VUI timing
+    (`time_scale / (2 * num_units_in_tick)`), not the 1/90000 time base of the
+    timestamps, which pass through unchanged (a variable-rate source keeps its own).
+    `vbv-init` starts every encoder's VBV buffer `VBV_INIT` full instead of x264's 0.9:
+    the low-latency drain opens a fresh encoder at every segment, and starting full
+    let each segment spend the buffer on top of `maxrate` (high-motion 720p measured
+    3.67 Mbit/s against a 3.21 Mbit/s cap with audio; at 0.4, 2.92-2.99), so the
+    master's BANDWIDTH, which is never below the cap, held for no segment.
     """
     if plan.video_bitrate_bps is None or plan.maxrate_bps is None or plan.bufsize_bits is None:
         raise EncoderError(f"rendition {plan.name} has no bitrate to encode at")
@@ -45,7 +55,9 @@ def x264_options(plan: RenditionPlan, keyint_frames: int, threads: int) -> dict[
         "maxrate": str(plan.maxrate_bps),
         "bufsize": str(plan.bufsize_bits),
         "forced-idr": "1",
-        "x264-params": f"keyint={2 * keyint_frames}:scenecut=0:open-gop=0",
+        "x264-params": (
+            f"keyint={2 * keyint_frames}:scenecut=0:open-gop=0:force-cfr=1:vbv-init={VBV_INIT}"
+        ),
         "threads": str(threads),
     }
     if plan.profile:
@@ -311,6 +323,7 @@ class RenditionWorker:
             self._work()
         except BaseException as exc:  # one catch-all: report, and the job's threads end
             log.exception("%s failed", self._prefix)
+            self._host.event(RENDITION_FAILED, f"{type(exc).__name__}: {exc}", self.plan.name)
             self._host.fail(exc)
 
     def _work(self) -> None:

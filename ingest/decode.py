@@ -27,7 +27,14 @@ import av
 
 from ingest import flv
 from ingest.feed import DEFAULT_MAX_BYTES, FlvFeed
-from ingest.media import AudioParams, MediaQueue, SessionEnd, SessionStart, VideoParams
+from ingest.media import (
+    AudioParams,
+    MediaQueue,
+    SessionEnd,
+    SessionStart,
+    VideoParams,
+    nominal_frame_rate,
+)
 from ingest.stats import SourceStats
 
 logger = logging.getLogger(__name__)
@@ -284,7 +291,7 @@ class LiveDecoder:
                 codec_name=context.name,
                 width=context.width,
                 height=context.height,
-                frame_rate=Fraction(rate) if rate else None,
+                frame_rate=nominal_frame_rate(Fraction(rate)) if rate else None,
                 time_base=Fraction(video_stream.time_base or Fraction(1, 1000)),
                 stream=video_stream,
             )

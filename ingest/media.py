@@ -23,6 +23,23 @@ from typing import Any
 
 import av
 
+# Rates a source declares only approximately (FLV metadata is a double, read back as
+# the nearest fraction with a small denominator: 29.97 -> 989/33).
+_NTSC_RATES = tuple(Fraction(n * 1000, 1001) for n in (24, 30, 48, 60, 120))
+_RATE_TOLERANCE = Fraction(1, 5000)  # relative: a double read back as a small fraction
+
+
+def nominal_frame_rate(rate: Fraction | None) -> Fraction | None:
+    """The exact rate a declared one stands for: an integer, or an NTSC x/1001 rate,
+    when within 0.02 %; otherwise the rate as declared (None or <= 0: None)."""
+    if rate is None or rate <= 0:
+        return None
+    candidates = (Fraction(round(rate)), *_NTSC_RATES)
+    best = min(candidates, key=lambda c: abs(c - rate))
+    if best > 0 and abs(best - rate) <= best * _RATE_TOLERANCE:
+        return best
+    return Fraction(rate)
+
 
 @dataclass(frozen=True)
 class VideoParams:

@@ -4,6 +4,32 @@ from __future__ import annotations
 
 import math
 
+from packager.segments import VariantInfo
+
+TS_PACKET_BYTES = 188
+TS_PAYLOAD_BYTES = 184
+AUDIO_FRAMES_PER_SECOND = 48_000 / 1024  # AAC at 48 kHz: the most audio PES per second
+DEFAULT_FRAME_RATE = 30.0
+PSI_PACKETS_PER_SEGMENT = 3  # PAT, PMT, SDT
+
+
+def ts_ceiling_bps(info: VariantInfo, segment_seconds: float) -> int | None:
+    """The most a rendition can weigh in MPEG-TS: its encoder's cap (`max_bitrate_bps`,
+    video maxrate + audio) packetized into 188-byte packets, plus, per PES (one per
+    video frame, at most one per AAC frame), a PES header and its last packet's
+    stuffing (bounded by one packet), plus the PAT/PMT/SDT of each segment.
+
+    None for a copy (no cap is known: the measured peak is all there is).
+    """
+    if info.max_bitrate_bps is None:
+        return None
+    frame_rate = info.frame_rate or DEFAULT_FRAME_RATE
+    pes_per_second = frame_rate + AUDIO_FRAMES_PER_SECOND
+    packetized = info.max_bitrate_bps * TS_PACKET_BYTES / TS_PAYLOAD_BYTES
+    per_pes = pes_per_second * TS_PACKET_BYTES * 8
+    psi = PSI_PACKETS_PER_SEGMENT * TS_PACKET_BYTES * 8 / max(segment_seconds, 0.001)
+    return math.ceil(packetized + per_pes + psi)
+
 
 class BandwidthMeter:
     """Peak and average segment bit rate over the segments published so far.

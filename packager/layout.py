@@ -1,7 +1,10 @@
 """Where a live job's objects live in its bucket: pure functions, shared by API and packager.
 
-{destination}/{filePath}/master.m3u8            master playlist (live renditions)
-{destination}/{filePath}/{rendition}/index.m3u8 live playlist (sliding window)
+{destination}/{filePath}/master.m3u8            master: the live (index.m3u8) while it runs,
+                                                the whole recording (event.m3u8) once it ended
+{destination}/{filePath}/dvr.m3u8               DVR master (the renditions' dvr.m3u8)
+{destination}/{filePath}/{rendition}/index.m3u8 live playlist (sliding window of a few segments)
+{destination}/{filePath}/{rendition}/dvr.m3u8   DVR playlist (window of ONAIR_DVR_WINDOW_SECONDS)
 {destination}/{filePath}/{rendition}/event.m3u8 event playlist (the whole live)
 {destination}/{filePath}/{rendition}/seg_000042.ts
 """
@@ -11,7 +14,9 @@ from __future__ import annotations
 import re
 
 MASTER_NAME = "master.m3u8"
+DVR_MASTER_NAME = "dvr.m3u8"
 LIVE_PLAYLIST_NAME = "index.m3u8"
+DVR_PLAYLIST_NAME = "dvr.m3u8"
 EVENT_PLAYLIST_NAME = "event.m3u8"
 
 
@@ -27,6 +32,14 @@ def _join(prefix: str, *rest: str) -> str:
 
 def master_key(prefix: str) -> str:
     return _join(prefix, MASTER_NAME)
+
+
+def dvr_master_key(prefix: str) -> str:
+    return _join(prefix, DVR_MASTER_NAME)
+
+
+def dvr_playlist_key(prefix: str, rendition: str) -> str:
+    return _join(prefix, rendition, DVR_PLAYLIST_NAME)
 
 
 def live_playlist_key(prefix: str, rendition: str) -> str:

@@ -17,6 +17,11 @@ Choices worth knowing:
   live goes on, and in practice stays constant, as RFC 8216 6.2.1 asks.
 - When the live ends the event playlist keeps `EXT-X-PLAYLIST-TYPE:EVENT` and gains
   `EXT-X-ENDLIST`: players treat that as VOD, and the type tag never changes.
+- The master's `BANDWIDTH` is never below the rendition's ceiling (its VBV cap with
+  audio and TS overhead, `packager.bandwidth.ts_ceiling_bps`) nor below the peak
+  measured on any complete segment so far; `AVERAGE-BANDWIDTH` is measured.
+- The DVR playlist (`dvr.m3u8`) is the live playlist with a window counted in
+  seconds (`ONAIR_DVR_WINDOW_SECONDS`) instead of segments.
 - `FRAME-RATE` is rounded to three decimal places by `m3u8` and printed without
   trailing zeros (`30`, `29.97`, `23.976`).
 """
@@ -61,13 +66,14 @@ class VariantStream:
     info: VariantInfo
     peak_bandwidth_bps: int | None = None  # measured; None before any segment
     average_bandwidth_bps: int | None = None
+    ceiling_bps: int | None = None  # the most the encoder may send (None: a copy)
 
     @property
     def bandwidth_bps(self) -> int:
-        """`BANDWIDTH`: the measured peak, or the template's target before any measurement."""
-        if self.peak_bandwidth_bps is not None:
-            return self.peak_bandwidth_bps
-        return self.info.target_bitrate_bps
+        """`BANDWIDTH`: the larger of the ceiling and the measured peak; the template's
+        target when neither is known."""
+        known = [b for b in (self.ceiling_bps, self.peak_bandwidth_bps) if b is not None]
+        return max(known) if known else self.info.target_bitrate_bps
 
 
 def extinf_duration(duration_seconds: float) -> Decimal:
@@ -146,6 +152,31 @@ def live_playlist(
     )
 
 
+def dvr_playlist(
+    history: Sequence[ListedSegment],
+    *,
+    window_seconds: float,
+    min_target_seconds: int = 1,
+    ended: bool = False,
+) -> str:
+    """The DVR playlist (`dvr.m3u8`): the latest segments that fit in `window_seconds`
+    (at least one), otherwise as the live playlist."""
+    if window_seconds <= 0:
+        raise ValueError("window_seconds must be positive")
+    if not history:
+        raise ValueError("a media playlist needs at least one segment")
+    total = 0.0
+    count = 0
+    for segment in reversed(history):
+        total += segment.duration_seconds
+        if count and total > window_seconds:
+            break
+        count += 1
+    return live_playlist(
+        history, window_segments=count, min_target_seconds=min_target_seconds, ended=ended
+    )
+
+
 def event_playlist(
     history: Sequence[ListedSegment], *, min_target_seconds: int = 1, ended: bool = False
 ) -> str:
@@ -193,10 +224,12 @@ def _stream_order(variant: VariantStream) -> tuple[int, int, int]:
     return (info.target_bitrate_bps, info.height, info.width)
 
 
-def master_playlist(variants: Sequence[VariantStream]) -> str:
+def master_playlist(
+    variants: Sequence[VariantStream], media_playlist: str = LIVE_PLAYLIST_NAME
+) -> str:
     """The master playlist: one `EXT-X-STREAM-INF` per variant, highest first.
 
-    Each variant's URI is `{rendition}/index.m3u8`, relative to the master.
+    Each variant's URI is `{rendition}/{media_playlist}`, relative to the master.
     """
     if not variants:
         raise ValueError("a master playlist needs at least one variant")
@@ -216,7 +249,7 @@ def master_playlist(variants: Sequence[VariantStream]) -> str:
             stream_info["frame_rate"] = info.frame_rate
         playlist.add_playlist(
             m3u8.Playlist(
-                uri=f"{info.name}/{LIVE_PLAYLIST_NAME}",
+                uri=f"{info.name}/{media_playlist}",
                 stream_info=stream_info,
                 media=[],
                 base_uri=None,

@@ -40,12 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from packager import layout
-from packager.bandwidth import BandwidthMeter
+from packager.bandwidth import BandwidthMeter, ts_ceiling_bps
+from packager.continuity import ContinuityCounters, TsFormatError, clear_discontinuity
 from packager.playlist import (
     DEFAULT_WINDOW_SEGMENTS,
     ListedSegment,
     PlaylistError,
     VariantStream,
+    dvr_playlist,
     event_playlist,
     live_playlist,
     master_playlist,
@@ -64,11 +66,14 @@ from packager.storage import (
 )
 from packager.storage_health import STORAGE_OUTAGE, STORAGE_RECOVERED, StorageHealth
 
-__all__ = ["STORAGE_OUTAGE", "STORAGE_RECOVERED", "HlsPublisher"]
+__all__ = ["FIRST_SEGMENT_PUBLISHED", "STORAGE_OUTAGE", "STORAGE_RECOVERED", "HlsPublisher"]
 
 logger = logging.getLogger(__name__)
-# The master is rewritten when a measured bit rate moves by more than this fraction.
+# The master is rewritten when BANDWIDTH grows, or AVERAGE-BANDWIDTH moves by more
+# than this fraction.
 MASTER_REWRITE_CHANGE = 0.10
+DEFAULT_DVR_WINDOW_SECONDS = 7200.0
+FIRST_SEGMENT_PUBLISHED = "FirstSegmentPublished"
 
 _RESUME_PRIORITY = -1
 _PLAYLIST_PRIORITY = 0
@@ -90,6 +95,10 @@ class _Upload:
     order: int = 0
     stored: bool = False
     lost: bool = False  # the spool file vanished: it can never be uploaded
+    # The first segment of this publisher's run of the rendition: muxed with the TS
+    # discontinuity indicators, cleared at upload unless the playlist marks it.
+    opens_run: bool = False
+    clear_indicators: bool = False  # decided when taken for upload
 
 
 @dataclass(eq=False)
@@ -97,7 +106,7 @@ class _PlaylistSlot:
     """One playlist object: written by one worker at a time, always with the latest content."""
 
     key: str
-    kind: str  # "live", "event" or "master"
+    kind: str  # "live", "dvr", "event", "master" or "dvr-master"
     rendition: str = ""
     order: int = 0
     dirty: bool = False
@@ -111,13 +120,22 @@ class _Rendition:
     info: VariantInfo
     meter: BandwidthMeter
     live: _PlaylistSlot
+    dvr: _PlaylistSlot
     event: _PlaylistSlot
+    ceiling_bps: int | None = None  # the most the rendition can weigh (BANDWIDTH floor)
+    counters: ContinuityCounters = field(default_factory=ContinuityCounters)
     added: deque[_Upload] = field(default_factory=deque)  # spooled, not yet published
     published: list[ListedSegment] = field(default_factory=list)
     last_sequence: int | None = None
     discontinuity_pending: bool = False  # a lost segment left a gap before the next one
     offset: int = 0  # added to the encoder's sequence numbers: segments stored before
     earlier_seconds: float = 0.0  # listed by earlier publishers of the prefix
+    continues_history: bool = False  # earlier publishers listed segments: a new run
+    run_started: bool = False  # a segment went through add_segment
+
+    @property
+    def playlists(self) -> tuple[_PlaylistSlot, ...]:
+        return (self.live, self.dvr, self.event)
 
 
 @dataclass(eq=False)
@@ -135,13 +153,16 @@ class _Rendered:
 
 
 _Job = _Upload | _Rendered | _Resume
+_Event = tuple[str, str, str | None]  # status, message, the rendition it is about
 
 
 class HlsPublisher:
     """Publishes an ABR ladder's segments as HLS into one bucket prefix (a `SegmentSink`).
 
-    `on_event(status, message)` is called from a worker thread with `StorageOutage`
-    and `StorageRecovered`; it must not block for long.
+    `on_event(status, message, rendition)` is called from a worker thread with
+    `StorageOutage` (about the rendition whose object failed first, if any),
+    `StorageRecovered` (the job) and `FirstSegmentPublished` (once per rendition, when
+    its live playlist first lists a segment); it must not block for long.
     """
 
     def __init__(
@@ -152,18 +173,22 @@ class HlsPublisher:
         spool_dir: Path,
         *,
         window_segments: int = DEFAULT_WINDOW_SEGMENTS,
+        dvr_window_seconds: float = DEFAULT_DVR_WINDOW_SECONDS,
         upload_workers: int = 4,
         label: str = "",
-        on_event: Callable[[str, str], None] | None = None,
+        on_event: Callable[[str, str, str | None], None] | None = None,
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 5.0,
     ) -> None:
         if window_segments < 1 or upload_workers < 1:
             raise ValueError("window_segments and upload_workers must be at least 1")
+        if dvr_window_seconds <= 0:
+            raise ValueError("dvr_window_seconds must be positive")
         self._storage = storage
         self._bucket = bucket
         self._prefix = prefix
         self._window_segments = window_segments
+        self._dvr_window_seconds = dvr_window_seconds
         self._upload_workers = upload_workers
         self._log_prefix = f"[hls {label}]"
         self._spool = Spool(spool_dir, self._log_prefix)
@@ -173,6 +198,7 @@ class HlsPublisher:
         self._health = StorageHealth(retry_initial_seconds, retry_max_seconds)
         self._renditions: dict[str, _Rendition] = {}
         self._master = _PlaylistSlot(layout.master_key(prefix), "master")
+        self._dvr_master = _PlaylistSlot(layout.dvr_master_key(prefix), "dvr-master")
         self._master_rendered: tuple[VariantStream, ...] = ()
         self._master_rendered_ended = False
         self._heap: list[tuple[int, int, _Upload | _PlaylistSlot | _Resume]] = []
@@ -206,9 +232,13 @@ class HlsPublisher:
                     live=_PlaylistSlot(
                         layout.live_playlist_key(self._prefix, info.name), "live", info.name
                     ),
+                    dvr=_PlaylistSlot(
+                        layout.dvr_playlist_key(self._prefix, info.name), "dvr", info.name
+                    ),
                     event=_PlaylistSlot(
                         layout.event_playlist_key(self._prefix, info.name), "event", info.name
                     ),
+                    ceiling_bps=ts_ceiling_bps(info, segment_seconds),
                 )
             self._started = True
             resume = _Resume(order=next(self._orders))
@@ -263,16 +293,33 @@ class HlsPublisher:
                 )
             state.last_sequence = segment.sequence
 
+        # Segments of a rendition arrive in order from one thread: the counters too.
+        opens_run = not state.run_started
+        state.run_started = True
+        try:
+            data = state.counters.carry(
+                segment.data, keep_indicators=opens_run or segment.discontinuity
+            )
+        except TsFormatError as error:
+            logger.warning(
+                "%s segment %s/%d: %s; stored as given",
+                self._log_prefix,
+                segment.rendition,
+                segment.sequence,
+                error,
+            )
+            data = segment.data
         upload = _Upload(
             rendition=segment.rendition,
             sequence=segment.sequence,
             duration_seconds=segment.duration_seconds,
             discontinuity=segment.discontinuity,
-            size_bytes=len(segment.data),
-            spool_path=self._spool.write(segment.rendition, segment.sequence, segment.data),
+            size_bytes=len(data),
+            spool_path=self._spool.write(segment.rendition, segment.sequence, data),
+            opens_run=opens_run and not segment.discontinuity,
         )
         if upload.spool_path is None:
-            upload.data = segment.data
+            upload.data = data
 
         with self._cond:
             upload.order = next(self._orders)
@@ -303,8 +350,8 @@ class HlsPublisher:
                 self._ended = True
                 for state in self._renditions.values():
                     if state.published:
-                        self._mark_dirty(state.live)
-                        self._mark_dirty(state.event)
+                        for slot in state.playlists:
+                            self._mark_dirty(slot)
                 self._update_master()
                 self._cond.notify_all()
             self._wait_for(self._playlists_idle, deadline, "final playlists")
@@ -367,9 +414,9 @@ class HlsPublisher:
         return all(not s.added for s in self._renditions.values())
 
     def _playlists_idle(self) -> bool:
-        slots = [self._master]
+        slots = [self._master, self._dvr_master]
         for state in self._renditions.values():
-            slots += [state.live, state.event]
+            slots += state.playlists
         return not any(s.dirty or s.queued or s.in_flight for s in slots)
 
     def _wait_for(self, done: Callable[[], bool], deadline: float | None, what: str) -> None:
@@ -413,21 +460,26 @@ class HlsPublisher:
             state.meter.add(upload.size_bytes, upload.duration_seconds)
             advanced = True
         if advanced:
-            self._mark_dirty(state.live)
-            self._mark_dirty(state.event)
+            # The master first: a bigger peak is announced before it is listed.
             self._update_master()
+            for slot in state.playlists:
+                self._mark_dirty(slot)
 
     def _master_variants(self) -> tuple[VariantStream, ...]:
-        """What the master would list now: every variant once each has a live playlist
-        stored; at the end, those that have one."""
+        """What the masters would list now: every variant once each has its media
+        playlists stored; at the end, those that have them."""
         states = list(self._renditions.values())
-        ready = [s for s in states if s.live.written]
+        ready = [s for s in states if all(slot.written for slot in s.playlists)]
         if not ready or (not self._ended and len(ready) < len(states)):
             return ()
-        return tuple(VariantStream(s.info, s.meter.peak_bps, s.meter.average_bps) for s in ready)
+        return tuple(
+            VariantStream(s.info, s.meter.peak_bps, s.meter.average_bps, s.ceiling_bps)
+            for s in ready
+        )
 
     def _update_master(self) -> None:
-        """Mark the master dirty when it appears, changes shape, or its bit rates move."""
+        """Mark the masters dirty when they appear, change shape, the live ends,
+        BANDWIDTH grows or AVERAGE-BANDWIDTH moves."""
         wanted = self._master_variants()
         if not wanted:
             return
@@ -437,7 +489,10 @@ class HlsPublisher:
             or (self._ended and not self._master_rendered_ended)
             or any(_moved(new, old) for new, old in zip(wanted, rendered, strict=True))
         ):
+            self._master_rendered = wanted
+            self._master_rendered_ended = self._ended
             self._mark_dirty(self._master)
+            self._mark_dirty(self._dvr_master)
 
     def _take(self) -> _Job:
         _, _, item = heapq.heappop(self._heap)
@@ -448,17 +503,23 @@ class HlsPublisher:
             item.key = layout.segment_key(
                 self._prefix, item.rendition, state.offset + item.sequence
             )
+            # Known now (uploads wait for the read-back): whether the playlist will
+            # mark the run's first segment as a discontinuity.
+            item.clear_indicators = item.opens_run and not state.continues_history
             return item
         item.queued = False
         item.dirty = False
         item.in_flight = True
         ended = self._ended
         cache_control = ENDED_PLAYLIST_CACHE_CONTROL if ended else LIVE_PLAYLIST_CACHE_CONTROL
-        if item.kind == "master":
-            variants = self._master_variants()
-            self._master_rendered = variants
-            self._master_rendered_ended = ended
-            return _Rendered(item, lambda: master_playlist(variants), cache_control)
+        if item.kind in ("master", "dvr-master"):
+            variants = self._master_rendered
+            # Once the live ended the master leads to the whole recording.
+            if item.kind == "dvr-master":
+                media = layout.DVR_PLAYLIST_NAME
+            else:
+                media = layout.EVENT_PLAYLIST_NAME if ended else layout.LIVE_PLAYLIST_NAME
+            return _Rendered(item, lambda: master_playlist(variants, media), cache_control)
         state = self._renditions[item.rendition]
         history = list(state.published)
         target = self._min_target_seconds
@@ -468,6 +529,15 @@ class HlsPublisher:
                 item,
                 lambda: live_playlist(
                     history, window_segments=window, min_target_seconds=target, ended=ended
+                ),
+                cache_control,
+            )
+        if item.kind == "dvr":
+            seconds = self._dvr_window_seconds
+            return _Rendered(
+                item,
+                lambda: dvr_playlist(
+                    history, window_seconds=seconds, min_target_seconds=target, ended=ended
                 ),
                 cache_control,
             )
@@ -517,6 +587,8 @@ class HlsPublisher:
                 if data is None:
                     self._on_lost(job)
                     return
+                if job.clear_indicators:
+                    data = _without_indicators(data)
                 self._storage.put(
                     self._bucket, job.key, data, SEGMENT_CONTENT_TYPE, SEGMENT_CACHE_CONTROL
                 )
@@ -579,6 +651,7 @@ class HlsPublisher:
                 state.published = list(listed)
                 state.earlier_seconds = sum(s.duration_seconds for s in listed)
                 state.discontinuity_pending = True  # another encoder: timestamps restart
+                state.continues_history = True
                 logger.info(
                     "%s %s continues after %d earlier segments (%.1f s)",
                     self._log_prefix,
@@ -607,9 +680,19 @@ class HlsPublisher:
                 slot.written = True
                 if slot.dirty:
                     self._mark_dirty(slot)
-                if first_write and slot.kind == "live":
+                if first_write and slot.kind in ("live", "dvr", "event"):
                     self._update_master()
-            events = self._health.take_events()
+            events = _about(self._health.take_events(), None)
+            if isinstance(job, _Rendered) and first_write and job.slot.kind == "live":
+                state = self._renditions[job.slot.rendition]
+                first = state.published[-1]
+                events.append(
+                    (
+                        FIRST_SEGMENT_PUBLISHED,
+                        f"{first.uri} ({first.duration_seconds:.3f} s) listed in {job.slot.key}",
+                        job.slot.rendition,
+                    )
+                )
             self._cond.notify_all()
         self._emit(events)
 
@@ -643,7 +726,9 @@ class HlsPublisher:
                     health.retry_delay,
                     reason,
                 )
-            events = health.take_events()
+            # The outage is reported about the rendition whose object failed first.
+            rendition = item.rendition if not isinstance(item, _Resume) else None
+            events = _about(health.take_events(), rendition or None)
             self._cond.notify_all()
         self._emit(events)
 
@@ -654,16 +739,16 @@ class HlsPublisher:
             upload.lost = True
             self._health.dropped(upload, now)
             self._advance(self._renditions[upload.rendition])
-            events = self._health.take_events()
+            events = _about(self._health.take_events(), None)
             self._cond.notify_all()
         self._emit(events)
 
-    def _emit(self, events: list[tuple[str, str]]) -> None:
+    def _emit(self, events: list[_Event]) -> None:
         if self._on_event is None:
             return
-        for status, message in events:
+        for status, message, rendition in events:
             try:
-                self._on_event(status, message)
+                self._on_event(status, message, rendition)
             except Exception:
                 logger.exception("%s on_event(%s) failed", self._log_prefix, status)
 
@@ -679,19 +764,27 @@ class HlsPublisher:
                 worker.join()
 
 
+def _about(events: list[tuple[str, str]], rendition: str | None) -> list[_Event]:
+    return [(status, message, rendition) for status, message in events]
+
+
+def _without_indicators(data: bytes) -> bytes:
+    try:
+        return clear_discontinuity(data)
+    except TsFormatError:
+        return data  # not TS (add_segment said so): stored as given
+
+
 def _health_item(job: _Job) -> _Upload | _PlaylistSlot | _Resume:
     return job.slot if isinstance(job, _Rendered) else job
 
 
 def _moved(new: VariantStream, old: VariantStream) -> bool:
-    """Whether a variant's measured bit rates changed enough to rewrite the master."""
-    for now, then in (
-        (new.peak_bandwidth_bps, old.peak_bandwidth_bps),
-        (new.average_bandwidth_bps, old.average_bandwidth_bps),
-    ):
-        if now is None or then is None:
-            if now != then:
-                return True
-        elif abs(now - then) > MASTER_REWRITE_CHANGE * then:
-            return True
-    return False
+    """Whether the master must be rewritten for this variant: BANDWIDTH grew (players
+    must never see a segment above it), or AVERAGE-BANDWIDTH moved noticeably."""
+    if new.bandwidth_bps > old.bandwidth_bps:
+        return True
+    now, then = new.average_bandwidth_bps, old.average_bandwidth_bps
+    if now is None or then is None:
+        return now != then
+    return abs(now - then) > MASTER_REWRITE_CHANGE * then

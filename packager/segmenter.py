@@ -6,8 +6,11 @@ a `Segment` each time a video keyframe arrives at or past the next multiple of
 `segment_seconds` (or the first keyframe after a publisher reconnect). Each segment
 is muxed by its own MPEG-TS muxer in memory, so it starts with PAT/PMT and a
 keyframe, carries SPS/PPS in band (the muxer inserts the stream's extradata before
-keyframes that lack it, or converts AVCC to Annex B for copied streams), and its
-continuity counters start fresh.
+keyframes that lack it, or converts AVCC to Annex B for copied streams). Its
+continuity counters start fresh and the first packet of each PID carries the
+discontinuity indicator (`initial_discontinuity`): the publisher continues the
+counters from the rendition's previous segment and keeps the indicators only where
+the segment really starts a new run (`packager.continuity`).
 
 Timestamps in the TS are the output timeline plus `TS_PTS_OFFSET` (1.4 s), exactly
 as ffmpeg's own TS/HLS output does (`max_delay` 0.7 s): it leaves room for B-frame
@@ -35,7 +38,11 @@ log = logging.getLogger(__name__)
 TICKS_PER_SECOND = 90_000
 VIDEO_TIME_BASE = Fraction(1, TICKS_PER_SECOND)
 TS_PTS_OFFSET = Fraction(7, 5)  # seconds; 2 x max_delay, added by the TS muxer
-MUXER_OPTIONS = {"max_delay": "700000", "avoid_negative_ts": "disabled"}
+MUXER_OPTIONS = {
+    "max_delay": "700000",
+    "avoid_negative_ts": "disabled",
+    "mpegts_flags": "initial_discontinuity",
+}
 RECENT_SEGMENTS = 5  # window for the measured bitrate and frame rate
 MAX_SEGMENT_SPANS = 6  # a segment never holds more than 6 x segment_seconds of video
 

@@ -18,6 +18,8 @@ class VariantInfo:
     frame_rate: float | None
     codecs: str  # "avc1.64001f,mp4a.40.2"
     target_bitrate_bps: int  # the template's video + audio bitrate, before measurement
+    # The encoder's VBV cap (maxrate) plus the audio bitrate; None for a copy.
+    max_bitrate_bps: int | None = None
 
 
 @dataclass(frozen=True)

@@ -135,10 +135,12 @@ def ffprobe(path: Path) -> dict[str, Any]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-async def test_publish_to_template_2_lands_a_ladder_in_the_bucket(
+async def test_publish_720p_to_template_1_lands_a_ladder_in_the_bucket(
     live: Live, bucket: str, tmp_path: Path
 ) -> None:
-    job = await live.create_online_job(2, bucket, "e2e")
+    # The 1080p ladder fed 720p: 1080p is skipped, the rest encoded.
+    job = await live.create_online_job(1, bucket, "e2e")
+    assert set(job["outputManifests"]) == {"1080p", "720p", "480p", "360p"}  # not known yet
     assert await live.status(job) == 2  # Processing: waiting for the publisher
     publisher = asyncio.create_task(publish(live.rtmp_url(job["key"]), 8))
     await live.wait_status(job, 3)  # Live once media arrives
@@ -149,10 +151,17 @@ async def test_publish_to_template_2_lands_a_ladder_in_the_bucket(
     assert await live.status(job) == 1
 
     prefix = "live/e2e"
+    # The live ended: the master leads to the whole recording.
     master = m3u8.loads(live.get_text(bucket, f"{prefix}/master.m3u8"))
     assert master.is_variant
-    variants = {p.uri: p.stream_info for p in master.playlists}
-    assert set(variants) == {"720p/index.m3u8", "480p/index.m3u8", "360p/index.m3u8"}
+    variants = {p.uri.replace("event.m3u8", "index.m3u8"): p.stream_info for p in master.playlists}
+    assert [p.uri for p in master.playlists] == [
+        "720p/event.m3u8",
+        "480p/event.m3u8",
+        "360p/event.m3u8",
+    ]
+    dvr = m3u8.loads(live.get_text(bucket, f"{prefix}/dvr.m3u8"))
+    assert [p.uri for p in dvr.playlists] == ["720p/dvr.m3u8", "480p/dvr.m3u8", "360p/dvr.m3u8"]
     sizes = {"720p": (1280, 720), "480p": (854, 480), "360p": (640, 360)}
     first_pts: dict[str, list[float]] = {}
     for name, (width, height) in sizes.items():
@@ -187,8 +196,22 @@ async def test_publish_to_template_2_lands_a_ladder_in_the_bucket(
     assert ("Live", "MediaStarted") in statuses
     assert ("Interrupted", "PublisherDisconnected") in statuses
     outputs = (await live.call("GET", f"/livejobs/outputs?liveJobId={job['id']}"))["result"]
-    assert {o["name"] for o in outputs} == set(sizes)
+    assert {o["name"] for o in outputs} == {*sizes, "1080p"}
+    skipped = next(o for o in outputs if o["name"] == "1080p")
+    assert (skipped["skipped"], skipped["skipReason"]) == (True, "source is 1280x720")
+    detail = (await live.call("GET", f"/livejobs/{job['id']}"))["result"]
+    assert set(detail["outputManifests"]) == set(sizes)
+    # Rows about one output carry its outputId, and the filter finds them.
     for output in outputs:
+        rows = (
+            await live.call(
+                "GET", f"/livejobs/{job['id']}/timings?outputId={output['outputId']}&pageSize=50"
+            )
+        )["result"]
+        expected = "RenditionSkipped" if output["skipped"] else "FirstSegmentPublished"
+        assert [r["childStatus"] for r in rows] == [expected], output["name"]
+        assert all(r["outputId"] == output["outputId"] for r in rows)
+    for output in (o for o in outputs if not o["skipped"]):
         assert output["counter"] == len(
             m3u8.loads(live.get_text(bucket, f"{prefix}/{output['name']}/event.m3u8")).segments
         )
@@ -360,7 +383,7 @@ async def test_passthrough_keeps_the_source_codec(live: Live, bucket: str, tmp_p
     await live.wait_status(job, 4)
     await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
     master = m3u8.loads(live.get_text(bucket, "live/copy/master.m3u8"))
-    assert [p.uri for p in master.playlists] == ["source/index.m3u8"]
+    assert [p.uri for p in master.playlists] == ["source/event.m3u8"]  # the live ended
     assert master.playlists[0].stream_info.codecs.startswith("avc1.4d")  # Main profile
     event = m3u8.loads(live.get_text(bucket, "live/copy/source/event.m3u8"))
     assert abs(sum(s.duration for s in event.segments) - 6.0) <= 2.0

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from api.app import create_app
+from api.app import RouteAccessLogger, create_app
 from api.cli import create_project
 from api.settings import Settings, load_settings
 from api.store import Store
@@ -43,6 +45,7 @@ class Api:
     session: aiohttp.ClientSession
     settings: Settings
     projects: list[Project]
+    app: web.Application  # the running app: its JobManager is app[JOBS_KEY]
 
     @property
     def project(self) -> Project:
@@ -102,16 +105,28 @@ test_settings.__test__ = False  # type: ignore[attr-defined]
 async def start_api(
     settings: Settings, storage_ping: Callable[[], bool] = lambda: True
 ) -> TestServer:
+    # The access log as `onair run` would write it, were it on: routes, not paths.
     server = TestServer(create_app(settings, storage_ping=storage_ping), host="127.0.0.1")
-    await server.start_server()
+    await server.start_server(access_log_class=RouteAccessLogger)
     return server
+
+
+@asynccontextmanager
+async def running_api(
+    tmp_path: Path, s3_server: EmbeddedS3, **overrides: Any
+) -> AsyncIterator[Api]:
+    """The API on a real socket, with two projects; `overrides` change settings."""
+    settings = test_settings(tmp_path, s3_server, **overrides)
+    projects = make_projects(settings.db_path, 2)
+    server = await start_api(settings)
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Api(str(server.make_url("")).rstrip("/"), session, settings, projects, server.app)
+    finally:
+        await server.close()
 
 
 @pytest.fixture
 async def api(tmp_path: Path, s3_server: EmbeddedS3) -> AsyncIterator[Api]:
-    settings = test_settings(tmp_path, s3_server)
-    projects = make_projects(settings.db_path, 2)
-    server = await start_api(settings)
-    async with aiohttp.ClientSession() as session:
-        yield Api(str(server.make_url("")).rstrip("/"), session, settings, projects)
-    await server.close()
+    async with running_api(tmp_path, s3_server) as running:
+        yield running

@@ -340,11 +340,14 @@ async def test_outputs_one_per_rendition(api: Api) -> None:
             "lockKey",
             "counter",
             "encoderId",
+            "skipped",
+            "skipReason",
         }
         assert row["liveJobId"] == first["id"]
         # Nothing has run: honest zeros and nulls.
         assert (row["progress"], row["counter"], row["lockKey"]) == (0, 0, None)
         assert row["status"] == 1
+        assert (row["skipped"], row["skipReason"]) == (False, None)
     _, body = await api.call("GET", f"/livejobs/outputs?liveJobId={second['id']}")
     assert [r["name"] for r in body["result"]] == ["source"]
     status, body = await api.call("GET", "/livejobs/outputs?liveJobId=abc")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from api.openapi import openapi_document
 from api.settings import Settings
 from api.views import routes
 from packager.s3server import EmbeddedS3
+from tests.api.conftest import Api
 from tests.api.test_service import RunningService, service_env
 
 
@@ -90,3 +92,44 @@ def test_api_conforms_to_its_openapi_document(
     assert len(operations) >= 9
     for operation in operations:
         _check_operation(operation, service, project)
+
+
+PATH_PARAMETER = re.compile(r"\{([^}]*)\}")
+LIVE_JOB_PATH = "/api/v{version}/projects/{projectId}/livejobs/{id}"
+
+
+def test_no_two_paths_differ_only_by_parameter_names() -> None:
+    """OpenAPI 3: templated paths with the same hierarchy but other names are identical."""
+    paths = list(openapi_document(Settings())["paths"])
+    shapes = [PATH_PARAMETER.sub("{}", path) for path in paths]
+    assert sorted(shapes) == sorted(set(shapes)), paths
+
+
+def test_path_parameters_are_exactly_those_of_the_template() -> None:
+    for path, item in openapi_document(Settings())["paths"].items():
+        names = set(PATH_PARAMETER.findall(path))
+        for method, operation in item.items():
+            declared = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+            assert sorted(declared) == sorted(names), (method, path)
+
+
+def test_get_and_the_online_toggle_share_one_path_and_its_route() -> None:
+    item = openapi_document(Settings())["paths"][LIVE_JOB_PATH]
+    assert set(item) == {"get", "post"}
+    assert item["post"]["operationId"] == "toggleLiveJob"
+    for operation in item.values():
+        (job_ref,) = [p for p in operation["parameters"] if p["in"] == "path" and p["name"] == "id"]
+        assert job_ref["description"].lower() == (
+            "the job id or name for get, the stream key for post"
+        )
+    served = {(route.method, route.path) for route in routes}  # type: ignore[attr-defined]
+    assert {("GET", LIVE_JOB_PATH), ("POST", LIVE_JOB_PATH)} <= served
+
+
+async def test_the_served_document_is_valid_openapi(api: Api) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    async with api.session.get(f"{api.base}/api/openapi.json") as response:
+        assert response.status == 200
+        document = await response.json()
+    assert document["openapi"].startswith("3.")
+    validator.validate(document)

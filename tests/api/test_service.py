@@ -192,12 +192,22 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path) -> None:
         ("ONAIR_PUBLIC_HOST", "bad host"),
         ("ONAIR_LOG_LEVEL", "loud"),
         ("ONAIR_S3_ACCESS_KEY", "only-one"),
+        ("ONAIR_DVR_WINDOW_SECONDS", "0"),
+        ("ONAIR_DVR_WINDOW_SECONDS", "-60"),
+        ("ONAIR_DVR_WINDOW_SECONDS", "two hours"),
+        ("ONAIR_DVR_WINDOW_SECONDS", "nan"),
+        ("ONAIR_DVR_WINDOW_SECONDS", "inf"),
     ],
 )
 def test_settings_validation_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as error:
         load_settings({name: value})
     assert name in str(error.value)
+
+
+def test_the_dvr_window_defaults_to_two_hours() -> None:
+    assert load_settings({}).dvr_window_seconds == 7200
+    assert load_settings({"ONAIR_DVR_WINDOW_SECONDS": "600"}).dvr_window_seconds == 600
 
 
 async def test_restart_keeps_jobs_and_online_state(tmp_path: Path, s3_server: EmbeddedS3) -> None:

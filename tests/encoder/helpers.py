@@ -14,7 +14,14 @@ from typing import Any
 
 import av
 
-from ingest.media import AudioParams, MediaQueue, SessionEnd, SessionStart, VideoParams
+from ingest.media import (
+    AudioParams,
+    MediaQueue,
+    SessionEnd,
+    SessionStart,
+    VideoParams,
+    nominal_frame_rate,
+)
 from packager.segments import Segment, VariantInfo
 
 LIVE_PROBE = {"probesize": "32", "analyzeduration": "0"}  # as ingest opens a live FLV
@@ -115,7 +122,7 @@ def session_start(container: av.container.InputContainer, session: int) -> Sessi
             v.codec_context.name,
             v.codec_context.width,
             v.codec_context.height,
-            Fraction(rate) if rate else None,
+            nominal_frame_rate(Fraction(rate)) if rate else None,
             Fraction(v.time_base),
             v,
         )

@@ -50,7 +50,7 @@ def make_encoder(
         queue,
         sink,
         label=label,
-        on_event=lambda status, message: run.events.append((status, message)),
+        on_event=lambda status, message, _: run.events.append((status, message)),
         on_failure=run.failures.append,
     )
     if tuning is not None:

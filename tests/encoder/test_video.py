@@ -126,7 +126,7 @@ def run_paced_worker(
         tuning=tuning,
         start_sink=lambda variants: None,
         emit_segment=emit,
-        event=lambda status, message: None,
+        event=lambda status, message, rendition: None,
         fail=lambda exc: None,
         abort=threading.Event(),
     )

@@ -114,13 +114,18 @@ def test_s3_outage_loses_nothing(tmp_path: Path, ladder: Ladder) -> None:
         # so that the only outage the publisher sees is the one this test makes.
         storage.put(BUCKET, "warm-up", b"x", "text/plain", "no-store")
         events: list[tuple[float, str, str]] = []
+
+        def record(status: str, message: str, rendition: str | None) -> None:
+            if status in (STORAGE_OUTAGE, STORAGE_RECOVERED):
+                events.append((time.monotonic(), status, message))
+
         publisher = HlsPublisher(
             storage,
             BUCKET,
             PREFIX,
             tmp_path / "spool",
             label="outage",
-            on_event=lambda status, message: events.append((time.monotonic(), status, message)),
+            on_event=record,
             retry_initial_seconds=0.2,
             retry_max_seconds=1.0,
         )

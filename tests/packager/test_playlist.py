@@ -13,6 +13,7 @@ from packager.bandwidth import BandwidthMeter
 from packager.playlist import (
     ListedSegment,
     VariantStream,
+    dvr_playlist,
     event_playlist,
     live_playlist,
     master_playlist,
@@ -233,3 +234,27 @@ def test_live_playlist_invariants(durations: list[float], flags: list[bool], win
     for seg in parsed.segments:
         assert math.floor(seg.duration + 0.5) <= parsed.target_duration
     assert parsed.target_duration == max(1, *(math.floor(round(d, 3) + 0.5) for d in durations))
+
+
+def test_dvr_playlist_keeps_what_fits_in_its_window() -> None:
+    segments = history(20, discontinuities=(3, 15))  # 40 s of 2 s segments
+    parsed = m3u8.loads(dvr_playlist(segments, window_seconds=10))
+    assert parsed.segments.uri == [f"seg_{i:06d}.ts" for i in range(15, 20)]
+    assert parsed.media_sequence == 15 and parsed.discontinuity_sequence == 1
+    assert parsed.playlist_type is None and not parsed.is_endlist
+    whole = m3u8.loads(dvr_playlist(segments, window_seconds=7200, ended=True))
+    assert len(whole.segments) == 20 and whole.is_endlist
+    # a window shorter than a segment still lists the latest one
+    assert len(m3u8.loads(dvr_playlist(segments, window_seconds=0.5)).segments) == 1
+
+
+def test_master_can_lead_to_another_media_playlist() -> None:
+    parsed = m3u8.loads(master_playlist([VariantStream(v) for v in LADDER], "event.m3u8"))
+    assert parsed.playlists[0].uri == "1080p/event.m3u8"
+
+
+def test_bandwidth_is_the_larger_of_ceiling_and_peak() -> None:
+    assert VariantStream(LADDER[0], 1_000_000, 900_000, 1_200_000).bandwidth_bps == 1_200_000
+    assert VariantStream(LADDER[0], 1_300_000, 900_000, 1_200_000).bandwidth_bps == 1_300_000
+    assert VariantStream(LADDER[0], None, None, 1_200_000).bandwidth_bps == 1_200_000
+    assert VariantStream(LADDER[0]).bandwidth_bps == LADDER[0].target_bitrate_bps

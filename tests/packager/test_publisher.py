@@ -11,7 +11,13 @@ import m3u8
 import pytest
 
 from packager import layout
-from packager.publisher import STORAGE_OUTAGE, STORAGE_RECOVERED, HlsPublisher
+from packager.bandwidth import ts_ceiling_bps
+from packager.publisher import (
+    FIRST_SEGMENT_PUBLISHED,
+    STORAGE_OUTAGE,
+    STORAGE_RECOVERED,
+    HlsPublisher,
+)
 from packager.s3server import EmbeddedS3
 from packager.segments import Segment, VariantInfo
 from packager.storage import S3Storage
@@ -59,10 +65,11 @@ def test_publishes_a_ladder_to_s3(s3_storage, s3_client, bucket, ladder: Ladder,
     listing = s3_client.list_objects_v2(Bucket=bucket, Prefix=PREFIX + "/")
     keys = {o["Key"] for o in listing["Contents"]}
     names = [v.name for v in ladder.variants]
-    expected = {layout.master_key(PREFIX)}
+    expected = {layout.master_key(PREFIX), layout.dvr_master_key(PREFIX)}
     for name in names:
         expected |= {
             layout.live_playlist_key(PREFIX, name),
+            layout.dvr_playlist_key(PREFIX, name),
             layout.event_playlist_key(PREFIX, name),
         }
         expected |= {layout.segment_key(PREFIX, name, i) for i in range(10)}
@@ -80,8 +87,12 @@ def test_publishes_a_ladder_to_s3(s3_storage, s3_client, bucket, ladder: Ladder,
     def get(key: str) -> bytes:
         return bytes(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
+    # The live ended: the master leads to the whole recording, the DVR master to the
+    # DVR window (here all of it).
     master = m3u8.loads(get(layout.master_key(PREFIX)).decode())
-    assert [p.uri for p in master.playlists] == [f"{n}/index.m3u8" for n in names]
+    assert [p.uri for p in master.playlists] == [f"{n}/event.m3u8" for n in names]
+    dvr_master = m3u8.loads(get(layout.dvr_master_key(PREFIX)).decode())
+    assert [p.uri for p in dvr_master.playlists] == [f"{n}/dvr.m3u8" for n in names]
     stats = publisher.stats()
     for playlist, variant in zip(master.playlists, ladder.variants, strict=True):
         info = playlist.stream_info
@@ -101,16 +112,26 @@ def test_publishes_a_ladder_to_s3(s3_storage, s3_client, bucket, ladder: Ladder,
         live = m3u8.loads(get(layout.live_playlist_key(PREFIX, name)).decode())
         assert live.segments.uri == seg_names(4, 9) and live.media_sequence == 4
         assert live.is_endlist
+        dvr = m3u8.loads(get(layout.dvr_playlist_key(PREFIX, name)).decode())
+        assert dvr.segments.uri == seg_names(0, 9) and dvr.is_endlist
+        assert dvr.playlist_type is None  # a sliding window, not an event
         assert stats[name]["segments"] == 10
         assert stats[name]["seconds"] == pytest.approx(sum(durations), abs=0.001)
         assert stats[name]["pendingUploads"] == 0
         size = sum(len(d) for d, _ in ladder.segments[name])
         assert stats[name]["averageBandwidth"] == pytest.approx(size * 8 / sum(durations), abs=1)
 
-    # what a user would check: the published segment is real, playable TS
+    # what a user would check: the published segment is real, playable TS, the media
+    # bytes untouched (only the continuity counters, continued from segment 2)
     segment_path = tmp_path / "probe.ts"
-    segment_path.write_bytes(get(layout.segment_key(PREFIX, names[0], 3)))
-    assert get(layout.segment_key(PREFIX, names[0], 3)) == ladder.segments[names[0]][3][0]
+    stored_segment = get(layout.segment_key(PREFIX, names[0], 3))
+    segment_path.write_bytes(stored_segment)
+    original = ladder.segments[names[0]][3][0]
+    assert len(stored_segment) == len(original)
+    for at in range(0, len(original), 188):
+        mine, theirs = stored_segment[at : at + 188], original[at : at + 188]
+        assert mine[:3] == theirs[:3] and mine[4:] == theirs[4:]
+        assert mine[3] & 0xF0 == theirs[3] & 0xF0
     probe = subprocess.run(
         [
             "ffprobe",
@@ -276,15 +297,45 @@ def test_master_waits_for_every_variant_then_follows_bandwidth(tmp_path) -> None
     first = m3u8.loads(memory.text(master_key))
     assert [p.stream_info.bandwidth for p in first.playlists] == [2_000_000, 800_000]
 
-    publisher.add_segment(segment("hi", 1, size=520_000))  # +4%: not material
-    wait_until(lambda: publisher.stats()["hi"]["segments"] == 2)
-    publisher.add_segment(segment("lo", 1, size=260_000))  # +30%: rewrite
+    # The peak grows (even by 4 %): players must never meet a segment above BANDWIDTH.
+    publisher.add_segment(segment("hi", 1, size=520_000))
     wait_until(lambda: len(store.playlists(master_key)) == 2, what="master rewrite")
     second = m3u8.loads(store.playlists(master_key)[1])
-    assert [p.stream_info.bandwidth for p in second.playlists] == [2_080_000, 1_040_000]
-    assert [p.stream_info.average_bandwidth for p in second.playlists] == [2_040_000, 920_000]
+    assert [p.stream_info.bandwidth for p in second.playlists] == [2_080_000, 800_000]
+    # Below the peak, the average moves by 1 %: not worth a rewrite.
+    publisher.add_segment(segment("lo", 1, size=196_000))
+    wait_until(lambda: publisher.stats()["lo"]["segments"] == 2)
     publisher.finish(timeout=10)
+    versions = store.playlists(master_key)
+    assert len(versions) == 3  # and the final one, when the live ended
+    final = m3u8.loads(versions[-1])
+    assert [p.stream_info.bandwidth for p in final.playlists] == [2_080_000, 800_000]
+    assert [p.stream_info.average_bandwidth for p in final.playlists] == [2_040_000, 792_000]
     assert store.violations == []
+
+
+def test_bandwidth_is_never_below_the_encoders_ceiling(tmp_path) -> None:
+    capped = VariantInfo(
+        "hi", 1280, 720, 30.0, "avc1.64001f,mp4a.40.2", 2_928_000, max_bitrate_bps=3_208_000
+    )
+    ceiling = ts_ceiling_bps(capped, 2.0)
+    assert ceiling is not None
+    # The cap, packetized in 188-byte packets, plus headers: a few percent more.
+    assert 3_208_000 * 188 / 184 < ceiling < 3_208_000 * 1.1
+    memory = MemoryStore()
+    store = CheckingStore(memory, PREFIX)
+    publisher = make_publisher(store, tmp_path)
+    publisher.start([capped], 2.0)
+    master_key = layout.master_key(PREFIX)
+    publisher.add_segment(segment("hi", 0, size=500_000))  # 2 Mbit/s: below the ceiling
+    wait_until(lambda: master_key in memory.keys(), what="master")
+    info = m3u8.loads(memory.text(master_key)).playlists[0].stream_info
+    assert (info.bandwidth, info.average_bandwidth) == (ceiling, 2_000_000)
+    publisher.add_segment(segment("hi", 1, size=1_000_000))  # 4 Mbit/s: above it
+    wait_until(lambda: len(store.playlists(master_key)) == 2, what="master rewrite")
+    info = m3u8.loads(store.playlists(master_key)[1]).playlists[0].stream_info
+    assert info.bandwidth == 4_000_000
+    publisher.finish(timeout=10)
 
 
 def test_live_playlist_slides_with_discontinuity(tmp_path) -> None:
@@ -309,11 +360,11 @@ def test_live_playlist_slides_with_discontinuity(tmp_path) -> None:
 def test_outage_retries_in_order_and_reports_once(tmp_path) -> None:
     memory = MemoryStore()
     store = CheckingStore(memory, PREFIX)
-    events: list[tuple[str, str]] = []
+    events: list[tuple[str, str, str | None]] = []
     publisher = make_publisher(
         store,
         tmp_path,
-        on_event=lambda s, m: events.append((s, m)),
+        on_event=lambda s, m, r: events.append((s, m, r)),
         retry_initial_seconds=0.02,
         retry_max_seconds=0.1,
     )
@@ -335,6 +386,12 @@ def test_outage_retries_in_order_and_reports_once(tmp_path) -> None:
         )
     )
 
+    # Each rendition said when its first segment was listed, and only then.
+    assert sorted((s, r) for s, _, r in events) == [
+        (FIRST_SEGMENT_PUBLISHED, "hi"),
+        (FIRST_SEGMENT_PUBLISHED, "lo"),
+    ]
+    events.clear()
     memory.failing = True
     for sequence in range(2, 7):
         for variant in VARIANTS:
@@ -343,6 +400,7 @@ def test_outage_retries_in_order_and_reports_once(tmp_path) -> None:
     wait_until(lambda: sum(not ok for _, ok in memory.calls) >= 10, what="retries")
     assert len(events) == 1 and events[0][0] == STORAGE_OUTAGE
     assert events[0][1].endswith(": connection refused (test)")
+    assert events[0][2] in {"hi", "lo"}  # about the rendition whose upload failed
     assert all(s["segments"] == 2 and s["pendingUploads"] == 5 for s in publisher.stats().values())
     # At most one in-flight upload per worker fails with the first error; after that a
     # single probe retries the oldest pending object, and only it.
@@ -355,6 +413,7 @@ def test_outage_retries_in_order_and_reports_once(tmp_path) -> None:
     publisher.finish(timeout=10)
     assert [e[0] for e in events] == [STORAGE_OUTAGE, STORAGE_RECOVERED]
     assert events[1][1].startswith("uploaded 10 delayed segments after ")
+    assert events[1][2] is None  # the whole job
     assert not publisher.outage
     assert store.violations == []
     for variant in VARIANTS:
@@ -369,7 +428,7 @@ def test_finish_times_out_during_outage_and_can_be_retried(tmp_path) -> None:
     publisher = make_publisher(
         memory,
         tmp_path,
-        on_event=lambda s, m: events.append(s),
+        on_event=lambda s, m, r: events.append(s),
         retry_initial_seconds=0.02,
         retry_max_seconds=0.05,
     )
@@ -383,7 +442,10 @@ def test_finish_times_out_during_outage_and_can_be_retried(tmp_path) -> None:
     publisher.finish(timeout=10)
     assert key("hi", 0) in memory.keys()
     assert m3u8.loads(memory.text(layout.live_playlist_key(PREFIX, "hi"))).is_endlist
-    assert events == [STORAGE_OUTAGE, STORAGE_RECOVERED]
+    assert [e for e in events if e != FIRST_SEGMENT_PUBLISHED] == [
+        STORAGE_OUTAGE,
+        STORAGE_RECOVERED,
+    ]
     publisher.finish()  # idempotent
 
 
