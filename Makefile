@@ -6,12 +6,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
-# The ffmpeg CLI is the tests' real publisher and prober; GStreamer publishes with rtmp2sink.
+# The ffmpeg CLI is the tests' real publisher and prober; GStreamer publishes with rtmp2sink
+# and plays with playbin; Chromium runs hls.js (the players tier, tests/players).
 TEST_APT_PACKAGES := ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly chromium
+# hls.js, pinned in package-lock.json; npm writes this file at each install.
+NODE_STAMP := node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fuzz bench install test-deps clean
+.PHONY: run test test-fast lint fuzz bench install test-deps clean
 
 $(PY):
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq python3-venv python3-pip; }
@@ -29,17 +32,29 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/onair run
 
-test-deps:
+test-deps: $(NODE_STAMP)
 	@missing=""; \
 	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing=1; \
 	command -v gst-launch-1.0 >/dev/null && gst-inspect-1.0 rtmp2sink >/dev/null 2>&1 || missing=1; \
+	command -v chromium >/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 		$(APT) update -qq && $(APT) install -y -qq --no-install-recommends $(TEST_APT_PACKAGES); \
 	fi
 
-## make test: install what the tests need (ffmpeg CLI, GStreamer, SeaweedFS) and run them.
+# npm ci only when node_modules is missing or the lock changed.
+$(NODE_STAMP): package-lock.json package.json
+	@command -v npm >/dev/null || { $(APT) update -qq && $(APT) install -y -qq --no-install-recommends nodejs npm; }
+	npm ci --no-audit --no-fund
+	@touch $@
+
+## make test: install what the tests need (ffmpeg CLI, GStreamer, Chromium, hls.js, SeaweedFS)
+## and run them all, the players tier included.
 test: test-deps $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## make test-fast: the edit loop, everything but the players tier (-m "not players").
+test-fast: test-deps $(STAMP)
+	$(VENV)/bin/pytest -m "not players" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -59,4 +74,4 @@ bench: test-deps $(STAMP)
 	$(PY) bench/drain_quality.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out node_modules

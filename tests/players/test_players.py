@@ -1,0 +1,269 @@
+"""Issue 8, "HLS that every player accepts": real players read one real live.
+
+One live for the whole module (`live`, module-scoped): the service with a
+template-2 job (720p/480p/360p, 2 s segments), the ffmpeg CLI publishing 20 s of
+1280x720 30 fps testsrc2 + sine in real time, a reconnect on the same key within
+the window for 8 s more (one real discontinuity), then the job put offline, which
+ends the live (`EXT-X-ENDLIST`). The live runs on its own event loop in a thread
+(`tests/players/rig.py`) and goes on by itself while the tests run; each test waits
+on the live's events (`playable`, `ended`) with a deadline, never a blind sleep.
+
+Order matters, and is the order of this file:
+
+- First the two checks that need the live running, while the first publisher is
+  still on: GStreamer `playbin` plays 10 s (it starts ~5 s into the live and, being
+  three segments behind the edge, plays media from before the seam), then hls.js in
+  Chromium plays 15 s and switches levels down and up (it may cross the real
+  discontinuity and the end of the live, which hls.js must take without an error).
+- Then the checks of the ended live, which wait for `ended`: ffmpeg reads each
+  variant of the master strictly, ffprobe's duration of the master, hls.js plays the
+  ended master from start to end, the TS continuity counters of every rendition's
+  whole recording, and the SPS frame rate.
+
+A live-side test that finds the live already ended fails and says so (an earlier
+test took too long) rather than testing nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import m3u8
+import pytest
+import requests
+from playwright.sync_api import Browser, sync_playwright
+
+from packager.s3server import EmbeddedS3
+from tests.players.mpegts import Segment, check_continuity
+from tests.players.players import (
+    HlsJsPlayer,
+    ffmpeg_read_variant,
+    ffprobe_duration,
+    gst_play,
+    sps_timing,
+)
+from tests.players.rig import FRAME_RATE, RENDITIONS, SEGMENT_SECONDS, LiveRig
+
+pytestmark = [pytest.mark.players, pytest.mark.timeout(180)]
+
+REPO = Path(__file__).resolve().parents[2]
+HLS_JS = REPO / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+PAGE = Path(__file__).with_name("hlsjs_page.html")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]  # fmt: skip
+LIVE_DEADLINE_SECONDS = 90  # from any test's start to the live's end, at most
+GST_LIVE_SECONDS = 10
+HLSJS_LIVE_SECONDS = 15
+ENDED_PLAYBACK_RATE = 4  # the ended live played from start to end, 4x faster than real time
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, s3_server: EmbeddedS3) -> Iterator[LiveRig]:
+    rig = LiveRig(tmp_path_factory.mktemp("players"), s3_server, HLS_JS, PAGE.read_text())
+    rig.start()
+    yield rig
+    rig.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, driven by Playwright (never `playwright install`)."""
+    if not HLS_JS.exists():
+        pytest.fail(f"{HLS_JS} is missing: `make test-deps` runs `npm ci` for hls.js")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test-deps` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, timeout=60_000
+        )
+        yield chromium
+        chromium.close()
+
+
+def ended(live: LiveRig) -> None:
+    live.wait(live.ended, LIVE_DEADLINE_SECONDS, "the live ended")
+
+
+# -- the live, while it runs -------------------------------------------------------------
+
+
+def test_gstreamer_plays_the_live_without_discontinuity_at_the_real_frame_rate(
+    live: LiveRig,
+) -> None:
+    live.wait(live.playable, 60, "the live is playable")
+    assert not live.ended.is_set(), f"the live ended before GStreamer could play it\n{live}"
+    assert live.urls is not None
+    run = gst_play(live.urls.master, GST_LIVE_SECONDS, within=GST_LIVE_SECONDS + 20)
+    report = f"{run.report()}\n{live}"
+    print(report)
+    played, warned, rates = run.played_seconds, len(run.discontinuity_warnings), run.frame_rates
+    assert played >= GST_LIVE_SECONDS, report
+    assert warned == 0, report
+    assert rates == {f"{FRAME_RATE}/1"}, report
+
+
+def test_hlsjs_plays_the_live_and_switches_levels_without_an_error(
+    live: LiveRig, browser: Browser
+) -> None:
+    live.wait(live.playable, 60, "the live is playable")
+    assert not live.ended.is_set(), f"the live ended before hls.js could play it\n{live}"
+    assert live.urls is not None
+    player = HlsJsPlayer.open(browser, live.page_url, live.urls.master)
+    try:
+        player.wait("player.levels.length > 0 && video.currentTime > 0", 30, "playback starts")
+        started_at = player.state()["currentTime"]
+        window_ends = time.monotonic() + HLSJS_LIVE_SECONDS
+        heights = [level["height"] for level in player.state()["levels"]]
+        assert sorted(heights) == [360, 480, 720], player.report()
+        player.switch_to(heights.index(min(heights)), min(heights))  # down
+        player.switch_to(heights.index(max(heights)), max(heights))  # and up
+        samples = []
+        while (now := time.monotonic()) < window_ends:  # watch it play for the whole window
+            samples.append(round(player.state()["currentTime"], 2))
+            player.page.wait_for_timeout(min(500, max(1, (window_ends - now) * 1000)))
+        state = player.state()
+        report = f"{player.report()}\ncurrentTime samples {samples}\n{live}"
+        print(report)
+        errors, advanced = len(state["errors"]), state["currentTime"] - started_at
+        assert errors == 0, report
+        assert advanced >= HLSJS_LIVE_SECONDS * 0.6, report
+    finally:
+        player.close()
+
+
+# -- the ended live ----------------------------------------------------------------------
+
+
+def test_ended_master_lasts_the_whole_live(live: LiveRig) -> None:
+    ended(live)
+    assert live.urls is not None
+    master = requests.get(live.urls.master, timeout=10).text
+    duration, seconds = ffprobe_duration(live.urls.master), live.seconds_sent
+    assert abs(duration - seconds) <= SEGMENT_SECONDS, (
+        f"ffprobe: the ended master lasts {duration:.3f} s, the live {seconds} s"
+        f" (within one segment)\nmaster.m3u8:\n{master}\n{live}"
+    )
+
+
+@pytest.mark.parametrize("rendition", RENDITIONS)
+def test_ffmpeg_reads_each_variant_of_the_ended_master_strictly(
+    live: LiveRig, rendition: str
+) -> None:
+    ended(live)
+    assert live.urls is not None
+    master = m3u8.loads(requests.get(live.urls.master, timeout=10).text)
+    programs = [i for i, p in enumerate(master.playlists) if p.uri.startswith(f"{rendition}/")]
+    assert len(programs) == 1, f"{rendition} is not one variant of the master:\n{master.dumps()}"
+    read = ffmpeg_read_variant(live.urls.master, programs[0])
+    print(" ".join(read.command), *read.stderr_lines, sep="\n")
+    problems = []
+    if read.returncode != 0:
+        problems.append(f"ffmpeg exited {read.returncode}")
+    if read.stderr_lines:
+        shown = "\n    ".join(read.stderr_lines[:40])
+        problems.append(f"ffmpeg -v warning printed {len(read.stderr_lines)} lines:\n    {shown}")
+    # Every frame sent, less any the service itself reports dropping for being too slow
+    # (a capacity event on a loaded machine, counted and logged, not a packaging fault).
+    dropped = live.frames_sent - live.frames_kept(rendition)
+    if read.video_frames != live.frames_kept(rendition):
+        problems.append(
+            f"decoded {read.video_frames} video frames ({read.audio_frames} audio),"
+            f" the publishers sent {live.frames_sent}, the service reports dropping {dropped}"
+        )
+    elif dropped:
+        print(f"note: the service dropped {dropped} {rendition} frames (too slow), all others read")
+    event = requests.get(live.urls.event[rendition], timeout=10).text
+    assert not problems, "\n".join(
+        [
+            " ".join(read.command),
+            *problems,
+            master.dumps(),
+            f"{rendition}/event.m3u8:",
+            event,
+            str(live),
+        ]
+    )
+
+
+def test_hlsjs_plays_the_ended_live_from_start_to_end(live: LiveRig, browser: Browser) -> None:
+    ended(live)
+    assert live.urls is not None
+    player = HlsJsPlayer.open(browser, live.page_url, live.urls.master, ENDED_PLAYBACK_RATE)
+    try:
+        player.wait("player.levels.length > 0 && video.currentTime > 0", 30, "playback starts")
+        player.wait(
+            "player.ended || (video.duration > 0 && video.currentTime >= video.duration - 0.5)",
+            live.seconds_sent / ENDED_PLAYBACK_RATE + 30,
+            "it plays to the end",
+        )
+        state = player.state()
+        report = f"{player.report()}\n{live}"
+        print(report)
+        duration, seconds, errors = state["duration"], live.seconds_sent, len(state["errors"])
+        assert state["firstPlayingAt"] <= SEGMENT_SECONDS, report  # from the start
+        assert abs(duration - seconds) <= SEGMENT_SECONDS, report
+        assert errors == 0, report
+    finally:
+        player.close()
+
+
+@dataclass(frozen=True, repr=False)
+class Recording:
+    """One rendition's ended event playlist and every segment it lists, in order."""
+
+    playlist: str
+    segments: list[Segment]
+
+
+@pytest.fixture(scope="module")
+def recordings(live: LiveRig) -> dict[str, Recording]:
+    ended(live)
+    assert live.urls is not None
+    out = {}
+    for rendition, url in live.urls.event.items():
+        text = requests.get(url, timeout=10).text
+        playlist = m3u8.loads(text, uri=url)
+        segments = []
+        for segment in playlist.segments:
+            response = requests.get(segment.absolute_uri, timeout=10)
+            response.raise_for_status()
+            segments.append(Segment(segment.uri, response.content, bool(segment.discontinuity)))
+        out[rendition] = Recording(text, segments)
+    return out
+
+
+@pytest.mark.parametrize("rendition", RENDITIONS)
+def test_ts_continuity_runs_across_segments_and_breaks_only_at_the_discontinuity(
+    recordings: dict[str, Recording], rendition: str
+) -> None:
+    recording = recordings[rendition]
+    assert m3u8.loads(recording.playlist).is_endlist, recording.playlist
+    report = check_continuity(recording.segments)
+    message = f"{rendition} event.m3u8, {len(recording.segments)} segments:\n{report.summary()}"
+    print(message)
+    ok, seams, flagged = report.ok, report.playlist_discontinuities, report.indicator_segments
+    assert ok, message
+    assert len(seams) == 1, message  # the one reconnect
+    assert flagged == seams, message  # indicators exactly at the playlist's discontinuities
+
+
+@pytest.mark.parametrize("rendition", RENDITIONS)
+def test_sps_declares_the_real_frame_rate(
+    recordings: dict[str, Recording], rendition: str, tmp_path: Path
+) -> None:
+    first = recordings[rendition].segments[0]
+    path = tmp_path / f"{rendition}-{first.name}"
+    path.write_bytes(first.data)
+    timing = sps_timing(path)
+    rate = timing.frame_rate
+    assert rate == FRAME_RATE, (
+        f"{rendition} {first.name}: time_scale / (2 * num_units_in_tick) = {rate}"
+        ", trace_headers:\n  " + "\n  ".join(timing.trace)
+    )
