@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from ingest.connlimit import ConnectionLimiter, GatedProtocol, is_loopback
+from ingest.ratelog import RateLimitedLog
 
 from .auth import authenticate
 from .errors import Forbidden, JobNotFound, Unauthorized, ValidationFailed
@@ -30,6 +36,21 @@ METRICS_KEY = web.AppKey("metrics", CollectorRegistry)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC_PATHS = ("/healthz", "/metrics", "/api/openapi.json")
+
+# A client has this long for a request's line and headers (from connecting, or from the
+# previous response on a kept-alive connection; an idle kept-alive connection is closed
+# after as long), then as long again for its body (else 408, and the connection is
+# closed after at most as long again). aiohttp's default is 3630 s for the headers and
+# no limit for a body.
+REQUEST_READ_TIMEOUT_SECONDS = 10.0
+# Connections the control API keeps open, in total and from one address; more are
+# closed at once (`listen_http`). With the RTMP port's 64 pending and the sockets a
+# burst holds for an instant (up to 2 x 128 per port), this fits `ulimit -n` 1024.
+HTTP_MAX_CONNECTIONS = 128
+HTTP_MAX_CONNECTIONS_PER_IP = 32
+# /healthz: a check's result is reused this long, and one check runs at a time.
+HEALTH_CACHE_SECONDS = 2.0
+HEALTH_CHECK_TIMEOUT_SECONDS = 5.0  # slower: reported as not answering (the check goes on)
 
 
 def route_template(request: web.BaseRequest) -> str:
@@ -101,9 +122,94 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+class SharedCheck:
+    """A health check that runs once at a time; its result is reused for `max_age_seconds`.
+
+    However many requests ask, at most one check is in flight and at most one starts per
+    `max_age_seconds`: a /healthz flood costs the store and the storage nothing more.
+    """
+
+    def __init__(
+        self,
+        check: Callable[[], Awaitable[bool]],
+        *,
+        max_age_seconds: float = HEALTH_CACHE_SECONDS,
+        timeout_seconds: float = HEALTH_CHECK_TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self.max_age_seconds = max_age_seconds
+        self.timeout_seconds = timeout_seconds
+        self._clock = clock
+        self._ok = False
+        self._checked_at: float | None = None
+        self._running: asyncio.Task[bool] | None = None
+        self.runs = 0  # checks started
+
+    async def result(self) -> bool:
+        """The last result if fresh, else the one of the check in flight (started if none)."""
+        if self._checked_at is not None and self._clock() - self._checked_at < self.max_age_seconds:
+            return self._ok
+        if self._running is None:
+            self._running = asyncio.create_task(self._run())
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                return await asyncio.shield(self._running)
+        except TimeoutError:
+            return False
+
+    async def _run(self) -> bool:
+        self.runs += 1
+        try:
+            ok = bool(await self._check())
+        except Exception:
+            logger.exception("health check failed")
+            ok = False
+        finally:
+            self._running = None
+        self._ok, self._checked_at = ok, self._clock()
+        return ok
+
+    async def close(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+
+class HealthChecks:
+    """What /healthz asks: the store (on its own thread) and the storage, each shared.
+
+    The storage ping runs on a thread of its own, never on the default executor that
+    admission uses (`asyncio.to_thread`) nor on the store's: a slow S3 cannot delay a
+    publisher's admission, and a /healthz flood queues nothing anywhere.
+    """
+
+    def __init__(
+        self, store: Callable[[], Store], storage_ping: StoragePing, **options: Any
+    ) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
+        self.store = SharedCheck(lambda: store().call(store().ping), **options)
+        self.storage = SharedCheck(self._ping_storage, **options)
+        self._storage_ping = storage_ping
+
+    async def _ping_storage(self) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._storage_ping)
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.storage.close()
+        # A ping still running finishes on its own (botocore's timeouts bound it).
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+HEALTH_KEY = web.AppKey("health", HealthChecks)
+
+
 async def healthz(request: web.Request) -> web.Response:
-    store_ok = await request.app[STORE_KEY].call(request.app[STORE_KEY].ping)
-    storage_ok = await asyncio.to_thread(request.app[STORAGE_PING_KEY])
+    health = request.app[HEALTH_KEY]
+    store_ok, storage_ok = await asyncio.gather(health.store.result(), health.storage.result())
     checks = {"store": store_ok, "storage": storage_ok}
     status = 200 if all(checks.values()) else 503
     errors = [f"{name} does not answer" for name, ok in checks.items() if not ok]
@@ -119,16 +225,54 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def body_deadline(timeout_seconds: float) -> Middleware:
+    """A middleware reading a request's body within `timeout_seconds` (408 after)."""
+
+    @web.middleware
+    async def read_body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(timeout_seconds):
+                    await request.read()  # kept: the handler's request.text() reuses it
+            except TimeoutError:
+                reason = f"request body not received within {timeout_seconds:g} s"
+                raise web.HTTPRequestTimeout(reason=reason) from None
+        return await handler(request)
+
+    return read_body_in_time
+
+
 def create_app(
     settings: Settings,
     *,
     storage_ping: StoragePing,
     runtime_factory: Callable[[web.Application], Any] | None = None,
+    request_read_timeout_seconds: float = REQUEST_READ_TIMEOUT_SECONDS,
+    health_cache_seconds: float = HEALTH_CACHE_SECONDS,
 ) -> web.Application:
     """The control API. `runtime_factory(app)` attaches the media runtime (ingest, pipelines)."""
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=1 << 20)
+    app = web.Application(
+        middlewares=[
+            error_middleware,
+            auth_middleware,
+            body_deadline(request_read_timeout_seconds),
+        ],
+        client_max_size=1 << 20,
+        # aiohttp's keep-alive timer runs from the connection's start and from each
+        # response until the next request's headers are complete: a header deadline.
+        # Lingering (reading what is left of a body the handler did not read, before
+        # closing) gets as long. In handler_args, they hold for every runner (onair
+        # run's, the tests' TestServer).
+        handler_args={
+            "keepalive_timeout": request_read_timeout_seconds,
+            "lingering_time": request_read_timeout_seconds,
+        },
+    )
     app[SETTINGS_KEY] = settings
     app[STORAGE_PING_KEY] = storage_ping
+    app[HEALTH_KEY] = HealthChecks(
+        lambda: app[STORE_KEY], storage_ping, max_age_seconds=health_cache_seconds
+    )
     registry = CollectorRegistry()
     app[METRICS_KEY] = registry
     requests_total = Counter(
@@ -154,6 +298,7 @@ def create_app(
             jobs.runtime = runtime
             await runtime.start()
         yield
+        await app[HEALTH_KEY].close()
         if runtime is not None:
             await runtime.stop()
         store.close()
@@ -164,3 +309,57 @@ def create_app(
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_routes(routes)
     return app
+
+
+class HttpListener:
+    """The control API's listening socket, with bounded connections (see `listen_http`)."""
+
+    def __init__(self, server: asyncio.Server, limiter: ConnectionLimiter) -> None:
+        self.server = server
+        self.limiter = limiter
+
+    @property
+    def port(self) -> int:
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def close(self) -> None:
+        """Stop listening; open connections are the runner's (`runner.cleanup()`)."""
+        self.server.close()
+
+
+async def listen_http(
+    runner: web.BaseRunner,
+    host: str,
+    port: int,
+    *,
+    max_connections: int = HTTP_MAX_CONNECTIONS,
+    max_connections_per_ip: int = HTTP_MAX_CONNECTIONS_PER_IP,
+    per_ip_exempt_loopback: bool = True,
+    backlog: int = 128,
+) -> HttpListener:
+    """Serve `runner` (after `setup()`) on host:port, like `web.TCPSite`, but a connection
+    past `max_connections` in total or `max_connections_per_ip` from one address (not
+    for loopback peers) is closed at accept, before aiohttp sees it (logged
+    rate-limited)."""
+    server = runner.server
+    if server is None:
+        raise RuntimeError("call runner.setup() first")
+    limiter = ConnectionLimiter(
+        max_connections,
+        max_connections_per_ip,
+        # A reverse proxy on this host makes every client 127.0.0.1: only the total.
+        per_address_exempt=is_loopback if per_ip_exempt_loopback else None,
+    )
+    refusals = RateLimitedLog(logger, prefix="[http] ")
+
+    def on_refused(transport: asyncio.BaseTransport, address: str) -> None:
+        reason = limiter.refusal_reason(address, "open connections")
+        refusals.log("over the limit", logging.WARNING, "[http %s] refused: %s", address, reason)
+        refusals.flush()
+
+    def gate() -> asyncio.Protocol:
+        return GatedProtocol(limiter, lambda _slot: server(), on_refused)
+
+    loop = asyncio.get_running_loop()
+    listening = await loop.create_server(gate, host, port, backlog=backlog)
+    return HttpListener(listening, limiter)

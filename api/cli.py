@@ -19,22 +19,30 @@ from aiohttp import web
 
 from packager.s3server import EmbeddedS3, S3ServerError
 
-from .app import RouteAccessLogger
+from .app import RouteAccessLogger, listen_http
 from .keys import new_api_key
 from .settings import ConfigError, Settings, load_settings
-from .store import Store
+from .store import Store, restrict_mode, secure_data_dir
 
 logger = logging.getLogger("onair")
 
 DEV_PROJECT_FILE = "dev-project.json"
 S3_CREDENTIALS_FILE = "s3-credentials.json"
+PRIVATE_FILE_MODE = 0o600
 
 
 def _write_private(path: Path, data: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    secure_data_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)  # a file that existed keeps its mode otherwise
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
+
+
+def _read_private(path: Path) -> dict[str, str]:
+    restrict_mode(path, PRIVATE_FILE_MODE)  # one written before files were kept 0600
+    data: dict[str, str] = json.loads(path.read_text())
+    return data
 
 
 def create_project(store: Store, name: str) -> dict[str, str]:
@@ -46,15 +54,41 @@ def create_project(store: Store, name: str) -> dict[str, str]:
 
 
 def dev_project(settings: Settings, store: Store) -> dict[str, str]:
-    """The development project of `make run`, created once and kept in the data dir."""
+    """The development project of `make run`, created once; its id and API key are kept
+    in DATA_DIR/dev-project.json (mode 0600: the store only has the key's hash)."""
     path = settings.data_dir / DEV_PROJECT_FILE
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = _read_private(path)
         if store.get_project(saved.get("projectId", "")) is not None:
             return {"projectId": saved["projectId"], "apiKey": saved["apiKey"]}
     project = create_project(store, "development")
     _write_private(path, project)
     return project
+
+
+def dev_project_banner(settings: Settings) -> list[str]:
+    """What `onair run` prints about the development project: its id and key when
+    ONAIR_DEV_PROJECT is true (the default), else how to create a project."""
+    if not settings.dev_project:
+        if (settings.data_dir / DEV_PROJECT_FILE).exists():
+            logger.warning(
+                "ONAIR_DEV_PROJECT=false, but %s still holds a development project's key;"
+                " delete it if that key must not be kept",
+                settings.data_dir / DEV_PROJECT_FILE,
+            )
+        return [
+            "No development project (ONAIR_DEV_PROJECT=false): create one with"
+            " `onair project create NAME`"
+        ]
+    store = Store(settings.db_path)
+    try:
+        project = dev_project(settings, store)
+    finally:
+        store.close()
+    return [
+        f"Development project:  {project['projectId']}",
+        f"Development API key:  {project['apiKey']}",
+    ]
 
 
 def with_s3_credentials(settings: Settings) -> Settings:
@@ -63,7 +97,7 @@ def with_s3_credentials(settings: Settings) -> Settings:
         return settings
     path = settings.data_dir / S3_CREDENTIALS_FILE
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = _read_private(path)
     else:
         saved = {
             "accessKey": "onair-" + secrets.token_hex(8),
@@ -91,14 +125,15 @@ async def serve(settings: Settings, *, embedded: EmbeddedS3 | None = None) -> No
         app, handle_signals=False, access_log=None, access_log_class=RouteAccessLogger
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port)
-    await site.start()
-
-    store = Store(settings.db_path)
+    # Not web.TCPSite: this listener bounds the open connections (total and per IP).
+    # The header deadline is the app's (create_app's handler_args).
     try:
-        project = dev_project(settings, store)
-    finally:
-        store.close()
+        listener = await listen_http(runner, settings.http_host, settings.http_port)
+    except BaseException:
+        await runner.cleanup()
+        raise
+
+    dev_lines = dev_project_banner(settings)
     api = f"http://{settings.http_host}:{settings.http_port}"
     print(
         "\n".join(
@@ -107,8 +142,7 @@ async def serve(settings: Settings, *, embedded: EmbeddedS3 | None = None) -> No
                 f"RTMP (OBS 'Server'):  rtmp://{settings.public_host}:{settings.rtmp_port}/live/",
                 f"S3:                   {s3_endpoint(settings)}"
                 + (" (embedded SeaweedFS)" if embedded else ""),
-                f"Development project:  {project['projectId']}",
-                f"Development API key:  {project['apiKey']}",
+                *dev_lines,
                 "Ctrl-C stops the service" + (" and SeaweedFS." if embedded else "."),
             ]
         ),
@@ -118,6 +152,7 @@ async def serve(settings: Settings, *, embedded: EmbeddedS3 | None = None) -> No
         await stop.wait()
     finally:
         logger.info("stopping")
+        listener.close()
         await runner.cleanup()
 
 
@@ -136,8 +171,8 @@ def cmd_run(settings: Settings) -> int:
 
 
 def _run(settings: Settings) -> int:
+    secure_data_dir(settings.data_dir)  # 0700 before anything secret is written in it
     settings = with_s3_credentials(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedS3 | None = None
     if settings.embedded_s3:
         assert settings.s3_access_key and settings.s3_secret_key

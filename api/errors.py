@@ -15,6 +15,28 @@ class ValidationFailed(OnairError):
         self.errors = errors
 
 
+class BucketOwned(ValidationFailed):
+    """The bucket of a new job belongs to another project (400 naming `bucket`).
+
+    Never says which project: that is the other tenant's business.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(["bucket: owned by another project"])
+
+
+class PrefixTaken(ValidationFailed):
+    """A new job's output prefix equals, lies inside or encloses another job's (400)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            [
+                "input.filePath: destination/filePath overlaps the output of another live job"
+                " in this bucket (the same place, inside it, or enclosing it)"
+            ]
+        )
+
+
 class JobNotFound(OnairError):
     """No live job with this id/name/key in this project (404).
 

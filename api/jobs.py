@@ -57,6 +57,11 @@ class JobManager:
     # -- queries -----------------------------------------------------------------
 
     async def create(self, project_id: str, new: NewLiveJob) -> dict[str, Any]:
+        """Create a job; BucketOwned or PrefixTaken (400) if its storage is not free.
+
+        The store claims the bucket for the project and checks the prefix in the
+        transaction that inserts the job.
+        """
         template = get_template(new.job_template_id)
         key = new_stream_key()
         row = {
@@ -187,6 +192,26 @@ class JobManager:
                 online=0,
                 end_date_time=utcnow(),
             )
+        return await self.get(project_id, str(job["id"]))
+
+    async def rotate_key(self, project_id: str, ref: str) -> dict[str, Any]:
+        """Give a job (by id or name) a new stream key; the old one is refused from now on.
+
+        New publishers and the online toggle look the key up by its digest, so the old
+        key stops working at once. A publisher already admitted keeps its session: the
+        running pipeline is not touched.
+        """
+        job = await self.get(project_id, ref)
+        key = new_stream_key()
+        await self.store.call(
+            self.store.replace_stream_key,
+            job["id"],
+            key,
+            stream_key_digest(key),
+            LiveStatus(job["status"]).label,
+            "stream key rotated: the previous key is refused from now on",
+        )
+        logger.info("[job %s] stream key rotated", job["id"])
         return await self.get(project_id, str(job["id"]))
 
     async def set_status(

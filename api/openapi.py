@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .settings import Settings
-from .validation import MAX_PAGE_SIZE
+from .validation import KEY_SUFFIX_MARGIN_BYTES, MAX_PAGE_SIZE, MAX_PATH_CHARS, MAX_PREFIX_BYTES
 
 JSON = "application/json"
 
@@ -138,15 +138,36 @@ NEW_LIVE_JOB = {
     "required": ["jobTemplateId", "destination", "bucket", "input"],
     "properties": {
         "jobTemplateId": {"type": "integer", "description": "1, 2 or 3 (see jobtemplates)"},
-        "destination": {"type": "string", "minLength": 1, "maxLength": 512},
+        "destination": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_PATH_CHARS,
+            "description": "Relative key path in the bucket. With filePath it makes the job's"
+            " prefix destination/filePath, which no other job in the bucket may equal,"
+            " lie inside or enclose (400 naming input.filePath), and which is at most"
+            f" {MAX_PREFIX_BYTES} bytes of UTF-8 (S3 keys are at most 1024; onair keeps"
+            f" {KEY_SUFFIX_MARGIN_BYTES} for the names it appends)",
+        },
         "description": {"type": "string", "maxLength": 2000},
-        "bucket": {"type": "string", "minLength": 3, "maxLength": 63},
+        "bucket": {
+            "type": "string",
+            "minLength": 3,
+            "maxLength": 63,
+            "description": "An S3 bucket name (the general purpose bucket naming rules)."
+            " It belongs to the project whose job first used it: another project's job on"
+            " it is a 400. With ONAIR_S3_BUCKETS set, only those buckets are accepted",
+        },
         "cdnDistribution": _BOOL,
         "input": {
             "type": "object",
             "required": ["filePath", "serverType", "inputClass"],
             "properties": {
-                "filePath": {"type": "string", "minLength": 1, "maxLength": 512},
+                "filePath": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_PATH_CHARS,
+                    "description": "Relative key path under destination (see destination)",
+                },
                 "serverType": {
                     "type": "integer",
                     "enum": [0, 1, 2],
@@ -398,6 +419,22 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     },
                     body=TOGGLE,
                     op_id="toggleLiveJob",
+                ),
+            },
+            # Not the toggle: a longer path, and `id` is the job's id or name here.
+            f"{BASE}/livejobs/{{id}}/key": {
+                "post": _op(
+                    "Rotate a live job's stream key: a new key, the previous one refused from"
+                    " now on (new publishers, the online toggle); a publisher already live"
+                    " is not cut",
+                    [JOB_REF],
+                    {
+                        "201": _response(
+                            "The live job with its new key", _envelope(_ref("LiveJob"))
+                        ),
+                        **_errors(404),
+                    },
+                    op_id="rotateStreamKey",
                 ),
             },
             f"{BASE}/livejobs/{{id}}/timings": {

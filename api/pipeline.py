@@ -8,11 +8,14 @@ turns into status changes and timing rows on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +27,28 @@ from ingest.rtmp.server import PublishRequest
 from packager.layout import object_prefix
 from packager.publisher import HlsPublisher
 from packager.segments import Segment, VariantInfo
+from packager.spool import SpoolBudget
 from packager.storage import S3Storage
 
 logger = logging.getLogger(__name__)
 
-# Decoded frames (and audio frames) waiting for the encoder: about 1.5 s of 30 fps video
-# with its audio; at 1080p that bounds a job to ~150 MB of raw frames here.
+# Decoded frames (and audio frames) waiting for the encoder: at most 120 items (about
+# 1.5 s of 30 fps video with its audio) and 96 MB of pictures (30 1080p frames).
 MEDIA_QUEUE_ITEMS = 120
+MEDIA_QUEUE_BYTES = 96 * 1024 * 1024
+SOURCE_REFUSED = "SourceRefused"
+
+
+@dataclass(frozen=True)
+class PipelineLimits:
+    """What a job's pipeline may use of the host (from the settings)."""
+
+    dvr_window_seconds: float
+    max_input_pixels: int | None = None
+    spool_max_bytes_per_job: int | None = None
+    spool_budget: SpoolBudget | None = None  # the host's, shared by every job
+    media_queue_bytes: int = MEDIA_QUEUE_BYTES
+    finish_timeout_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -84,12 +102,16 @@ class JobSession:
         self.request = request
         self._media_seen = False
         self._closed = False
+        self._refused: str | None = None
+        self._loop = asyncio.get_running_loop()  # made by admission, on the loop
         pipeline.decoder.start_session()
 
     def on_metadata(self, metadata: dict[str, Any]) -> None:
         self.pipeline.decoder.on_metadata(metadata)
 
     def on_media(self, kind: int, timestamp_ms: int, payload: bytes) -> None:
+        if self._refused is not None:
+            return  # the connection is being dropped: nothing more of it is taken
         if not self._media_seen:
             self._media_seen = True
             self.pipeline.emit("media", "MediaStarted", f"first media from {self.request.remote}")
@@ -101,6 +123,22 @@ class JobSession:
         self._closed = True
         self.pipeline.decoder.end_session(reason)
         self.pipeline.session_closed(self, reason)
+
+    def refuse(self, reason: str) -> None:
+        """The source itself is refused (too large): drop its connection, say why."""
+        if self._refused is not None:
+            return
+        self._refused = reason
+        # From the decode thread too: the connection lives on the loop.
+        self._loop.call_soon_threadsafe(self.request.reject, reason)
+
+    @property
+    def refused(self) -> str | None:
+        return self._refused
+
+    @property
+    def media_seen(self) -> bool:
+        return self._media_seen
 
     def close(self, reason: str) -> None:
         """Drop the publisher's connection (job offline, pipeline failed)."""
@@ -118,31 +156,44 @@ class JobPipeline:
         spool_dir: Path,
         events: EventSink,
         *,
-        dvr_window_seconds: float,
+        limits: PipelineLimits,
+        prepare: Callable[[], object] | None = None,
     ) -> None:
         self.job_id = int(job["id"])
         self.template = template
         self.events = events
         self.lock_key = str(uuid.uuid4())
-        self.queue = MediaQueue(MEDIA_QUEUE_ITEMS)
+        self.queue = MediaQueue(MEDIA_QUEUE_ITEMS, limits.media_queue_bytes)
         label = f"job {self.job_id}"
         self.failed: BaseException | None = None
         self._fail_lock = threading.Lock()
         self.session: JobSession | None = None
         self.decoder = LiveDecoder(
-            self.queue, decode=not template.passthrough, label=label, on_error=self._on_error
+            self.queue,
+            decode=not template.passthrough,
+            label=label,
+            on_error=self._on_error,
+            on_refused=self._on_refused,
+            max_pixels=limits.max_input_pixels,
         )
         self.publisher = HlsPublisher(
             storage,
             job["bucket"],
             object_prefix(job["destination"], job["file_path"]),
             spool_dir / str(self.job_id),
-            dvr_window_seconds=dvr_window_seconds,
+            dvr_window_seconds=limits.dvr_window_seconds,
             label=label,
             on_event=self._timing,
+            on_failure=self._on_error,
+            # The bucket is ensured (and checked) by the upload workers, retried
+            # through an outage: admission never waits on the storage.
+            prepare=prepare or partial(storage.ensure_bucket, job["bucket"]),
+            spool_max_bytes=limits.spool_max_bytes_per_job,
+            spool_budget=limits.spool_budget,
+            stop_timeout_seconds=2.0,  # a worker stuck in a storage call ends by itself
         )
-        storage.ensure_bucket(job["bucket"])
         self.sink = BoundedFinishSink(self.publisher)
+        self.sink.finish_timeout_seconds = limits.finish_timeout_seconds
         self.encoder = LiveEncoder(
             template,
             self.queue,
@@ -160,6 +211,13 @@ class JobPipeline:
 
     def _timing(self, child_status: str, message: str, rendition: str | None) -> None:
         self.emit("timing", child_status, message, rendition)
+
+    def _on_refused(self, reason: str) -> None:
+        """The decoder refused the source (any thread): the publisher is dropped."""
+        session = self.session
+        if session is not None:
+            session.refuse(reason)
+        self.emit("timing", SOURCE_REFUSED, reason)
 
     def _on_error(self, exc: BaseException) -> None:
         with self._fail_lock:
@@ -179,7 +237,9 @@ class JobPipeline:
     def session_closed(self, session: JobSession, reason: str) -> None:
         if self.session is session:
             self.session = None
-        self.emit("closed", "PublisherDisconnected", f"{session.request.remote}: {reason}")
+        # A publisher refused before any media leaves the job waiting, not interrupted.
+        kind = "timing" if session.refused and not session.media_seen else "closed"
+        self.emit(kind, "PublisherDisconnected", f"{session.request.remote}: {reason}")
 
     @property
     def publishing(self) -> bool:
@@ -202,10 +262,17 @@ class JobPipeline:
 
     # -- end ----------------------------------------------------------------------
 
-    def stop(self, reason: str, finish_timeout_seconds: float) -> None:
-        """Blocking: end the session, drain the encoder, publish the rest (ENDLIST)."""
+    def stop(
+        self, reason: str, finish_timeout_seconds: float, encoder_timeout_seconds: float = 30.0
+    ) -> None:
+        """Blocking: end the session, drain the encoder, publish the rest (ENDLIST).
+
+        Bounded: the decoder and the encoder get `encoder_timeout_seconds` to flush,
+        the uploads `finish_timeout_seconds`; what is left stays in the spool."""
         self.sink.finish_timeout_seconds = finish_timeout_seconds
-        self.decoder.stop()
+        deadline = time.monotonic() + encoder_timeout_seconds
+        self.decoder.stop(min(5.0, encoder_timeout_seconds / 2))
         self.queue.close()
-        self.encoder.stop()  # flushes, then the sink's bounded finish()
+        # flushes, then the sink's finish()
+        self.encoder.stop(max(0.5, deadline - time.monotonic()))
         logger.info("[job %s] pipeline stopped: %s", self.job_id, reason)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from packager.storage import S3Storage
 
-from .app import create_app
+from .app import METRICS_KEY, create_app
 from .runtime import MediaRuntime
 from .settings import Settings
 from .views import JOBS_KEY
@@ -27,5 +27,7 @@ def build_app(settings: Settings) -> web.Application:
     return create_app(
         settings,
         storage_ping=storage.ping,
-        runtime_factory=lambda app: MediaRuntime(settings, app[JOBS_KEY], storage),
+        runtime_factory=lambda app: MediaRuntime(
+            settings, app[JOBS_KEY], storage, registry=app[METRICS_KEY]
+        ),
     )

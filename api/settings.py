@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .validation import bucket_name_problem
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message is one line naming the variable."""
@@ -24,6 +26,8 @@ class Settings:
     http_port: int = 8080
     rtmp_host: str = "0.0.0.0"
     rtmp_port: int = 1935
+    rtmp_max_pending: int = 64  # RTMP connections not publishing yet, in total
+    rtmp_max_pending_per_ip: int = 8  # ... and from one remote IP
     srt_port: int = 9000
     data_dir: Path = Path("./data")
     s3_endpoint: str | None = None  # None: start the embedded SeaweedFS
@@ -32,12 +36,18 @@ class Settings:
     s3_region: str = "us-east-1"
     s3_port: int = 8333
     s3_public_url: str | None = None  # base of storage URLs handed to players
+    s3_buckets: tuple[str, ...] | None = None  # the operator's allow-list; None: any bucket
     public_host: str = "127.0.0.1"
     cdn_base_url: str | None = None
     reconnect_window_seconds: float = 30.0
     dvr_window_seconds: float = 7200.0  # the DVR playlists' sliding window
     encoder_id: int = 1
     log_level: str = "INFO"
+    max_input_pixels: int = 1920 * 1080  # larger sources are refused
+    capacity: float | None = None  # in template-2 720p lives; None: measured default
+    spool_max_bytes_per_job: int = 2 * 1024**3
+    spool_max_bytes: int = 8 * 1024**3  # every job's spool together
+    dev_project: bool = True  # `onair run` creates and prints a development project
 
     @property
     def embedded_s3(self) -> bool:
@@ -69,6 +79,8 @@ DOCUMENTED: dict[str, str] = {
     "HTTP_PORT": "Port of the control API",
     "RTMP_HOST": "Address the RTMP ingest listens on",
     "RTMP_PORT": "Port of the RTMP ingest (one port for every live job)",
+    "RTMP_MAX_PENDING": "RTMP connections not yet publishing, in total; more are closed at once",
+    "RTMP_MAX_PENDING_PER_IP": "RTMP connections not yet publishing from one IP address",
     "SRT_PORT": "Port of the SRT ingest",
     "DATA_DIR": "State: SQLite store, upload spool, embedded S3 data",
     "S3_ENDPOINT": "S3 endpoint URL; unset starts the embedded SeaweedFS",
@@ -77,12 +89,18 @@ DOCUMENTED: dict[str, str] = {
     "S3_REGION": "S3 region",
     "S3_PORT": "Port of the embedded S3; its other ports are derived from it",
     "S3_PUBLIC_URL": "Base URL of stored objects for players (default: the S3 endpoint)",
+    "S3_BUCKETS": "Comma-separated allow-list of buckets jobs may use (unset: any bucket)",
     "PUBLIC_HOST": "Host name put in rtmpServer, playback and storage URLs",
     "CDN_BASE_URL": "Base URL of a CDN in front of the S3 public URL (jobs with cdnDistribution)",
     "RECONNECT_WINDOW_SECONDS": "How long an interrupted job waits for its publisher to return",
     "DVR_WINDOW_SECONDS": "How far back the DVR playlists (storageDvrMasterFile) reach",
     "ENCODER_ID": "This host's encoder id (outputs' encoderId)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "MAX_INPUT_PIXELS": "Largest source a publisher may send, width x height in pixels",
+    "CAPACITY": "Lives this host runs, in template-2 720p lives (default: 1 per CPU core)",
+    "SPOOL_MAX_BYTES_PER_JOB": "Upload spool limit of one job, in bytes",
+    "SPOOL_MAX_BYTES": "Upload spool limit of every job together, in bytes",
+    "DEV_PROJECT": "true: `onair run` creates and prints a development project and its key",
 }
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
@@ -92,6 +110,19 @@ def _port(name: str, value: str) -> int:
     number = _int(name, value)
     if not 1 <= number <= 65535:
         raise ConfigError(f"{name}={value!r}: a port must be between 1 and 65535")
+    return number
+
+
+def _s3_port(name: str, value: str) -> int:
+    # The embedded SeaweedFS also listens on this port + 1..3 and + 10000..10003.
+    from packager.s3server import GRPC_OFFSET, MAX_S3_PORT
+
+    number = _port(name, value)
+    if number > MAX_S3_PORT:
+        raise ConfigError(
+            f"{name}={value!r}: at most {MAX_S3_PORT} (the embedded S3 also uses this port "
+            f"+ {GRPC_OFFSET + 3}, which must stay within 65535)"
+        )
     return number
 
 
@@ -132,6 +163,13 @@ def _positive_float(name: str, value: str) -> float:
     return number
 
 
+def _positive_int(name: str, value: str) -> int:
+    number = _int(name, value)
+    if number <= 0:
+        raise ConfigError(f"{name}={value!r}: must be greater than 0")
+    return number
+
+
 def _nonempty(name: str, value: str) -> str:
     if not value.strip():
         raise ConfigError(f"{name}: must not be empty")
@@ -152,25 +190,56 @@ def _encoder_id(name: str, value: str) -> int:
     return number
 
 
+def _bucket_list(name: str, value: str) -> tuple[str, ...]:
+    buckets: list[str] = []
+    for bucket in (b.strip() for b in value.split(",")):
+        problem = bucket_name_problem(bucket) if bucket else "empty name"
+        if problem is not None:
+            raise ConfigError(f"{name}: {bucket!r} is not a valid S3 bucket name: {problem}")
+        if bucket not in buckets:
+            buckets.append(bucket)
+    return tuple(buckets)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _bool(name: str, value: str) -> bool:
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name}={value!r}: true or false (also 1/0, yes/no, on/off)")
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "http_host": _host,
     "http_port": _port,
     "rtmp_host": _host,
     "rtmp_port": _port,
+    "rtmp_max_pending": _positive_int,
+    "rtmp_max_pending_per_ip": _positive_int,
     "srt_port": _port,
     "data_dir": lambda _n, v: Path(v),
     "s3_endpoint": _url,
     "s3_access_key": _nonempty,
     "s3_secret_key": _nonempty,
     "s3_region": _nonempty,
-    "s3_port": _port,
+    "s3_port": _s3_port,
     "s3_public_url": _url,
+    "s3_buckets": _bucket_list,
     "public_host": _host,
     "cdn_base_url": _url,
     "reconnect_window_seconds": _positive_float,
     "dvr_window_seconds": _positive_float,
     "encoder_id": _encoder_id,
     "log_level": _log_level,
+    "max_input_pixels": _positive_int,
+    "capacity": _positive_float,
+    "spool_max_bytes_per_job": _positive_int,
+    "spool_max_bytes": _positive_int,
+    "dev_project": _bool,
 }
 
 

@@ -4,12 +4,17 @@ All access goes through one connection guarded by a lock; the API runs store cal
 on a worker thread (`Store.call`) so the event loop never waits on the disk. Other
 processes (the `onair project create` CLI) open their own connection: WAL plus a
 busy timeout keeps concurrent writers safe.
+
+The database holds every stream key: the data dir is kept 0700 and the database
+files (with their -wal and -shm) 0600, tightened at every open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from packager.layout import object_prefix
+
+from .errors import BucketOwned, PrefixTaken
+
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR_MODE = 0o700
+DB_FILE_MODE = 0o600
+DB_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: projects, keys, live jobs, outputs, timings
@@ -87,7 +102,69 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outputs ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE outputs ADD COLUMN skip_reason TEXT;
     """,
+    # 3: buckets belong to the project whose job first used them. Existing buckets go
+    # to the project of their earliest job. `created_by_onair` is set by the media
+    # runtime when it creates the bucket; claims migrated here are trusted as onair's
+    # (earlier versions created the buckets their jobs used, or used them as found).
+    # No ON DELETE: a bucket is never released, its media stays its owner's.
+    """
+    CREATE TABLE buckets (
+        name TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id),
+        created_at TEXT NOT NULL,
+        created_by_onair INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO buckets(name, project_id, created_at, created_by_onair)
+        SELECT j.bucket, j.project_id, j.insert_date, 1 FROM live_jobs AS j
+        WHERE j.id = (SELECT MIN(e.id) FROM live_jobs AS e WHERE e.bucket = j.bucket);
+    CREATE INDEX live_jobs_bucket ON live_jobs(bucket, id);
+    """,
+    # 4: when a job's pipeline first wrote at its prefix: before that, objects found
+    # there are not onair's (they are never continued nor overwritten). Jobs that
+    # published before this migration own what is at theirs.
+    """
+    ALTER TABLE live_jobs ADD COLUMN prefix_claimed_at TEXT;
+    UPDATE live_jobs SET prefix_claimed_at = insert_date
+        WHERE id IN (SELECT live_job_id FROM outputs WHERE counter > 0);
+    """,
 )
+
+
+def restrict_mode(path: Path, mode: int) -> None:
+    """Clear the permission bits of `path` that `mode` does not have (never loosens)."""
+    try:
+        current = path.stat().st_mode & 0o777
+        if current & ~mode:
+            os.chmod(path, current & mode)
+    except FileNotFoundError:
+        pass
+    except PermissionError:  # not ours (a volume root): say so, the files stay private
+        logger.warning(
+            "cannot restrict %s to mode %o (owned by another user): restrict it by hand",
+            path,
+            mode,
+        )
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """Create the data dir with mode 0700, or tighten an existing one: it holds the
+    store (every stream key), the S3 credentials and the development project's key."""
+    data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    restrict_mode(data_dir, DATA_DIR_MODE)
+
+
+def _secure_db_files(path: Path) -> None:
+    """The database and its -wal/-shm (SQLite gives those the database file's mode)."""
+    for suffix in DB_FILE_SUFFIXES:
+        restrict_mode(path.with_name(path.name + suffix), DB_FILE_MODE)
+
+
+def prefixes_overlap(first: str, second: str) -> bool:
+    """Whether two key prefixes are the same place or one encloses the other, segment by
+    segment: `a/b` encloses `a/b/c` but not `a/bc`."""
+    a, b = first.split("/"), second.split("/")
+    common = min(len(a), len(b))
+    return a[:common] == b[:common]
 
 
 def utcnow() -> str:
@@ -102,11 +179,19 @@ class Page:
 
 
 class Store:
-    """SQLite state of projects, keys, live jobs, outputs and timings."""
+    """SQLite state of projects, keys, buckets, live jobs, outputs and timings.
+
+    `path` is in the data dir (`Settings.db_path`), which is made private (0700) here,
+    the database files 0600.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(self.path.parent)
+        # Created 0600 before SQLite opens it (it would create it 0644): no moment in
+        # which another user could open it.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, DB_FILE_MODE))
+        _secure_db_files(self.path)
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.Lock()
@@ -117,6 +202,7 @@ class Store:
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
+        _secure_db_files(self.path)  # -wal and -shm exist now (left over ones included)
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -212,11 +298,22 @@ class Store:
     # -- live jobs ---------------------------------------------------------------
 
     def insert_job(self, job: dict[str, Any], renditions: Sequence[str]) -> int:
+        """Insert a live job and its outputs, claiming its bucket, in one transaction.
+
+        Raises BucketOwned if the bucket belongs to another project, PrefixTaken if the
+        job's prefix (`destination/filePath`) equals, lies inside or encloses another
+        job's in the bucket. BEGIN IMMEDIATE takes SQLite's write lock before the checks,
+        so creates racing for a new bucket or place (threads or processes) are
+        serialized: the later one sees the earlier one's rows.
+        """
         columns = ", ".join(job)
         marks = ", ".join("?" for _ in job)
+        prefix = object_prefix(job["destination"], job["file_path"])
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                self._claim_bucket(job["bucket"], job["project_id"], job["insert_date"])
+                self._check_prefix_free(job["bucket"], prefix)
                 cursor = self._conn.execute(
                     f"INSERT INTO live_jobs({columns}) VALUES ({marks})", tuple(job.values())
                 )
@@ -231,6 +328,81 @@ class Store:
                 self._conn.execute("ROLLBACK")
                 raise
         return job_id
+
+    def _claim_bucket(self, name: str, project_id: str, now: str) -> None:
+        """In a write transaction: the bucket is this project's, or becomes it."""
+        row = self._conn.execute(
+            "SELECT project_id FROM buckets WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            self._conn.execute(
+                "INSERT INTO buckets(name, project_id, created_at) VALUES (?, ?, ?)",
+                (name, project_id, now),
+            )
+        elif row["project_id"] != project_id:
+            raise BucketOwned()
+
+    def _check_prefix_free(self, bucket: str, prefix: str) -> None:
+        """In a write transaction: no job of any project in `bucket` overlaps `prefix`."""
+        rows = self._conn.execute(
+            "SELECT destination, file_path FROM live_jobs WHERE bucket = ?", (bucket,)
+        )
+        for row in rows:
+            if prefixes_overlap(prefix, object_prefix(row["destination"], row["file_path"])):
+                raise PrefixTaken()
+
+    def replace_stream_key(
+        self, job_id: int, stream_key: str, key_digest: str, status_name: str, message: str
+    ) -> None:
+        """Give a job a new stream key (the old one stops matching at once), with its
+        timing row, in one transaction."""
+        self._write(
+            [
+                (
+                    "UPDATE live_jobs SET stream_key = ?, key_digest = ? WHERE id = ?",
+                    (stream_key, key_digest, job_id),
+                ),
+                (
+                    "INSERT INTO timings(live_job_id, output_id, status, child_status,"
+                    " start_date_time, message_comment) VALUES (?, NULL, ?, ?, ?, ?)",
+                    (job_id, status_name, "StreamKeyRotated", utcnow(), message),
+                ),
+            ]
+        )
+
+    # -- buckets -----------------------------------------------------------------
+
+    def bucket(self, name: str) -> dict[str, Any] | None:
+        """Who owns a bucket: {name, project_id, created_at, created_by_onair}; None if
+        no job was ever created on it."""
+        rows = self._query("SELECT * FROM buckets WHERE name = ?", (name,))
+        if not rows:
+            return None
+        row = rows[0]
+        row["created_by_onair"] = bool(row["created_by_onair"])
+        return row
+
+    def mark_bucket_created(self, name: str) -> bool:
+        """Record that onair created this bucket (the media runtime calls it after
+        CreateBucket succeeded). False if the bucket is not claimed by any project."""
+        with self._lock:
+            cursor = self._conn.execute(
+                "UPDATE buckets SET created_by_onair = 1 WHERE name = ?", (name,)
+            )
+            return cursor.rowcount > 0
+
+    def claim_prefix(self, job_id: int) -> None:
+        """The job's pipeline is about to write at its prefix: from now on what is
+        there is the job's own (continued by its next pipelines)."""
+        self._write(
+            [
+                (
+                    "UPDATE live_jobs SET prefix_claimed_at = ?"
+                    " WHERE id = ? AND prefix_claimed_at IS NULL",
+                    (utcnow(), job_id),
+                )
+            ]
+        )
 
     def get_job(self, project_id: str, job_id: int) -> dict[str, Any] | None:
         rows = self._query(

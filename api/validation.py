@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from encoder.templates import TemplateNotFound, get_template
+from packager.layout import object_prefix
 
 from .errors import ValidationFailed
 
@@ -18,12 +19,21 @@ SERVER_TYPES = {RTMP_SERVER_TYPE: "RTMP", 1: "SRT", 2: "HLS"}
 INPUT_CLASSES = {0: "Single", 1: "Standard"}
 
 MAX_PATH_CHARS = 512
+# S3 keys are at most 1024 bytes of UTF-8. onair appends to a job's prefix
+# (`/{rendition}/seg_NNNNNNNNN.ts`, the playlists, later `/videos/...`): this margin is
+# kept for that, so the prefix `{destination}/{filePath}` may take the rest.
+MAX_KEY_BYTES = 1024
+KEY_SUFFIX_MARGIN_BYTES = 128
+MAX_PREFIX_BYTES = MAX_KEY_BYTES - KEY_SUFFIX_MARGIN_BYTES
 MAX_DESCRIPTION_CHARS = 2000
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 10
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_IP_LIKE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+# The S3 "general purpose bucket naming rules", in full.
+_BUCKET_CHARS = re.compile(r"[a-z0-9.-]+")
+_IP_LIKE = re.compile(r"\d+\.\d+\.\d+\.\d+")
+_RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # ASCII only: `str.isdigit` takes superscripts ('\u00b2', which int() then refuses),
 # and int() takes other scripts' digits ('\u0661' is 1) and '1_0': no client means those.
@@ -94,16 +104,58 @@ def check_key_path(field: str, value: Any, errors: list[str], *, required: bool)
     return ""
 
 
-def _bucket(value: Any, errors: list[str]) -> str:
+def bucket_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid S3 bucket name, None if it is one."""
+    if not 3 <= len(name) <= 63:
+        return "must be 3 to 63 characters long"
+    if not _BUCKET_CHARS.fullmatch(name):
+        return "may contain only lowercase letters a-z, digits, '.' and '-'"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "must begin and end with a letter or a digit"
+    if ".." in name or ".-" in name or "-." in name:
+        return "must not contain '..', '.-' or '-.'"
+    if _IP_LIKE.fullmatch(name):
+        return "must not be formatted as an IP address"
+    for prefix in _RESERVED_BUCKET_PREFIXES:
+        if name.startswith(prefix):
+            return f"must not start with {prefix!r} (reserved by S3)"
+    for suffix in _RESERVED_BUCKET_SUFFIXES:
+        if name.endswith(suffix):
+            return f"must not end with {suffix!r} (reserved by S3)"
+    return None
+
+
+def _bucket(value: Any, errors: list[str], allowed: tuple[str, ...] | None) -> str:
     if not isinstance(value, str) or not value.strip():
         errors.append("bucket: is required and must not be empty")
         return ""
-    if not _BUCKET.match(value) or ".." in value or _IP_LIKE.match(value):
-        errors.append(
-            "bucket: must be a valid S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')"
-        )
+    problem = bucket_name_problem(value)
+    if problem is not None:
+        errors.append(f"bucket: not a valid S3 bucket name: {problem}")
+        return ""
+    if allowed is not None and value not in allowed:
+        errors.append("bucket: not in ONAIR_S3_BUCKETS")
         return ""
     return value
+
+
+def _check_prefix_bytes(destination: str, file_path: str, errors: list[str]) -> None:
+    """Every key under the job's prefix must fit in S3's 1024 bytes (see MAX_PREFIX_BYTES).
+
+    The field named is the one that makes the prefix too long: `destination` when it
+    alone is, else `input.filePath`.
+    """
+    if not destination or not file_path:
+        return  # already refused
+    size = len(object_prefix(destination, file_path).encode())
+    if size <= MAX_PREFIX_BYTES:
+        return
+    field = "destination" if len(destination.encode()) > MAX_PREFIX_BYTES else "input.filePath"
+    errors.append(
+        f"{field}: destination/filePath is {size} bytes of UTF-8; at most {MAX_PREFIX_BYTES}"
+        f" (S3 keys are at most {MAX_KEY_BYTES} bytes, {KEY_SUFFIX_MARGIN_BYTES} are kept for"
+        " the names onair appends)"
+    )
 
 
 def _int_choice(field: str, value: Any, choices: Mapping[int, str], errors: list[str]) -> int:
@@ -140,8 +192,13 @@ def _callback_url(value: Any, errors: list[str]) -> str | None:
     return value
 
 
-def parse_new_live_job(body: Any) -> NewLiveJob:
-    """Validate a create-live-job body; the `input` fields may also be given at top level."""
+def parse_new_live_job(body: Any, allowed_buckets: tuple[str, ...] | None = None) -> NewLiveJob:
+    """Validate a create-live-job body; the `input` fields may also be given at top level.
+
+    `allowed_buckets` is the operator's allow-list (ONAIR_S3_BUCKETS), None for any bucket.
+    Who owns the bucket and whether the prefix is free are the store's to check, in the
+    transaction that inserts the job.
+    """
     if not isinstance(body, dict):
         raise ValidationFailed(["body: must be a JSON object"])
     errors: list[str] = []
@@ -161,7 +218,7 @@ def parse_new_live_job(body: Any) -> NewLiveJob:
             errors.append(f"jobTemplateId: unknown job template {template_id}")
 
     destination = check_key_path("destination", body.get("destination"), errors, required=True)
-    bucket = _bucket(body.get("bucket"), errors)
+    bucket = _bucket(body.get("bucket"), errors, allowed_buckets)
 
     description = body.get("description")
     if description is not None and not isinstance(description, str):
@@ -180,6 +237,7 @@ def parse_new_live_job(body: Any) -> NewLiveJob:
     server_type = _int_choice("input.serverType", source.get("serverType"), SERVER_TYPES, errors)
     input_class = _int_choice("input.inputClass", source.get("inputClass"), INPUT_CLASSES, errors)
     callback_url = _callback_url(source.get("callbackUrl"), errors)
+    _check_prefix_bytes(destination, file_path, errors)
 
     if errors:
         raise ValidationFailed(errors)

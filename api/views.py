@@ -81,10 +81,11 @@ async def list_live_jobs(request: web.Request) -> web.Response:
 @routes.post("/api/v{version}/projects/{projectId}/livejobs")
 async def create_live_job(request: web.Request) -> web.Response:
     project_id = _project(request)
-    new = parse_new_live_job(await _json_body(request))
+    settings = request.app[SETTINGS_KEY]
+    new = parse_new_live_job(await _json_body(request), settings.s3_buckets)
     job = await request.app[JOBS_KEY].create(project_id, new)
     return envelope(
-        job_detail(request.app[SETTINGS_KEY], job),  # a new job skips no rendition yet
+        job_detail(settings, job),  # a new job skips no rendition yet
         status=201,
         messages=["live job created"],
     )
@@ -129,6 +130,21 @@ async def get_live_job(request: web.Request) -> web.Response:
     jobs = request.app[JOBS_KEY]
     job, outputs = await jobs.get_with_outputs(project_id, request.match_info["id"])
     return envelope(job_detail(request.app[SETTINGS_KEY], job, jobs.statistics(job), outputs))
+
+
+# Not the toggle above: a longer path, and here `{id}` is the job's id or name.
+@routes.post("/api/v{version}/projects/{projectId}/livejobs/{id}/key")
+async def rotate_stream_key(request: web.Request) -> web.Response:
+    """A new stream key for the job (201: a new key is created); the old one is refused."""
+    project_id = _project(request)
+    jobs = request.app[JOBS_KEY]
+    rotated = await jobs.rotate_key(project_id, request.match_info["id"])
+    job, outputs = await jobs.get_with_outputs(project_id, str(rotated["id"]))
+    return envelope(
+        job_detail(request.app[SETTINGS_KEY], job, jobs.statistics(job), outputs),
+        status=201,
+        messages=["stream key rotated: the previous key is refused from now on"],
+    )
 
 
 @routes.get("/api/v{version}/projects/{projectId}/livejobs/{id}/timings")

@@ -47,7 +47,7 @@ def source_720p(seconds: int, gop_seconds: int = 2) -> Path:
 class Onair:
     """`onair run` with the embedded SeaweedFS, in a child process, on free ports."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         s3_port = 20000 + secrets.randbelow(20000)
         self.http_port = free_port()
         self.rtmp_port = free_port()
@@ -59,6 +59,7 @@ class Onair:
             "ONAIR_RTMP_HOST": "127.0.0.1",
             "ONAIR_S3_PORT": str(s3_port),
             "ONAIR_LOG_LEVEL": "WARNING",
+            **(env or {}),
         }
         self.process = subprocess.Popen(
             [ONAIR, "run"],

@@ -31,6 +31,7 @@ class EncoderTuning:
     """
 
     rendition_queue_frames: int = 8
+    rendition_queue_bytes: int = 32 * 1024 * 1024  # and the bytes of their pictures
     rendition_queue_audio_packets: int = 500
     handoff_timeout_seconds: float = 0.5
     poll_seconds: float = 0.1  # how often idle threads look at stop/abort

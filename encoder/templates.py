@@ -36,6 +36,10 @@ class JobTemplate:
     x264_preset: str | None
     audio_bitrate_bps: int | None
     renditions: tuple[RenditionSpec, ...]
+    # What a live of this template costs the host at its largest source, in
+    # template-2 720p lives (CPU time measured: the 1080p ladder 2.1, rounded to 2 so
+    # that one fits a 2-core host, as bench/throughput.py shows it does; a copy 0.05).
+    capacity_units: float = 1.0
 
 
 def _parse(raw: dict[str, Any]) -> JobTemplate:
@@ -54,6 +58,7 @@ def _parse(raw: dict[str, Any]) -> JobTemplate:
             RenditionSpec(r["name"], r["height"], r["videoBitrate"], r["profile"])
             for r in raw["renditions"]
         ),
+        capacity_units=float(raw.get("capacityUnits", 1.0)),
     )
 
 

@@ -65,12 +65,17 @@ def x264_options(plan: RenditionPlan, keyint_frames: int, threads: int) -> dict[
     return options
 
 
+def frame_bytes(frame: av.VideoFrame) -> int:
+    return sum(plane.buffer_size for plane in frame.planes)
+
+
 @dataclass(frozen=True, slots=True)
 class VideoItem:
     frame: av.VideoFrame
     keyframe: bool
     discontinuity: bool
     drain: bool = False  # a keyframe at which to drain x264 (the job keeps up)
+    size_bytes: int = 0  # the picture's planes
 
 
 class _End:
@@ -82,13 +87,16 @@ HandoffItem = VideoItem | AudioPacket | _End
 
 
 class Handoff:
-    """Bounded hand-off from the dispatcher to one worker: frames and audio packets are
-    each capped; `put_frame` may wait until a deadline; END is never refused."""
+    """Bounded hand-off from the dispatcher to one worker: frames (by count and by the
+    bytes of their pictures) and audio packets are each capped; `put_frame` may wait
+    until a deadline; END is never refused."""
 
-    def __init__(self, max_frames: int, max_audio: int) -> None:
+    def __init__(self, max_frames: int, max_audio: int, max_bytes: int | None = None) -> None:
         self.max_frames = max(1, max_frames)
         self.max_audio = max(1, max_audio)
+        self.max_bytes = max_bytes
         self._items: collections.deque[HandoffItem] = collections.deque()
+        self._frame_bytes = 0
         self._frames = 0
         self._audio = 0
         self._cond = threading.Condition()
@@ -98,10 +106,17 @@ class Handoff:
     def frames(self) -> int:
         return self._frames
 
+    def _full(self, size: int) -> bool:
+        if self._frames >= self.max_frames:
+            return True
+        limit = self.max_bytes
+        return limit is not None and self._frames > 0 and self._frame_bytes + size > limit
+
     def put_frame(self, item: VideoItem, deadline: float | None) -> bool:
         """Queue a frame, waiting for room until `deadline` (monotonic; None: no wait)."""
+        size = item.size_bytes
         with self._cond:
-            while self._frames >= self.max_frames and not self._aborted:
+            while self._full(size) and not self._aborted:
                 remaining = 0.0 if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -110,6 +125,7 @@ class Handoff:
                 return False
             self._items.append(item)
             self._frames += 1
+            self._frame_bytes += size
             self._cond.notify_all()
             return True
 
@@ -143,6 +159,7 @@ class Handoff:
             item = self._items.popleft()
             if isinstance(item, VideoItem):
                 self._frames -= 1
+                self._frame_bytes -= item.size_bytes
             elif isinstance(item, AudioPacket):
                 self._audio -= 1
             self._cond.notify_all()
@@ -185,7 +202,11 @@ class RenditionWorker:
             host.emit_segment,
             frame_ticks=max(1, round(VIDEO_TIME_BASE.denominator / frame_rate)),
         )
-        self._handoff = Handoff(tuning.rendition_queue_frames, tuning.rendition_queue_audio_packets)
+        self._handoff = Handoff(
+            tuning.rendition_queue_frames,
+            tuning.rendition_queue_audio_packets,
+            tuning.rendition_queue_bytes,
+        )
         self._reformatter = VideoReformatter()
         self._interpolation = tuning.interpolation
         self._scale_threads = tuning.scale_threads
@@ -243,7 +264,7 @@ class RenditionWorker:
         if self._congested and self._handoff.frames <= self._handoff.max_frames // 2:
             self._congested = False
             log.info("%s caught up", self._prefix)
-        item = VideoItem(frame, keyframe, discontinuity, drain)
+        item = VideoItem(frame, keyframe, discontinuity, drain, frame_bytes(frame))
         if self._handoff.put_frame(item, None if self._congested else deadline):
             self._pending_keyframe = False
             self._pending_discontinuity = False

@@ -43,6 +43,17 @@ OPEN_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
 PRIME_WAIT_MS = 1000
 
 
+class SourceTooLarge(ValueError):
+    """The source's picture is larger than the host accepts (`max_pixels`)."""
+
+
+def pixel_problem(width: int, height: int, max_pixels: int | None) -> str | None:
+    """Why a `width` x `height` source is refused, or None."""
+    if max_pixels is None or width * height <= max_pixels:
+        return None
+    return f"source is {width}x{height}, above the {max_pixels}-pixel limit of this host"
+
+
 @dataclass
 class _Session:
     index: int
@@ -65,7 +76,10 @@ class LiveDecoder:
     thread; items go to the MediaQueue.
 
     `on_error` is called from the decode thread with any exception that ended a
-    session early. `max_buffered_bytes` caps each session's feed.
+    session early. `max_buffered_bytes` caps each session's feed. A source larger
+    than `max_pixels` (declared in onMetaData, or decoded) is refused: its session
+    ends and `on_refused(reason)` is called (from the event loop for metadata, from
+    the decode thread for a decoded frame), before any frame of it is queued.
     """
 
     def __init__(
@@ -75,13 +89,17 @@ class LiveDecoder:
         decode: bool = True,
         label: str = "",
         on_error: Callable[[BaseException], None] | None = None,
+        on_refused: Callable[[str], None] | None = None,
         max_buffered_bytes: int = DEFAULT_MAX_BYTES,
+        max_pixels: int | None = None,
     ) -> None:
         self.queue = queue
         self.decode = decode
         self.label = label
         self.on_error = on_error
+        self.on_refused = on_refused
         self.max_buffered_bytes = max_buffered_bytes
+        self.max_pixels = max_pixels
         self.prefix = f"[decode {label}]" if label else "[decode]"
         self.video_frames = 0
         self.audio_frames = 0
@@ -138,6 +156,13 @@ class LiveDecoder:
 
     def on_metadata(self, metadata: dict[str, Any]) -> None:
         self._stats.on_metadata(metadata)
+        problem = pixel_problem(
+            _declared_int(metadata, "width"), _declared_int(metadata, "height"), self.max_pixels
+        )
+        if problem is not None:
+            self.end_session(problem)
+            self._refuse(problem)
+            return
         session = self._session
         if session is not None and not session.primed:
             session.metadata = dict(metadata)
@@ -217,6 +242,14 @@ class LiveDecoder:
         session.reason = reason
         session.feed.close()
 
+    def _refuse(self, reason: str) -> None:
+        logger.warning("%s source refused: %s", self.prefix, reason)
+        if self.on_refused is not None:
+            try:
+                self.on_refused(reason)
+            except Exception:
+                logger.exception("%s on_refused callback failed", self.prefix)
+
     def stop(self, timeout: float = 5.0) -> None:
         """End any session and wait for the decode thread; idempotent."""
         self._stopped = True
@@ -233,7 +266,7 @@ class LiveDecoder:
                 feeds = list(self._feeds)
             for feed in feeds:
                 feed.abort()
-            thread.join(timeout)
+            thread.join(min(timeout, 1.0))
 
     def stats(self) -> dict[str, Any]:
         """Snapshot of the source statistics (API keys); thread-safe."""
@@ -249,6 +282,9 @@ class LiveDecoder:
         try:
             if session.feed.wait_readable():
                 started = self._demux(session)
+        except SourceTooLarge as refused:
+            reason = str(refused)
+            self._refuse(reason)
         except Exception as exc:  # the thread boundary: PyAV and anything else
             reason = f"decode error: {exc}"
             logger.warning("%s session %d: %s", self.prefix, session.index, reason)
@@ -340,11 +376,14 @@ class LiveDecoder:
             return
         for frame in frames:
             if isinstance(frame, av.VideoFrame):
-                self.video_frames += 1
                 size = (frame.width, frame.height)
                 if size != self._last_video_size:
+                    problem = pixel_problem(frame.width, frame.height, self.max_pixels)
+                    if problem is not None:
+                        raise SourceTooLarge(problem)
                     self._last_video_size = size
                     self._stats.on_video_size(*size)
+                self.video_frames += 1
             elif isinstance(frame, av.AudioFrame):
                 self.audio_frames += 1
                 channels = len(frame.layout.channels)
@@ -354,6 +393,14 @@ class LiveDecoder:
             else:
                 continue
             self.queue.put(frame)
+
+
+def _declared_int(metadata: dict[str, Any], key: str) -> int:
+    value = metadata.get(key)
+    try:
+        return max(0, int(value)) if isinstance(value, int | float) else 0
+    except (OverflowError, ValueError):
+        return 0  # inf, nan
 
 
 def _declared_kinds(metadata: dict[str, Any]) -> set[int]:

@@ -90,12 +90,29 @@ class QueueClosed(EOFError):
     """Raised by `MediaQueue.get()` once the queue is closed and drained."""
 
 
-class MediaQueue:
-    """Bounded thread-safe queue; `put()` never blocks, it drops and counts instead."""
+def media_item_bytes(item: MediaItem) -> int:
+    """The memory an item holds: a frame's planes, a packet's payload (control: 0)."""
+    if isinstance(item, av.VideoFrame | av.AudioFrame):
+        return sum(plane.buffer_size for plane in item.planes)
+    if isinstance(item, av.Packet):
+        return item.size
+    return 0
 
-    def __init__(self, max_items: int = 120) -> None:
+
+class MediaQueue:
+    """Bounded thread-safe queue; `put()` never blocks, it drops and counts instead.
+
+    Bounded twice: by items, and by the bytes they hold (a 4K frame is 12 MB, a
+    720p one 1.4 MB): the item that would pass either bound is dropped (one item is
+    always let into an empty queue, whatever its size).
+    """
+
+    def __init__(self, max_items: int = 120, max_bytes: int | None = None) -> None:
         self.max_items = max_items
-        self._items: collections.deque[MediaItem] = collections.deque()
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        self.peak_bytes = 0
+        self._items: collections.deque[tuple[MediaItem, int]] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
         self.dropped_video = 0
@@ -105,10 +122,16 @@ class MediaQueue:
     def put(self, item: MediaItem) -> bool:
         """Enqueue `item`; returns False if it was dropped (queue full or closed)."""
         control = isinstance(item, SessionStart | SessionEnd)
+        size = media_item_bytes(item)
         with self._cond:
             if self._closed:
                 return False
-            if not control and len(self._items) >= self.max_items:
+            over_bytes = (
+                self.max_bytes is not None
+                and self._items
+                and self.queued_bytes + size > self.max_bytes
+            )
+            if not control and (len(self._items) >= self.max_items or over_bytes):
                 if isinstance(item, av.VideoFrame):
                     self.dropped_video += 1
                 elif isinstance(item, av.AudioFrame):
@@ -116,7 +139,9 @@ class MediaQueue:
                 else:
                     self.dropped_packets += 1
                 return False
-            self._items.append(item)
+            self._items.append((item, size))
+            self.queued_bytes += size
+            self.peak_bytes = max(self.peak_bytes, self.queued_bytes)
             self._cond.notify()
             return True
 
@@ -126,7 +151,9 @@ class MediaQueue:
             if not self._items and not self._closed:
                 self._cond.wait(timeout)
             if self._items:
-                return self._items.popleft()
+                item, size = self._items.popleft()
+                self.queued_bytes -= size
+                return item
             if self._closed:
                 raise QueueClosed("media queue closed")
             return None

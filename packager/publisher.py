@@ -53,8 +53,9 @@ from packager.playlist import (
     master_playlist,
     parse_history,
 )
+from packager.recovery import Leftover, PendingSegment, remove_leftover, write_leftover
 from packager.segments import Segment, VariantInfo
-from packager.spool import Spool
+from packager.spool import Spool, SpoolBudget
 from packager.storage import (
     ENDED_PLAYLIST_CACHE_CONTROL,
     LIVE_PLAYLIST_CACHE_CONTROL,
@@ -62,11 +63,19 @@ from packager.storage import (
     SEGMENT_CACHE_CONTROL,
     SEGMENT_CONTENT_TYPE,
     ObjectStore,
+    PermanentStorageError,
     StorageError,
 )
 from packager.storage_health import STORAGE_OUTAGE, STORAGE_RECOVERED, StorageHealth
 
-__all__ = ["FIRST_SEGMENT_PUBLISHED", "STORAGE_OUTAGE", "STORAGE_RECOVERED", "HlsPublisher"]
+__all__ = [
+    "FIRST_SEGMENT_PUBLISHED",
+    "SPOOL_FULL",
+    "STORAGE_OUTAGE",
+    "STORAGE_RECOVERED",
+    "STORAGE_REFUSED",
+    "HlsPublisher",
+]
 
 logger = logging.getLogger(__name__)
 # The master is rewritten when BANDWIDTH grows, or AVERAGE-BANDWIDTH moves by more
@@ -74,6 +83,9 @@ logger = logging.getLogger(__name__)
 MASTER_REWRITE_CHANGE = 0.10
 DEFAULT_DVR_WINDOW_SECONDS = 7200.0
 FIRST_SEGMENT_PUBLISHED = "FirstSegmentPublished"
+STORAGE_REFUSED = "StorageRefused"  # a permanent refusal: the output failed
+SPOOL_FULL = "SpoolFull"  # segments given up for the spool's limits
+SPOOL_REPORT_SECONDS = 30.0
 
 _RESUME_PRIORITY = -1
 _PLAYLIST_PRIORITY = 0
@@ -99,6 +111,9 @@ class _Upload:
     # discontinuity indicators, cleared at upload unless the playlist marks it.
     opens_run: bool = False
     clear_indicators: bool = False  # decided when taken for upload
+    in_flight: bool = False  # a worker is uploading it
+    given_up: bool = False  # dropped for the spool's limits (and so `lost`)
+    number: int | None = None  # its number in the recording, when fixed (a leftover)
 
 
 @dataclass(eq=False)
@@ -177,8 +192,13 @@ class HlsPublisher:
         upload_workers: int = 4,
         label: str = "",
         on_event: Callable[[str, str, str | None], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+        prepare: Callable[[], object] | None = None,
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 5.0,
+        stop_timeout_seconds: float = 5.0,
+        spool_max_bytes: int | None = None,
+        spool_budget: SpoolBudget | None = None,
     ) -> None:
         if window_segments < 1 or upload_workers < 1:
             raise ValueError("window_segments and upload_workers must be at least 1")
@@ -193,6 +213,14 @@ class HlsPublisher:
         self._log_prefix = f"[hls {label}]"
         self._spool = Spool(spool_dir, self._log_prefix)
         self._on_event = on_event
+        self._report_failure = on_failure
+        self._prepare = prepare
+        self._stop_timeout_seconds = stop_timeout_seconds
+        self._spool_max_bytes = spool_max_bytes
+        self._budget = spool_budget or SpoolBudget(None)
+        self._spooled_bytes = 0  # this publisher's share of the budget
+        self._given_up_unreported: list[str] = []
+        self._spool_reported_at: float | None = None
 
         self._cond = threading.Condition()
         self._health = StorageHealth(retry_initial_seconds, retry_max_seconds)
@@ -210,21 +238,38 @@ class HlsPublisher:
         self._ended = False  # final playlists (EXT-X-ENDLIST) requested
         self._finished = False
         self._closed = False
+        self._failed: PermanentStorageError | None = None  # the storage refused for good
+        self.dropped_segments = 0  # given up: after a refusal, or for the spool's limits
+        self.inherited_segments = 0  # a leftover's, to upload before anything else
+        self._history_known = False  # a leftover said what the playlists list
+        self._segment_seconds = 0.0
 
     # -- SegmentSink -------------------------------------------------------------------
 
-    def start(self, variants: Sequence[VariantInfo], segment_seconds: float) -> None:
-        """Know the renditions and start the upload workers; called once."""
+    def start(
+        self,
+        variants: Sequence[VariantInfo],
+        segment_seconds: float,
+        *,
+        leftover: Leftover | None = None,
+    ) -> None:
+        """Know the renditions and start the upload workers; called once.
+
+        With `leftover` (a manifest an earlier publisher of this spool wrote when it was
+        closed, see `packager.recovery`), its segments are uploaded and listed first,
+        where they belong in the recording; nothing else is to be added then.
+        """
         with self._cond:
             if self._started:
                 logger.warning("%s start() called again; ignored", self._log_prefix)
                 return
             if not variants:
                 raise ValueError("at least one variant is needed")
+            self._segment_seconds = segment_seconds
             self._min_target_seconds = max(
                 1, int(Decimal(str(segment_seconds)).quantize(Decimal(1), ROUND_HALF_UP))
             )
-            self._spool.prepare(v.name for v in variants)
+            self._spool.prepare((v.name for v in variants), set_aside=leftover is None)
             for info in variants:
                 self._renditions[info.name] = _Rendition(
                     info=info,
@@ -241,6 +286,8 @@ class HlsPublisher:
                     ceiling_bps=ts_ceiling_bps(info, segment_seconds),
                 )
             self._started = True
+            if leftover is not None:
+                self._inherit(leftover)
             resume = _Resume(order=next(self._orders))
             heapq.heappush(self._heap, (_RESUME_PRIORITY, resume.order, resume))
             for index in range(self._upload_workers):
@@ -265,6 +312,9 @@ class HlsPublisher:
             state = self._renditions.get(segment.rendition)
             if state is None:
                 raise ValueError(f"unknown rendition {segment.rendition!r}")
+            if self._failed is not None:
+                self.dropped_segments += 1
+                return  # the output failed: reported once, when the storage refused
             if self._closed or self._ended:
                 logger.warning(
                     "%s segment %s/%d after the end; dropped",
@@ -315,15 +365,24 @@ class HlsPublisher:
             duration_seconds=segment.duration_seconds,
             discontinuity=segment.discontinuity,
             size_bytes=len(data),
-            spool_path=self._spool.write(segment.rendition, segment.sequence, data),
+            spool_path=None,
             opens_run=opens_run and not segment.discontinuity,
         )
-        if upload.spool_path is None:
-            upload.data = data
+        with self._cond:
+            room = self._make_room(upload)
+            events = self._spool_events()
+        self._emit(events)
+        if room:
+            upload.spool_path = self._spool.write(segment.rendition, segment.sequence, data)
+            if upload.spool_path is None:
+                upload.data = data
 
         with self._cond:
             upload.order = next(self._orders)
             state.added.append(upload)
+            if upload.lost:
+                self._advance(state)  # a gap, marked as a discontinuity
+                return
             if self._health.failing:
                 self._health.delay(upload)
             heapq.heappush(self._heap, (_SEGMENT_PRIORITY, upload.order, upload))
@@ -339,6 +398,10 @@ class HlsPublisher:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if self._finished:
+                return
+            if self._failed is not None:
+                self._finished = True
+                logger.warning("%s not finished: %s", self._log_prefix, self._failed)
                 return
             if self._closed:
                 raise RuntimeError("finish() after close()")
@@ -357,6 +420,8 @@ class HlsPublisher:
             self._wait_for(self._playlists_idle, deadline, "final playlists")
             self._finished = True
             published = sum(len(s.published) for s in self._renditions.values())
+            events = self._spool_events(flush=True)
+        self._emit(events)
         self._stop_workers()
         self._spool.remove_empty_folders(self._renditions)
         logger.info(
@@ -374,13 +439,17 @@ class HlsPublisher:
             if self._closed:
                 return
             pending = sum(self._pending_count(s) for s in self._renditions.values())
+            events = self._spool_events(flush=True)
+        self._emit(events)
         self._stop_workers()
         if pending and not self._finished:
+            kept = "" if self._failed is not None else self._write_leftover()
             logger.warning(
-                "%s closed with %d segments not uploaded (kept in %s)",
+                "%s closed with %d segments not uploaded (kept in %s%s)",
                 self._log_prefix,
                 pending,
                 self._spool.root,
+                kept,
             )
 
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -451,7 +520,7 @@ class HlsPublisher:
                 continue
             state.published.append(
                 ListedSegment(
-                    state.offset + upload.sequence,
+                    _number(state, upload),
                     upload.duration_seconds,
                     upload.discontinuity or state.discontinuity_pending,
                 )
@@ -499,10 +568,9 @@ class HlsPublisher:
         if isinstance(item, _Resume):
             return item
         if isinstance(item, _Upload):
+            item.in_flight = True
             state = self._renditions[item.rendition]
-            item.key = layout.segment_key(
-                self._prefix, item.rendition, state.offset + item.sequence
-            )
+            item.key = layout.segment_key(self._prefix, item.rendition, _number(state, item))
             # Known now (uploads wait for the read-back): whether the playlist will
             # mark the run's first segment as a discontinuity.
             item.clear_indicators = item.opens_run and not state.continues_history
@@ -566,6 +634,8 @@ class HlsPublisher:
             while not self._closed:
                 timeout: float | None = None
                 # Until the earlier playlists are read back only that read may run.
+                while self._heap and _given_up(self._heap[0][2]):
+                    heapq.heappop(self._heap)  # dropped for the spool's limits meanwhile
                 if self._heap and (self._resumed or isinstance(self._heap[0][2], _Resume)):
                     timeout = self._health.wait_seconds(time.monotonic())
                     if timeout == 0:
@@ -579,6 +649,8 @@ class HlsPublisher:
         history: dict[str, tuple[list[ListedSegment], int]] = {}
         try:
             if isinstance(job, _Resume):
+                if self._prepare is not None:
+                    self._prepare()  # the bucket: created, or checked, before any write
                 history = self._read_history()
             elif isinstance(job, _Upload):
                 data = job.data
@@ -601,6 +673,8 @@ class HlsPublisher:
                     self._bucket, job.slot.key, body, PLAYLIST_CONTENT_TYPE, job.cache_control
                 )
                 logger.debug("%s wrote %s", self._log_prefix, job.slot.key)
+        except PermanentStorageError as error:
+            self._on_refused(job, error)
         except StorageError as error:
             self._on_failure(job, str(error))
         except Exception as error:
@@ -617,6 +691,8 @@ class HlsPublisher:
         """Per rendition with an event playlist stored by an earlier publisher: what it
         lists (to continue) and the first segment number free to use."""
         history: dict[str, tuple[list[ListedSegment], int]] = {}
+        if self._history_known:
+            return history  # a leftover's: it knows more than the stored playlists
         for name, state in self._renditions.items():
             text = self._storage.get_text(self._bucket, state.event.key)
             if text is None:
@@ -660,6 +736,8 @@ class HlsPublisher:
                     state.earlier_seconds,
                 )
             self._resumed = True
+            for state in self._renditions.values():
+                self._advance(state)  # a leftover's segments stored before it stopped
         self._on_success(job)
 
     def _on_success(self, job: _Job) -> None:
@@ -671,6 +749,8 @@ class HlsPublisher:
                 logger.info("%s storage answers again", self._log_prefix)
             if isinstance(job, _Upload):
                 job.stored = True
+                job.in_flight = False
+                self._release(job)
                 self._health.stored(job, now)
                 self._advance(self._renditions[job.rendition])
             elif isinstance(job, _Rendered):
@@ -705,6 +785,7 @@ class HlsPublisher:
                 heapq.heappush(self._heap, (_RESUME_PRIORITY, job.order, job))
             elif isinstance(job, _Upload):
                 item = job
+                job.in_flight = False
                 heapq.heappush(self._heap, (_SEGMENT_PRIORITY, job.order, job))
             else:
                 item = job.slot
@@ -732,11 +813,190 @@ class HlsPublisher:
             self._cond.notify_all()
         self._emit(events)
 
+    def _on_refused(self, job: _Job, error: PermanentStorageError) -> None:
+        """The storage refused for good (no retry can help): the output fails at once;
+        what is spooled stays on disk."""
+        with self._cond:
+            if self._failed is not None:
+                return
+            self._failed = error
+            self._closed = True  # the workers stop taking jobs
+            self._cond.notify_all()
+            item = _health_item(job)
+            rendition = getattr(item, "rendition", "") or None
+        logger.error("%s storage refused for good: %s", self._log_prefix, error)
+        self._emit([(STORAGE_REFUSED, str(error), rendition)])
+        if self._report_failure is not None:
+            try:
+                self._report_failure(error)
+            except Exception:
+                logger.exception("%s on_failure failed", self._log_prefix)
+
+    # -- what a closed publisher leaves, and its recovery ----------------------------------
+
+    def _write_leftover(self) -> str:
+        """The manifest of what is not yet stored, for the next start to finish."""
+        with self._cond:
+            pending: list[PendingSegment] = []
+            for name, state in self._renditions.items():
+                gap = state.discontinuity_pending
+                for upload in state.added:
+                    if upload.lost or (upload.spool_path is None and not upload.stored):
+                        gap = True  # given up, vanished, or only in memory: a gap
+                        continue
+                    file = None
+                    if not upload.stored and upload.spool_path is not None:
+                        file = upload.spool_path.relative_to(self._spool.root).as_posix()
+                    pending.append(
+                        PendingSegment(
+                            rendition=name,
+                            sequence=upload.sequence,
+                            number=_number(state, upload) if self._resumed else upload.number,
+                            duration_seconds=upload.duration_seconds,
+                            discontinuity=upload.discontinuity or gap,
+                            file=file,
+                            opens_run=upload.opens_run and not state.continues_history,
+                        )
+                    )
+                    gap = False
+            leftover = Leftover(
+                variants=[s.info for s in self._renditions.values()],
+                segment_seconds=self._segment_seconds,
+                resumed=self._resumed,
+                published={n: list(s.published) for n, s in self._renditions.items()},
+                pending=pending,
+            )
+        path = write_leftover(self._spool.root, leftover)
+        return "" if path is None else f"; {path.name} lists them for the next start"
+
+    def _inherit(self, leftover: Leftover) -> None:
+        """Seed the renditions with an earlier publisher's unfinished work (lock held)."""
+        if leftover.resumed:
+            self._history_known = True
+            for name, listed in leftover.published.items():
+                state = self._renditions.get(name)
+                if state is not None:
+                    state.published = list(listed)
+                    state.earlier_seconds = sum(s.duration_seconds for s in listed)
+        for item in leftover.pending:
+            state = self._renditions.get(item.rendition)
+            if state is None:
+                continue
+            path = None if item.file is None else self._spool.root / item.file
+            size = 0
+            if path is not None:
+                try:
+                    size = path.stat().st_size
+                except OSError:
+                    path = None  # gone: listed as lost
+            upload = _Upload(
+                rendition=item.rendition,
+                sequence=item.sequence,
+                duration_seconds=item.duration_seconds,
+                discontinuity=item.discontinuity,
+                size_bytes=size,
+                spool_path=path,
+                order=next(self._orders),
+                stored=item.file is None,
+                lost=item.file is not None and path is None,
+                opens_run=item.opens_run,
+                number=item.number,
+            )
+            if path is not None:
+                self._spooled_bytes += size
+                self._budget.take(size)  # already on disk: counted, never refused
+            state.added.append(upload)
+            state.last_sequence = item.sequence
+            state.run_started = True
+            if not (upload.stored or upload.lost):
+                heapq.heappush(self._heap, (_SEGMENT_PRIORITY, upload.order, upload))
+        self.inherited_segments = sum(1 for p in leftover.pending if p.file is not None)
+        remove_leftover(self._spool.root)  # rewritten by close() if this run stops short too
+
+    # -- the spool's limits (called with the lock held) ---------------------------------
+
+    def _make_room(self, upload: _Upload) -> bool:
+        """Reserve spool room for `upload`, giving up the oldest segments not yet
+        uploaded (never one in flight) while this job or the host is over its limit;
+        False, and `upload` itself is given up, when nothing else can go."""
+        size = upload.size_bytes
+        while True:
+            fits = self._spool_max_bytes is None or self._spooled_bytes + size <= (
+                self._spool_max_bytes
+            )
+            if fits and self._budget.take(size):
+                self._spooled_bytes += size
+                return True
+            victim = self._oldest_pending()
+            if victim is None:
+                self._give_up(upload, reserved=False)
+                return False
+            self._give_up(victim, reserved=True)
+
+    def _oldest_pending(self) -> _Upload | None:
+        candidates = []
+        for state in self._renditions.values():
+            for upload in state.added:
+                if not (upload.stored or upload.lost or upload.in_flight):
+                    candidates.append(upload)
+                    break
+        return min(candidates, key=lambda u: u.order, default=None)
+
+    def _give_up(self, upload: _Upload, *, reserved: bool) -> None:
+        if reserved:
+            self._release(upload)
+        upload.lost = upload.given_up = True
+        if upload.spool_path is not None:
+            self._spool.remove(upload.spool_path)
+        upload.data = None
+        self._health.dropped(upload, time.monotonic())
+        self.dropped_segments += 1
+        state = self._renditions[upload.rendition]
+        number = _number(state, upload) if self._resumed else upload.sequence
+        self._given_up_unreported.append(f"{upload.rendition}/{layout.segment_name(number)}")
+        if upload in state.added:
+            self._advance(state)
+
+    def _release(self, upload: _Upload) -> None:
+        """Its spool room is free again (stored, vanished or given up: once each)."""
+        if upload.given_up:
+            return  # released when it was given up (or never reserved)
+        self._spooled_bytes = max(0, self._spooled_bytes - upload.size_bytes)
+        self._budget.give(upload.size_bytes)
+
+    def _spool_events(self, *, flush: bool = False) -> list[_Event]:
+        """A SpoolFull event naming what was given up: at once, then at most every
+        SPOOL_REPORT_SECONDS while it goes on (and whatever is left at the end)."""
+        if not self._given_up_unreported:
+            return []
+        now = time.monotonic()
+        last = self._spool_reported_at
+        if not flush and last is not None and now - last < SPOOL_REPORT_SECONDS:
+            return []
+        self._spool_reported_at = now
+        names, self._given_up_unreported = self._given_up_unreported, []
+        limit = "" if self._spool_max_bytes is None else f"{self._spool_max_bytes} bytes per job"
+        host = "" if self._budget.max_bytes is None else f"{self._budget.max_bytes} in all"
+        limits = " / ".join(x for x in (limit, host) if x)
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        message = (
+            f"spool limit reached ({limits}): gave up {len(names)} segments not yet "
+            f"uploaded, oldest first: {shown}"
+        )
+        return [(SPOOL_FULL, message, None)]
+
+    @property
+    def failed(self) -> PermanentStorageError | None:
+        """The refusal that failed this output, if any."""
+        return self._failed
+
     def _on_lost(self, upload: _Upload) -> None:
         with self._cond:
             now = time.monotonic()
             self._health.abandoned(upload)  # the storage was not tried: nothing learned
             upload.lost = True
+            upload.in_flight = False
+            self._release(upload)
             self._health.dropped(upload, now)
             self._advance(self._renditions[upload.rendition])
             events = _about(self._health.take_events(), None)
@@ -755,13 +1015,28 @@ class HlsPublisher:
     # -- shutdown ---------------------------------------------------------------------------
 
     def _stop_workers(self) -> None:
+        """Stop the workers, waiting at most `stop_timeout_seconds` in all: a worker stuck
+        in a storage call (its own timeouts bound it) is left to end by itself."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
             workers, self._workers = self._workers, []
+        deadline = time.monotonic() + self._stop_timeout_seconds
         for worker in workers:
             if worker is not threading.current_thread():
-                worker.join()
+                worker.join(max(0.0, deadline - time.monotonic()))
+        stuck = [w.name for w in workers if w.is_alive() and w is not threading.current_thread()]
+        if stuck:
+            logger.warning("%s upload workers still in a storage call: %s", self._log_prefix, stuck)
+
+
+def _number(state: _Rendition, upload: _Upload) -> int:
+    """The segment's number in the recording (its name, its media sequence)."""
+    return upload.number if upload.number is not None else state.offset + upload.sequence
+
+
+def _given_up(item: _Upload | _PlaylistSlot | _Resume) -> bool:
+    return isinstance(item, _Upload) and item.given_up
 
 
 def _about(events: list[tuple[str, str]], rendition: str | None) -> list[_Event]:

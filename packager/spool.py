@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +26,32 @@ from packager.layout import segment_name
 logger = logging.getLogger(__name__)
 
 
+class SpoolBudget:
+    """The bytes every publisher of the host keeps in its spool, capped (thread-safe)."""
+
+    def __init__(self, max_bytes: int | None) -> None:
+        self.max_bytes = max_bytes
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._used
+
+    def take(self, size: int) -> bool:
+        """Reserve `size` bytes; False (nothing reserved) if that would pass the cap."""
+        with self._lock:
+            if self.max_bytes is not None and self._used + size > self.max_bytes:
+                return False
+            self._used += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self._used = max(0, self._used - size)
+
+
 class Spool:
     """Segment files under one directory, one folder per rendition."""
 
@@ -32,9 +59,11 @@ class Spool:
         self.root = Path(root)
         self._log_prefix = log_prefix
 
-    def prepare(self, renditions: Iterable[str]) -> None:
-        """Create the rendition folders, first moving aside what an earlier run left."""
-        self._set_aside_leftovers()
+    def prepare(self, renditions: Iterable[str], *, set_aside: bool = True) -> None:
+        """Create the rendition folders, first moving aside what an earlier run left
+        (unless it is to be uploaded: `set_aside=False`)."""
+        if set_aside:
+            self._set_aside_leftovers()
         for name in renditions:
             (self.root / name).mkdir(parents=True, exist_ok=True)
 

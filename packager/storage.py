@@ -35,10 +35,27 @@ SEGMENT_CACHE_CONTROL = "max-age=31536000, immutable"
 _NOT_FOUND = {"404", "NoSuchBucket", "NotFound"}
 _FORBIDDEN = {"403", "AccessDenied", "Forbidden"}
 _ALREADY_EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
+# Refusals that no retry can turn into a success.
+PERMANENT_ERROR_CODES = frozenset(
+    {
+        "KeyTooLongError",
+        "InvalidBucketName",
+        "AccessDenied",
+        "NoSuchBucket",  # the bucket was ensured first: it cannot be created
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "EntityTooLarge",
+        "InvalidObjectName",
+    }
+)
 
 
 class StorageError(Exception):
     """A storage call failed: unreachable, timed out, or refused. `str()` is the reason."""
+
+
+class PermanentStorageError(StorageError):
+    """A refusal that retrying cannot fix (a key too long, access denied, no bucket)."""
 
 
 class ObjectStore(Protocol):
@@ -69,6 +86,14 @@ def _error_code(error: ClientError) -> str:
 
 def _describe(action: str, target: str, error: Exception) -> str:
     return f"{action} {target}: {error}"
+
+
+def _failure(action: str, target: str, error: BotoCoreError | ClientError) -> StorageError:
+    """The StorageError for a failed call: permanent when the code says so."""
+    message = _describe(action, target, error)
+    if isinstance(error, ClientError) and _error_code(error) in PERMANENT_ERROR_CODES:
+        return PermanentStorageError(message)
+    return StorageError(message)
 
 
 class S3Storage:
@@ -129,7 +154,7 @@ class S3Storage:
                 CacheControl=cache_control,
             )
         except (BotoCoreError, ClientError) as error:
-            raise StorageError(_describe("put", f"s3://{bucket}/{key}", error)) from error
+            raise _failure("put", f"s3://{bucket}/{key}", error) from error
 
     def get_text(self, bucket: str, key: str) -> str | None:
         """An object as text (a playlist); None if it does not exist; raises `StorageError`."""
@@ -139,7 +164,7 @@ class S3Storage:
         except ClientError as error:
             if _error_code(error) in _NOT_FOUND | {"NoSuchKey"}:
                 return None
-            raise StorageError(_describe("get", f"s3://{bucket}/{key}", error)) from error
+            raise _failure("get", f"s3://{bucket}/{key}", error) from error
         except BotoCoreError as error:
             raise StorageError(_describe("get", f"s3://{bucket}/{key}", error)) from error
         try:
@@ -147,34 +172,36 @@ class S3Storage:
         except UnicodeDecodeError as error:
             raise StorageError(f"get s3://{bucket}/{key}: not UTF-8 text") from error
 
-    def ensure_bucket(self, bucket: str) -> None:
-        """Create `bucket` if it is missing.
+    def ensure_bucket(self, bucket: str) -> bool:
+        """Create `bucket` if it is missing; True if this call created it.
 
         An existing bucket, or credentials allowed to write objects but not to inspect
         or create buckets, are fine: the first put will tell if writing fails.
-        Raises `StorageError` when the storage cannot be reached.
+        Raises `StorageError` when the storage cannot be reached, `PermanentStorageError`
+        when it refuses the bucket for good (an invalid name).
         """
         try:
             self._client.head_bucket(Bucket=bucket)
-            return
+            return False
         except ClientError as error:
             code = _error_code(error)
             if code in _FORBIDDEN:
                 logger.info("bucket %s: no permission to inspect it; assuming it exists", bucket)
-                return
+                return False
             if code not in _NOT_FOUND:
-                raise StorageError(_describe("head bucket", bucket, error)) from error
+                raise _failure("head bucket", bucket, error) from error
         except BotoCoreError as error:
-            raise StorageError(_describe("head bucket", bucket, error)) from error
-        self._create_bucket(bucket)
+            raise _failure("head bucket", bucket, error) from error
+        return self._create_bucket(bucket)
 
-    def _create_bucket(self, bucket: str) -> None:
+    def _create_bucket(self, bucket: str) -> bool:
         kwargs: dict[str, Any] = {"Bucket": bucket}
         if self.region and self.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
         try:
             self._client.create_bucket(**kwargs)
             logger.info("created bucket %s", bucket)
+            return True
         except ClientError as error:
             code = _error_code(error)
             if code in _ALREADY_EXISTS:
@@ -182,9 +209,18 @@ class S3Storage:
             elif code in _FORBIDDEN:
                 logger.warning("bucket %s: no permission to create it; continuing", bucket)
             else:
-                raise StorageError(_describe("create bucket", bucket, error)) from error
+                raise _failure("create bucket", bucket, error) from error
         except BotoCoreError as error:
-            raise StorageError(_describe("create bucket", bucket, error)) from error
+            raise _failure("create bucket", bucket, error) from error
+        return False
+
+    def has_objects(self, bucket: str, prefix: str) -> bool:
+        """Whether any object's key starts with `prefix`; raises `StorageError`."""
+        try:
+            listing = self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except (BotoCoreError, ClientError) as error:
+            raise _failure("list", f"s3://{bucket}/{prefix}", error) from error
+        return int(listing.get("KeyCount", 0)) > 0
 
     def ping(self, bucket: str | None = None) -> bool:
         """Whether the storage answers: HEAD of `bucket` when given, else ListBuckets.

@@ -5,16 +5,30 @@ chunk stream, AMF, limits, timeouts) ends only that connection, with one log lin
 `[rtmp ip:port] closed: <reason>`. Per-connection memory is bounded: one read
 buffer, partial messages up to `max_message_bytes` in total, and output that is
 drained (a peer that does not read is closed by the idle timeout).
+
+What a stranger can hold is bounded too. Connections that have not published yet
+("pending") are limited in total (`max_pending`) and per remote IP
+(`max_pending_per_ip`; not for loopback peers, which a local proxy or encoder makes
+share one address): one over a limit is aborted at accept, before any byte is read
+and before its connection task exists (`ingest.connlimit`). A pending connection
+has `handshake_timeout_seconds` for C0/C1/C2 and `publish_timeout_seconds` (from
+accept) to publish. Publishing connections do not count as pending: their number is
+bounded by the live jobs. Lines about connections that never published (refusals,
+bad handshakes, timeouts, connections over a limit) are rate-limited per reason
+(`ingest.ratelog`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ingest.connlimit import ConnectionLimiter, GatedProtocol, Slot, is_loopback
+from ingest.ratelog import RateLimitedLog
 from ingest.rtmp import amf0, handshake, messages
 from ingest.rtmp.chunk import DEFAULT_WINDOW_ACK_SIZE, ChunkReader, ChunkWriter
 from ingest.rtmp.errors import AmfError, HandshakeError, ProtocolError, RtmpError
@@ -27,6 +41,12 @@ PEER_BANDWIDTH = DEFAULT_WINDOW_ACK_SIZE
 MAX_BYTES_BEFORE_PUBLISH = 1 << 20  # commands before publish take a few kB; more is hostile
 READ_SIZE = 65536
 _CLOSE_GRACE_SECONDS = 1.0
+DEFAULT_MAX_PENDING = 64
+DEFAULT_MAX_PENDING_PER_IP = 8
+LISTEN_BACKLOG = 128
+# Lines about connections that never published: this many per reason per interval.
+LOG_LINES_PER_INTERVAL = 10
+LOG_INTERVAL_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +58,10 @@ class PublishRequest:
     remote: str  # "ip:port" of the publisher
     tc_url: str | None
     close: Callable[[str], None]  # call (from the event loop) to drop this connection
+    # call (from the event loop) to refuse what is being published after all: the
+    # publisher gets onStatus error NetStream.Publish.Rejected with the reason, then
+    # the connection is dropped
+    reject: Callable[[str], None]
 
 
 class PublishRefused(Exception):
@@ -77,14 +101,36 @@ class RtmpServer:
         port: int = 1935,
         publish_timeout_seconds: float = 10.0,
         idle_timeout_seconds: float = 10.0,
+        handshake_timeout_seconds: float = 5.0,
         max_message_bytes: int = 16 * 1024 * 1024,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_per_ip: int = DEFAULT_MAX_PENDING_PER_IP,
+        per_ip_exempt_loopback: bool = True,
+        log_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.admit = admit
         self.host = host
         self.requested_port = port
         self.publish_timeout_seconds = publish_timeout_seconds
         self.idle_timeout_seconds = idle_timeout_seconds
+        self.handshake_timeout_seconds = handshake_timeout_seconds
         self.max_message_bytes = max_message_bytes
+        # Connections that have not published yet; the limiter counts them. Loopback
+        # peers (a local RTMPS terminator, local encoders) share one address: for them
+        # only the total applies.
+        self.pending = ConnectionLimiter(
+            max_pending,
+            max_pending_per_ip,
+            per_address_exempt=is_loopback if per_ip_exempt_loopback else None,
+        )
+        self._log = RateLimitedLog(
+            logger,
+            lines_per_interval=LOG_LINES_PER_INTERVAL,
+            interval_seconds=LOG_INTERVAL_SECONDS,
+            clock=log_clock,
+            prefix="[rtmp] ",
+        )
+        self._log_flush: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._connections: set[_Connection] = set()
@@ -95,11 +141,62 @@ class RtmpServer:
         """Bind and listen; idempotent."""
         if self._server is not None:
             return
-        self._server = await asyncio.start_server(
-            self._on_client, self.host, self.requested_port, limit=READ_SIZE
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._gate, self.host, self.requested_port, backlog=LISTEN_BACKLOG
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
         logger.info("rtmp server listening on %s:%d", self.host, self.port)
+
+    def _gate(self) -> asyncio.Protocol:
+        """The listener's protocol factory: the pending limits, then a stream protocol."""
+        return GatedProtocol(
+            self.pending, self._stream_protocol, self._on_refused, lambda: self._stopping
+        )
+
+    def _stream_protocol(self, slot: Slot) -> asyncio.Protocol:
+        reader = asyncio.StreamReader(limit=READ_SIZE)
+
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._on_client(reader, writer, slot)
+
+        return asyncio.StreamReaderProtocol(reader, on_client)
+
+    def _on_refused(self, transport: asyncio.BaseTransport, address: str) -> None:
+        peer = _format_peer(transport.get_extra_info("peername"))
+        reason = self.pending.refusal_reason(address, "connections waiting to publish")
+        self.log_limited("over the limit", logging.WARNING, "[rtmp %s] refused: %s", peer, reason)
+
+    @property
+    def refused_over_limit(self) -> int:
+        """Connections aborted at accept because a pending limit was reached."""
+        return self.pending.refused
+
+    @property
+    def pending_count(self) -> int:
+        """Connections accepted that have not published (yet)."""
+        return self.pending.total
+
+    def log_limited(
+        self,
+        reason: str,
+        level: int,
+        msg: str,
+        *args: object,
+        exc_info: BaseException | None = None,
+    ) -> None:
+        """Log a line about a connection that did not publish, rate-limited per `reason`."""
+        self._log.log(reason, level, msg, *args, exc_info=exc_info)
+        if self._log.suppressing and self._log_flush is None and not self._stopping:
+            loop = asyncio.get_running_loop()
+            self._log_flush = loop.call_later(self._log.interval_seconds, self._flush_log)
+
+    def _flush_log(self) -> None:
+        self._log_flush = None
+        self._log.flush()
+        if self._log.suppressing and not self._stopping:
+            loop = asyncio.get_running_loop()
+            self._log_flush = loop.call_later(self._log.interval_seconds, self._flush_log)
 
     @property
     def port(self) -> int:
@@ -130,17 +227,25 @@ class RtmpServer:
             if self._server is not None:
                 await self._server.wait_closed()
         finally:
+            if self._log_flush is not None:
+                self._log_flush.cancel()
+                self._log_flush = None
+            self._log.flush(force=True)
             self._stopped.set()
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = _Connection(self, reader, writer)
+    async def _on_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: Slot
+    ) -> None:
         if self._stopping:
+            slot.release()
             writer.transport.abort()
             return
+        connection = _Connection(self, reader, writer, slot)
         self._connections.add(connection)
         try:
             await connection.run()
         finally:
+            slot.release()
             self._connections.discard(connection)
 
 
@@ -160,9 +265,14 @@ class _Connection:
     """One peer: handshake, then commands, then (once admitted) media to its session."""
 
     def __init__(
-        self, server: RtmpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        server: RtmpServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        pending_slot: Slot,
     ) -> None:
         self.server = server
+        self._pending_slot = pending_slot  # released once publishing
         self.remote = _format_peer(writer.get_extra_info("peername"))
         self.prefix = f"[rtmp {self.remote}]"
         self.task = asyncio.current_task()
@@ -177,7 +287,10 @@ class _Connection:
         self._app = ""
         self._tc_url: str | None = None
         self._next_stream_id = 1
+        self._stream_id = 0  # the stream being published
+        self._handshaken = False
         self._publish_attempted = False
+        self._refused = False
         self._published = False
         self._session: PublishSession | None = None
         self._session_open = False
@@ -186,6 +299,7 @@ class _Connection:
         self._started_at = self._loop.time()
         self._last_activity = self._started_at
         self._watchdog: asyncio.TimerHandle | None = None
+        self._timed_out = False
 
     # Closing
 
@@ -199,6 +313,13 @@ class _Connection:
             self.task.cancel()
         # From inside our own task the dispatch loop sees _close_reason and returns.
 
+    def reject(self, description: str) -> None:
+        """Refuse the stream being published (from the event loop): onStatus error, then
+        the connection is dropped (closed gracefully, so the status reaches the peer)."""
+        if self._close_reason is None and self._published:
+            self._status(self._stream_id, "error", "NetStream.Publish.Rejected", description)
+        self.close(f"publish rejected: {description}")
+
     def _end_publish(self, reason: str) -> None:
         if self._session is None or not self._session_open:
             return
@@ -211,6 +332,7 @@ class _Connection:
     async def run(self) -> None:
         level = logging.INFO
         exc_info: BaseException | None = None
+        kind = "closed"  # the rate-limit key of the line, for a connection that never published
         self._arm_watchdog()
         try:
             await self._handshake()
@@ -219,21 +341,35 @@ class _Connection:
         except asyncio.CancelledError:
             reason = self._close_reason or "cancelled"
         except HandshakeError as exc:
-            reason, level = f"handshake error: {exc}", logging.WARNING
+            reason, level, kind = f"handshake error: {exc}", logging.WARNING, "handshake"
         except RtmpError as exc:
-            reason, level = f"protocol error: {exc}", logging.WARNING
+            reason, level, kind = f"protocol error: {exc}", logging.WARNING, "protocol"
         except (ConnectionError, OSError) as exc:
             reason = self._close_reason or f"connection lost: {exc or type(exc).__name__}"
         except _SessionFailed as exc:
             reason, level, exc_info = f"session error: {exc}", logging.ERROR, exc.__cause__
+            kind = "internal"
         except Exception as exc:
             reason, level, exc_info = f"internal error: {exc!r}", logging.ERROR, exc
+            kind = "internal"
         self._cleaning_up = True
         if self._watchdog is not None:
             self._watchdog.cancel()
+        self._pending_slot.release()
         self._end_publish(reason)
         self._shut_transport(graceful=level == logging.INFO)
-        logger.log(level, "%s closed: %s", self.prefix, reason, exc_info=exc_info)
+        if self._published:  # bounded by the jobs: every line is written
+            logger.log(level, "%s closed: %s", self.prefix, reason, exc_info=exc_info)
+            return
+        if self._refused:
+            kind = "refused"
+        elif not self._handshaken and kind == "closed":
+            kind = "handshake"  # a handshake deadline, or gone during the handshake
+        elif self._timed_out:
+            kind = "timeout"
+        self.server.log_limited(
+            kind, level, "%s closed: %s", self.prefix, reason, exc_info=exc_info
+        )
 
     def _shut_transport(self, graceful: bool) -> None:
         transport = self._writer.transport
@@ -251,17 +387,26 @@ class _Connection:
         deadline = self._last_activity + self.server.idle_timeout_seconds
         if not self._published:
             deadline = min(deadline, self._started_at + self.server.publish_timeout_seconds)
+        if not self._handshaken:
+            deadline = min(deadline, self._started_at + self.server.handshake_timeout_seconds)
         self._watchdog = self._loop.call_at(deadline, self._on_watchdog)
 
     def _on_watchdog(self) -> None:
         now = self._loop.time()
         publish_timeout = self.server.publish_timeout_seconds
+        handshake_timeout = self.server.handshake_timeout_seconds
         if not self._published and now >= self._started_at + publish_timeout:
+            self._timed_out = True
             self.close(f"no publish within {publish_timeout:g} s")
+            return
+        if not self._handshaken and now >= self._started_at + handshake_timeout:
+            self._timed_out = True
+            self.close(f"no handshake within {handshake_timeout:g} s")
             return
         if self._admitting:
             self._last_activity = now
         elif now >= self._last_activity + self.server.idle_timeout_seconds:
+            self._timed_out = True
             self.close(f"idle for {self.server.idle_timeout_seconds:g} s")
             return
         self._arm_watchdog()
@@ -284,6 +429,7 @@ class _Connection:
                 f"connection closed during handshake ({got} of {wanted} bytes of {phase})"
             ) from None
         handshake.check_c2(c2)
+        self._handshaken = True
         self._last_activity = self._loop.time()
 
     def _send(self, csid: int, message: Message) -> None:
@@ -419,7 +565,8 @@ class _Connection:
         if not key:
             await self._refuse(stream_id, PublishRefused("missing stream key"))
             return
-        request = PublishRequest(self._app, key, self.remote, self._tc_url, self.close)
+        self._stream_id = stream_id
+        request = PublishRequest(self._app, key, self.remote, self._tc_url, self.close, self.reject)
         self._admitting = True
         try:
             session = await self.server.admit(request)
@@ -427,7 +574,9 @@ class _Connection:
             await self._refuse(stream_id, refused)
             return
         except Exception as exc:
-            logger.error("%s admission failed", self.prefix, exc_info=exc)
+            self.server.log_limited(
+                "admission failed", logging.ERROR, "%s admission failed", self.prefix, exc_info=exc
+            )
             await self._refuse(
                 stream_id, PublishRefused("internal error", "NetStream.Publish.Failed")
             )
@@ -438,6 +587,7 @@ class _Connection:
         self._session = session
         self._session_open = True
         self._published = True
+        self._pending_slot.release()  # publishing: bounded by the jobs, not pending any more
         if self._close_reason is not None:  # closed while admission ran
             return
         self._send(messages.CONTROL_CHUNK_STREAM, messages.stream_begin(stream_id))
@@ -445,6 +595,7 @@ class _Connection:
         logger.info("%s publishing %s/%s", self.prefix, self._app, _mask_key(key))
 
     async def _refuse(self, stream_id: int, refused: PublishRefused) -> None:
+        self._refused = True
         self._status(stream_id, "error", refused.code, refused.description)
         self._close_reason = f"publish refused: {refused.description}"
         await self._writer.drain()

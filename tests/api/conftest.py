@@ -29,6 +29,12 @@ CREATE_BODY: dict[str, Any] = {
 }
 
 
+def elsewhere(file_path: str) -> dict[str, Any]:
+    """Create-body changes that put a job at another place of the bucket (no two jobs
+    may share an output prefix)."""
+    return {"input": {**CREATE_BODY["input"], "filePath": file_path}}
+
+
 @dataclass
 class Project:
     id: str

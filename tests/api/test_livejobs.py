@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import CREATE_BODY, Api
+from tests.api.conftest import CREATE_BODY, Api, elsewhere
 
 ENVELOPE_KEYS = {"success", "errors", "messages", "result", "resultInfo", "statusCode"}
 PAGE_KEYS = {"totalCount", "pageIndex", "pageSize", "totalPages", "hasNextPage", "hasPreviousPage"}
@@ -58,7 +58,7 @@ async def test_create_answers_201_with_every_documented_field(api: Api) -> None:
 
 
 async def test_stream_keys_are_unique_per_job(api: Api) -> None:
-    keys = {(await api.create_job())["key"] for _ in range(5)}
+    keys = {(await api.create_job(**elsewhere(f"2026/ep{i}")))["key"] for i in range(5)}
     assert len(keys) == 5
 
 
@@ -170,7 +170,7 @@ async def test_key_on_another_projects_path_is_403(api: Api) -> None:
 
 
 async def test_another_projects_job_is_never_visible(api: Api) -> None:
-    theirs = await api.create_job(api.other)
+    theirs = await api.create_job(api.other, bucket="onair-test-other")
     mine = await api.create_job()
     for ref in (str(theirs["id"]), theirs["name"]):
         for suffix in ("", "/timings", "/stats"):
@@ -203,7 +203,10 @@ async def test_get_by_id_and_by_name(api: Api) -> None:
 
 async def test_list_paging_and_search(api: Api) -> None:
     for i in range(12):
-        await api.create_job(description=f"match-{i}" if i % 3 == 0 else f"other {i}")
+        await api.create_job(
+            description=f"match-{i}" if i % 3 == 0 else f"other {i}",
+            **elsewhere(f"2026/ep{i}"),
+        )
     status, body = await api.call("GET", "/livejobs?pageIndex=1&pageSize=5")
     assert status == 200
     assert_envelope(body, 200)
@@ -322,7 +325,7 @@ async def test_toggle_is_idempotent_and_validated(api: Api) -> None:
 
 async def test_outputs_one_per_rendition(api: Api) -> None:
     first = await api.create_job(jobTemplateId=1)
-    second = await api.create_job(jobTemplateId=3)
+    second = await api.create_job(jobTemplateId=3, **elsewhere("2026/ep2"))
     status, body = await api.call("GET", "/livejobs/outputs")
     assert status == 200
     assert_envelope(body, 200)
@@ -408,7 +411,11 @@ async def test_unknown_version_and_route_are_404_in_the_envelope(api: Api) -> No
 async def test_concurrent_creates_never_corrupt_the_store(api: Api) -> None:
     results = await asyncio.gather(
         *(
-            api.call("POST", "/livejobs", json={**CREATE_BODY, "description": f"c{i}"})
+            api.call(
+                "POST",
+                "/livejobs",
+                json={**CREATE_BODY, "description": f"c{i}", **elsewhere(f"2026/c{i}")},
+            )
             for i in range(40)
         )
     )

@@ -10,7 +10,7 @@ import pytest
 from api.store import MIGRATIONS, Store
 from api.views import JOBS_KEY
 from packager.s3server import EmbeddedS3
-from tests.api.conftest import CREATE_BODY, Api, make_projects, start_api, test_settings
+from tests.api.conftest import CREATE_BODY, Api, elsewhere, make_projects, start_api, test_settings
 
 LADDER = ["1080p", "720p", "480p", "360p"]  # template 1
 
@@ -23,7 +23,7 @@ async def _outputs(api: Api, job_id: int) -> dict[str, dict[str, object]]:
 
 async def test_skipped_renditions_are_marked_and_not_listed(api: Api) -> None:
     job = await api.create_job(jobTemplateId=1)
-    other = await api.create_job(jobTemplateId=1)
+    other = await api.create_job(jobTemplateId=1, **elsewhere("2026/ep2"))
     assert list(job["outputManifests"]) == LADDER
     jobs = api.app[JOBS_KEY]
 
@@ -63,6 +63,8 @@ async def test_a_data_dir_of_the_previous_schema_migrates_in_place(
 ) -> None:
     settings = test_settings(tmp_path, s3_server)
     monkeypatch.setattr("api.store.MIGRATIONS", MIGRATIONS[:1])  # the schema before skips
+    # ... and its code: no bucket claims (migration 3) yet.
+    monkeypatch.setattr("api.store.Store._claim_bucket", lambda *_: None)
     project = make_projects(settings.db_path, 1)[0]
     server = await start_api(settings)
     base = str(server.make_url("")).rstrip("/") + f"/api/v1/projects/{project.id}/livejobs"

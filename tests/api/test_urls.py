@@ -28,7 +28,7 @@ async def test_only_rtmp_jobs_have_an_rtmp_server(api: Api) -> None:
     rtmp = await api.create_job()
     assert rtmp["rtmpServer"] == "rtmp://127.0.0.1:1935/live/"
     for server_type in (1, 2):  # SRT, HLS: no ingest yet, so nowhere to connect
-        job = await api.create_job(**_input(serverType=server_type))
+        job = await api.create_job(**_input(serverType=server_type, filePath=f"t{server_type}"))
         assert job["rtmpServer"] is None, server_type
         _, body = await api.call("GET", f"/livejobs/{job['id']}")
         assert body["result"]["rtmpServer"] is None

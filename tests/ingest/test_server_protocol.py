@@ -275,3 +275,25 @@ async def test_stop_closes_every_connection_and_is_idempotent(start_server: Star
     finally:
         for client in [*publishers, idle]:
             client.close()
+
+
+async def test_a_stream_rejected_after_publish_gets_an_error_status(
+    start_server: StartServer,
+) -> None:
+    """The source turns out to be refused (too large): the publisher is told why."""
+    admit = RecordingAdmit()
+    server = await start_server(admit=admit)
+    client = await RawClient.connect(server.port)
+    try:
+        await client.handshake()
+        started = status_info(await client.publish("key"))
+        assert started["code"] == "NetStream.Publish.Start"
+        admit.requests[0].reject("source is 3840x2160, above the 2073600-pixel limit")
+        info = status_info(await client.read_command())
+        assert (info["level"], info["code"]) == ("error", "NetStream.Publish.Rejected")
+        assert info["description"].startswith("source is 3840x2160")
+        await client.wait_closed()
+        await async_wait_until(lambda: bool(admit.sessions[0].closes()), 5)
+        assert "rejected" in admit.sessions[0].closes()[0]
+    finally:
+        client.close()
