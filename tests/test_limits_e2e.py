@@ -10,15 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from api.service import build_app
 from packager.s3server import EmbeddedS3
-from tests.api.conftest import make_projects, test_settings
-from tests.conftest import free_port
-from tests.test_live_e2e import Live, publish, stored_keys
+from tests.test_live_e2e import Live, publish, start_live, stored_keys
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -28,20 +23,6 @@ def bucket() -> str:
     """A bucket onair has never seen: it creates it itself (it writes no bucket it did
     not create, unless ONAIR_S3_BUCKETS lists it)."""
     return "e2e-" + secrets.token_hex(6)
-
-
-async def start_live(
-    tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any, **overrides: Any
-) -> AsyncIterator[Live]:
-    settings = test_settings(
-        tmp_path, s3_server, rtmp_host="127.0.0.1", rtmp_port=free_port(), **overrides
-    )
-    project = make_projects(settings.db_path, 1)[0]
-    server = TestServer(build_app(settings), host="127.0.0.1")
-    await server.start_server()
-    async with aiohttp.ClientSession() as session:
-        yield Live(settings, server, session, project, s3_client)
-    await server.close()
 
 
 @pytest.fixture

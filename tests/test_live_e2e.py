@@ -92,14 +92,12 @@ class Live:
         return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-async def live(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> AsyncIterator[Live]:
+async def start_live(
+    tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any, **overrides: Any
+) -> AsyncIterator[Live]:
+    """The whole service on free ports (settings `overrides` for the test), one project."""
     settings = test_settings(
-        tmp_path,
-        s3_server,
-        rtmp_host="127.0.0.1",
-        rtmp_port=free_port(),
-        reconnect_window_seconds=30.0,
+        tmp_path, s3_server, rtmp_host="127.0.0.1", rtmp_port=free_port(), **overrides
     )
     project = make_projects(settings.db_path, 1)[0]
     server = TestServer(build_app(settings), host="127.0.0.1")
@@ -107,6 +105,12 @@ async def live(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> AsyncIt
     async with aiohttp.ClientSession() as session:
         yield Live(settings, server, session, project, s3_client)
     await server.close()
+
+
+@pytest.fixture
+async def live(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> AsyncIterator[Live]:
+    async for running in start_live(tmp_path, s3_server, s3_client, reconnect_window_seconds=30.0):
+        yield running
 
 
 async def publish(

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from packager.s3server import EmbeddedS3
-from tests.test_limits_e2e import start_live
-from tests.test_live_e2e import Live, publish, stored_keys
+from tests.test_live_e2e import Live, publish, start_live, stored_keys
 
 pytestmark = pytest.mark.timeout(180)
 
