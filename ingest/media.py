@@ -67,12 +67,27 @@ class AudioParams:
 
 
 @dataclass(frozen=True)
+class WallClockOrigin:
+    """When the session's media arrived: the wall-clock instant (Unix seconds) at which
+    the media at `media_seconds` (in the session's own timestamps, as its frames and
+    packets carry them) arrived. Later media maps by its timestamp difference."""
+
+    unix_seconds: float
+    media_seconds: Fraction
+
+    def at(self, media_seconds: Fraction | float) -> float:
+        """The arrival instant (Unix seconds) of the media at `media_seconds`."""
+        return self.unix_seconds + float(Fraction(media_seconds) - self.media_seconds)
+
+
+@dataclass(frozen=True)
 class SessionStart:
     """A publisher's session began (first one, or a reconnect: `session` > 0)."""
 
     session: int
     video: VideoParams | None
     audio: AudioParams | None
+    wall_clock: WallClockOrigin | None = None  # None: the ingest could not tell
 
 
 @dataclass(frozen=True)
