@@ -65,13 +65,14 @@ lint: $(STAMP)
 fuzz: test-deps $(STAMP)
 	ONAIR_FUZZ_EXAMPLES=20000 $(VENV)/bin/pytest -q tests/ingest/test_fuzz.py -p no:cacheprovider --timeout=0
 
-## make bench: throughput, latency and density against the ffmpeg CLI, and the quality
+## make bench: throughput, latency, density and memory against the ffmpeg CLI, and the quality
 ## cost of the low-latency drain (figures printed).
 bench: test-deps $(STAMP)
 	$(PY) bench/throughput.py --repeat 3
 	$(PY) bench/latency.py --seconds 40
 	$(PY) bench/density.py --seconds 20
 	$(PY) bench/drain_quality.py
+	$(PY) bench/memory.py --seconds 15
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out node_modules
