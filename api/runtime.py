@@ -19,14 +19,15 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from encoder.runtime import RENDITION_SKIPPED
+from encoder.host import RENDITION_SKIPPED
 from encoder.templates import get_template
-from ingest.rtmp.server import PublishRefused, PublishRequest, PublishSession, RtmpServer
+from ingest.rtmp.server import RtmpServer
+from ingest.session import PublishRefused, PublishRequest, PublishSession
+from packager.hls import HlsWriter
 from packager.layout import object_prefix
-from packager.publisher import HlsPublisher
+from packager.object_store import PermanentStorageError, S3Storage
 from packager.recovery import Leftover, read_leftover
 from packager.spool import SpoolBudget
-from packager.storage import PermanentStorageError, S3Storage
 
 from .jobs import JobManager
 from .keys import stream_key_digest, stream_keys_equal
@@ -142,8 +143,8 @@ class MediaRuntime:
                 job["id"], "PublisherRefused", f"{request.remote}: the job is offline"
             )
             raise PublishRefused("this live job is offline: put it online first")
-        if job["server_type"] != 0:
-            raise PublishRefused("this live job does not take RTMP input")
+        if job["server_type"] != request.protocol:
+            raise PublishRefused(f"this live job does not take {request.protocol.name} input")
         finishing = self._finishing.get(job["id"])
         if finishing is not None and not finishing.done():
             raise PublishRefused("the previous live of this job is still being published")
@@ -200,14 +201,13 @@ class MediaRuntime:
         """Units taken by the running lives (an interrupted one keeps its place)."""
         return sum(p.template.capacity_units for p in self._pipelines.values())
 
-    def _limits(self, finish_timeout_seconds: float = OFFLINE_FINISH_SECONDS) -> PipelineLimits:
+    def _limits(self) -> PipelineLimits:
         settings = self.settings
         return PipelineLimits(
             dvr_window_seconds=settings.dvr_window_seconds,
             max_input_pixels=settings.max_input_pixels,
             spool_max_bytes_per_job=settings.spool_max_bytes_per_job,
             spool_budget=self.spool_budget,
-            finish_timeout_seconds=finish_timeout_seconds,
         )
 
     def _new_pipeline(self, job: dict[str, Any]) -> JobPipeline:
@@ -443,7 +443,7 @@ class MediaRuntime:
             job_id, "SpoolRecovering", f"uploading {count} segments the last run left"
         )
         events: list[PipelineEvent] = []
-        publisher = HlsPublisher(
+        writer = HlsWriter(
             self.storage,
             job["bucket"],
             object_prefix(job["destination"], job["file_path"]),
@@ -455,13 +455,13 @@ class MediaRuntime:
             spool_budget=self.spool_budget,
         )
         try:
-            publisher.start(leftover.variants, leftover.segment_seconds, leftover=leftover)
-            await in_daemon_thread(publisher.finish, RECOVERY_FINISH_SECONDS)
+            writer.start(leftover.variants, leftover.segment_seconds, leftover=leftover)
+            await in_daemon_thread(writer.finish, RECOVERY_FINISH_SECONDS)
         except (TimeoutError, RuntimeError) as error:
-            publisher.close()  # what is still pending goes back into the manifest
+            writer.close()  # what is still pending goes back into the manifest
             message = f"not finished: {error}"
         else:
-            message = f"uploaded and listed {publisher.inherited_segments} segments"
+            message = f"uploaded and listed {writer.inherited_segments} segments"
         finally:
             for event in events:
                 self._spawn(event)
@@ -478,7 +478,7 @@ class MediaRuntime:
 
     async def _flush(self, job_id: int, pipeline: JobPipeline) -> None:
         """Record input statistics and output progress in the store."""
-        given_up = pipeline.publisher.dropped_segments
+        given_up = pipeline.writer.dropped_segments
         self._given_up.inc(max(0, given_up - self._given_up_seen.get(job_id, 0)))
         self._given_up_seen[job_id] = given_up
         store = self.jobs.store

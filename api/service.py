@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from packager.storage import S3Storage
+from packager.object_store import S3Storage
 
 from .app import METRICS_KEY, create_app
 from .runtime import MediaRuntime

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service import source_720p
 
+from encoder.host import EncoderHost, EncoderTuning
 from encoder.ladder import plan_ladder
-from encoder.runtime import EncoderHost, EncoderTuning
 from encoder.templates import get_template
 from encoder.video import RenditionWorker
-from packager.segments import Segment
+from media.segments import Segment
 
 
 def encode(source: Path, drain: bool, out: Path) -> int:

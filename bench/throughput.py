@@ -184,7 +184,7 @@ class DirectorySink:
         self.codecs = [getattr(v, "codecs", "") for v in variants]
 
     def add_segment(self, segment: object) -> None:
-        from packager.segments import Segment
+        from media.segments import Segment
 
         assert isinstance(segment, Segment)
         path = self.directory / f"{segment.rendition}_{segment.sequence:05d}.ts"
@@ -194,22 +194,30 @@ class DirectorySink:
             self.bytes += len(segment.data)
             self.duration_seconds += segment.duration_seconds
 
-    def finish(self) -> None:
+    def finish(self, timeout_seconds: float) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
 def run_onair(source: Path, template_id: int, out_dir: Path, drain: bool) -> None:
     import av
 
-    from encoder.pipeline import LiveEncoder
-    from encoder.runtime import EncoderTuning
+    from encoder.host import EncoderTuning
+    from encoder.live_encoder import LiveEncoder
     from ingest.media import AudioParams, MediaQueue, SessionEnd, SessionStart, VideoParams
 
     started = time.monotonic()
     queue = MediaQueue()
     sink = DirectorySink(out_dir)
-    encoder = LiveEncoder(get_template(template_id), queue, sink, label="bench")
-    encoder.tuning = EncoderTuning(drain_at_keyframes=drain)
+    encoder = LiveEncoder(
+        get_template(template_id),
+        queue,
+        sink,
+        tuning=EncoderTuning(drain_at_keyframes=drain),
+        label="bench",
+    )
     encoder.start()
     container = av.open(str(source))
     video = container.streams.video[0]
@@ -245,7 +253,7 @@ def run_onair(source: Path, template_id: int, out_dir: Path, drain: bool) -> Non
     queue.put(SessionEnd(0, "end of file"))
     queue.close()
     decoded = time.monotonic()
-    encoder.stop(timeout=600)
+    encoder.stop(timeout_seconds=600)
     container.close()
     elapsed = time.monotonic() - started
     print(

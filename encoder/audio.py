@@ -18,7 +18,7 @@ from av.audio.fifo import AudioFifo
 from av.audio.resampler import AudioResampler
 from av.audio.stream import AudioStream
 
-from packager.segmenter import AudioPacket
+from media.segments import AudioPacket
 
 log = logging.getLogger(__name__)
 

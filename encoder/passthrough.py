@@ -27,13 +27,14 @@ from encoder.codecs import (
     mp4a_codec_string,
 )
 from encoder.errors import UnsupportedSource
+from encoder.host import EncoderHost
 from encoder.ladder import plan_ladder
-from encoder.runtime import EncoderHost
+from encoder.segmenter import Segmenter
 from encoder.templates import JobTemplate
-from encoder.timeline import TICKS_PER_SECOND, SessionClock, seconds_to_ticks
+from encoder.timeline import ArrivalClock, SessionClock
 from ingest.media import AudioParams, SessionEnd, SessionStart, VideoParams
-from packager.segmenter import VIDEO_TIME_BASE, AudioPacket, Segmenter
-from packager.segments import Segment, VariantInfo
+from media.clock import TICK_TIME_BASE, TICKS_PER_SECOND, seconds_to_ticks
+from media.segments import AudioPacket, Segment, VariantInfo
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ class PassthroughMode:
         self._template = template
         self._host = host
         self._prefix = f"[encoder {host.label} source]"
-        self._clock = SessionClock()
+        self._arrivals = ArrivalClock()
+        self._clock = SessionClock(self._arrivals, host.clock.unix)
         self._templates: list[_Templates] = []
         self._segmenter: Segmenter | None = None
         self._width = 0
@@ -113,7 +115,7 @@ class PassthroughMode:
                 f"session {start.session} continues the output at {float(self._clock.end):.3f} s",
                 None,
             )
-        self._clock.start_session(start.session)
+        self._clock.start_session(start.session, start.wall_clock)
         self._in_session = True
         self._awaiting_keyframe = True
         self._last_video_dts = None
@@ -212,6 +214,7 @@ class PassthroughMode:
             templates.audio,
             self._emit,
             frame_ticks=self._frame_ticks,
+            arrival_at=self._arrivals.at,
         )
         self._segmenter = segmenter
         self._host.event("EncoderStarted", f"1 rendition: {plan.describe()} {codecs}", None)
@@ -257,7 +260,7 @@ class PassthroughMode:
             if packet.duration
             else self._frame_ticks
         )
-        packet.time_base = VIDEO_TIME_BASE
+        packet.time_base = TICK_TIME_BASE
         packet.pts = pts
         packet.dts = dts
         packet.duration = duration
@@ -287,7 +290,7 @@ class PassthroughMode:
         self._last_audio_dts = dts
         duration = round((packet.duration or 0) * time_base * TICKS_PER_SECOND)
         self._clock.extend_to(Fraction(pts + duration, TICKS_PER_SECOND))
-        audio = AudioPacket(bytes(packet), pts, dts, duration, VIDEO_TIME_BASE)
+        audio = AudioPacket(bytes(packet), pts, dts, duration, TICK_TIME_BASE)
         if self._segmenter is None:
             self._early_audio.append(audio)  # before the job's first keyframe
         else:

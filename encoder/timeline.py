@@ -1,47 +1,100 @@
-"""The job's output timeline (pure: no PyAV, no threads).
+"""The job's output timeline, and when its media arrived (pure: no PyAV).
 
 Each publish session restarts its timestamps near zero. The encoder maps every
 session onto one continuous, monotonic output timeline: a session's first media
 item lands where the previous session ended, and the session's own timestamp
 differences are kept (so audio and video stay in sync). Video runs in 90 kHz
-ticks (MPEG-TS's clock), audio in samples.
+ticks (MPEG-TS's clock, `media.clock`), audio in samples.
+
+The wall clock rides along: each session's first media item anchors its place on the
+output timeline to the instant it arrived (the ingest's `WallClockOrigin`, or, when the
+ingest could not tell, the instant the encoder saw it), and later media maps by its
+media time from there. `ArrivalClock` answers "when did the media at output timestamp
+T arrive" for every segment's `arrived_at` (EXT-X-PROGRAM-DATE-TIME).
 """
 
 from __future__ import annotations
 
+import bisect
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
 from fractions import Fraction
 
-TICKS_PER_SECOND = 90_000
+from ingest.media import WallClockOrigin
+from media.clock import TICKS_PER_SECOND, seconds_to_ticks, utc_instant
+
+MAX_ARRIVAL_ANCHORS = 64  # sessions remembered (a lookup is always about recent media)
 
 
-def seconds_to_ticks(seconds: Fraction | float) -> int:
-    return round(Fraction(seconds) * TICKS_PER_SECOND)
+class ArrivalClock:
+    """Output ticks -> the wall-clock instant the media there arrived (thread-safe: the
+    dispatcher anchors each session, the rendition workers read)."""
 
+    def __init__(self, max_anchors: int = MAX_ARRIVAL_ANCHORS) -> None:
+        self._max_anchors = max(1, max_anchors)
+        self._ticks: list[int] = []
+        self._unix: list[float] = []
+        self._lock = threading.Lock()
 
-def ticks_to_seconds(ticks: int) -> Fraction:
-    return Fraction(ticks, TICKS_PER_SECOND)
+    def anchor(self, output_ticks: int, unix_seconds: float) -> None:
+        """The media at `output_ticks` arrived at `unix_seconds`; later media follows by
+        its media time (until the next anchor)."""
+        with self._lock:
+            while self._ticks and self._ticks[-1] >= output_ticks:
+                self._ticks.pop()  # a session that output nothing: replaced
+                self._unix.pop()
+            self._ticks.append(output_ticks)
+            self._unix.append(unix_seconds)
+            if len(self._ticks) > self._max_anchors:
+                del self._ticks[0], self._unix[0]
+
+    def at(self, output_ticks: int) -> datetime | None:
+        """When the media at `output_ticks` arrived (aware, UTC); None before any anchor."""
+        with self._lock:
+            if not self._ticks:
+                return None
+            index = max(0, bisect.bisect_right(self._ticks, output_ticks) - 1)
+            ticks, unix = self._ticks[index], self._unix[index]
+        return utc_instant(unix + (output_ticks - ticks) / TICKS_PER_SECOND)
 
 
 class SessionClock:
-    """Maps session timestamps (seconds) to output-timeline seconds."""
+    """Maps session timestamps (seconds) to output-timeline seconds, and anchors each
+    session's arrival on `arrivals`."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        arrivals: ArrivalClock | None = None,
+        now_unix: Callable[[], float] = time.time,
+    ) -> None:
         self.session = -1
+        self.arrivals = arrivals
+        self._now_unix = now_unix
         self._offset = Fraction(0)
         self._origin: Fraction | None = None
+        self._wall_clock: WallClockOrigin | None = None
         self._end = Fraction(0)  # the latest end of anything output so far
 
-    def start_session(self, session: int) -> Fraction:
-        """A new publish session; returns where it starts on the output timeline."""
+    def start_session(self, session: int, wall_clock: WallClockOrigin | None = None) -> Fraction:
+        """A new publish session (`wall_clock`: when its media arrived, if the ingest
+        knows); returns where it starts on the output timeline."""
         self.session = session
         self._offset = self._end
         self._origin = None
+        self._wall_clock = wall_clock
         return self._offset
 
     def to_output(self, source_seconds: Fraction) -> Fraction:
-        """Output seconds of a session timestamp; the session's first item sets its origin."""
+        """Output seconds of a session timestamp; the session's first item sets its origin
+        (and its arrival anchor)."""
         if self._origin is None:
             self._origin = source_seconds
+            if self.arrivals is not None:
+                wall = self._wall_clock
+                unix = wall.at(source_seconds) if wall is not None else self._now_unix()
+                self.arrivals.anchor(seconds_to_ticks(self._offset), unix)
         return self._offset + (source_seconds - self._origin)
 
     def extend_to(self, output_seconds: Fraction) -> None:

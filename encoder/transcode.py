@@ -21,20 +21,14 @@ from av.video.frame import PictureType
 from encoder.audio import AacEncoder
 from encoder.codecs import avc1_codec_string, codecs_attribute, mp4a_codec_string
 from encoder.errors import UnsupportedSource
+from encoder.host import RENDITION_SKIPPED, EncoderHost
 from encoder.ladder import RenditionPlan, plan_ladder
-from encoder.runtime import RENDITION_SKIPPED, EncoderHost
 from encoder.templates import JobTemplate
-from encoder.timeline import (
-    TICKS_PER_SECOND,
-    KeyframeClock,
-    SessionClock,
-    keyframe_interval_seconds,
-    seconds_to_ticks,
-)
+from encoder.timeline import ArrivalClock, KeyframeClock, SessionClock, keyframe_interval_seconds
 from encoder.video import RenditionWorker
 from ingest.media import SessionEnd, SessionStart, VideoParams
-from packager.segmenter import VIDEO_TIME_BASE, AudioPacket
-from packager.segments import VariantInfo
+from media.clock import TICK_TIME_BASE, TICKS_PER_SECOND, seconds_to_ticks
+from media.segments import AudioPacket, VariantInfo
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +52,8 @@ class TranscodeMode:
         self._template = template
         self._host = host
         self._prefix = f"[encoder {host.label}]"
-        self._clock = SessionClock()
+        self._arrivals = ArrivalClock()
+        self._clock = SessionClock(self._arrivals, host.clock.unix)
         self._keys: KeyframeClock | None = None
         self._workers: list[RenditionWorker] = []
         self._audio: AacEncoder | None = None
@@ -94,7 +89,7 @@ class TranscodeMode:
                 label=self._host.label,
             )
         self._video_params = start.video
-        offset = self._clock.start_session(start.session)
+        offset = self._clock.start_session(start.session, start.wall_clock)
         self._in_session = True
         self._session_first_frame = True
         self._last_video_ticks = None
@@ -147,7 +142,7 @@ class TranscodeMode:
         self._discontinuity_pending = False
         # Set before the frame is shared: workers only read these.
         frame.pts = ticks
-        frame.time_base = VIDEO_TIME_BASE
+        frame.time_base = TICK_TIME_BASE
         frame.pict_type = PictureType.I if keyframe else PictureType.NONE
         self._clock.extend_to(Fraction(ticks + self._frame_ticks, TICKS_PER_SECOND))
         tuning = self._host.tuning
@@ -236,6 +231,7 @@ class TranscodeMode:
                 keyint_frames=keyint_frames,
                 segment_seconds=template.segment_seconds,
                 audio_template=audio.stream if audio is not None else None,
+                arrival_at=self._arrivals.at,
             )
             for plan in plans
         ]

@@ -13,7 +13,9 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
@@ -24,9 +26,11 @@ from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 from encoder.errors import EncoderError
+from encoder.host import RENDITION_FAILED, EncoderHost
 from encoder.ladder import RenditionPlan
-from encoder.runtime import RENDITION_FAILED, EncoderHost
-from packager.segmenter import VIDEO_TIME_BASE, AudioPacket, Segmenter
+from encoder.segmenter import Segmenter
+from media.clock import TICK_TIME_BASE
+from media.segments import AudioPacket
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +182,7 @@ class RenditionWorker:
         keyint_frames: int,
         segment_seconds: float,
         audio_template: Stream | None,
+        arrival_at: Callable[[int], datetime | None] | None = None,
     ) -> None:
         self.plan = plan
         self._host = host
@@ -200,7 +205,8 @@ class RenditionWorker:
             self.stream,
             audio_template,
             host.emit_segment,
-            frame_ticks=max(1, round(VIDEO_TIME_BASE.denominator / frame_rate)),
+            frame_ticks=max(1, round(TICK_TIME_BASE.denominator / frame_rate)),
+            arrival_at=arrival_at,
         )
         self._handoff = Handoff(
             tuning.rendition_queue_frames,
@@ -230,7 +236,7 @@ class RenditionWorker:
         context.width = plan.width
         context.height = plan.height
         context.pix_fmt = "yuv420p"
-        context.time_base = VIDEO_TIME_BASE
+        context.time_base = TICK_TIME_BASE
         context.bit_rate = plan.video_bitrate_bps
         # Global header: SPS/PPS come out at open, so the CODECS string is known before
         # the first frame; the TS muxer puts them back in band before every keyframe.
@@ -380,7 +386,7 @@ class RenditionWorker:
                 threads=self._scale_threads,
             )
             picture.pts = frame.pts
-            picture.time_base = VIDEO_TIME_BASE
+            picture.time_base = TICK_TIME_BASE
         # For the shared source frame this is the value the dispatcher already set,
         # unless an earlier keyframe was dropped for this rendition only. Renditions
         # have distinct sizes, so one thread at most encodes the shared frame itself;

@@ -1,46 +1,45 @@
-"""Live decode: a publish session's RTMP media, as FLV, demuxed/decoded by PyAV in a thread.
+"""Live decode: each publish session's container bytes, demuxed/decoded by PyAV in a thread.
 
-The event loop calls `on_media()` (never blocks: bytes go into a bounded FlvFeed);
-one thread per session opens the FLV with PyAV (`probesize=32, analyzeduration=0`:
-the container opens at once and frames come out milliseconds after arrival) and
-puts SessionStart, frames (or packets in passthrough), SessionEnd into the
-MediaQueue. Sessions run one after another: session N+1's thread waits for N's.
+A session is opened in a container format (`flv` for RTMP, `mpegts` for SRT and
+HLS). The event loop feeds it and never blocks: `on_media()` for RTMP's FLV-shaped
+messages (`ingest.flvstream` writes them as an FLV stream), `on_data()` for the
+bytes of a byte-stream container, as they came. Either way the bytes go into the
+session's bounded `ByteFeed`; one thread per session opens it with PyAV
+(`probesize=32, analyzeduration=0`: the container opens at once and frames come out
+milliseconds after arrival) and puts SessionStart, frames (or packets in
+passthrough), SessionEnd into the MediaQueue. Sessions run one after another:
+session N+1's thread waits for N's.
 
-PyAV only knows the streams it saw while opening (its demuxer reads about two
-packets then; a stream that appears later is lost and breaks the end of
-`demux()`). So the start of a session is held back until both an audio and a
-video tag arrived, metadata says which kinds exist, or PRIME_WAIT_MS of media
-passed; then the first tag of each kind is written first. Tags of a kind that
-was not there at the start are ignored for the rest of the session.
+Between the demuxer and the queue, for every container (`ingest.packets`): video
+starts at the session's first keyframe, audio timestamps the demuxer left out are
+filled in, and SessionStart waits for the first packet: it carries the session's
+`WallClockOrigin` (that packet's pts in seconds, and when its first byte arrived:
+`wall_clock()`, Unix seconds, stamped on the event loop as the bytes came in).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import av
 
-from ingest import flv
-from ingest.feed import DEFAULT_MAX_BYTES, FlvFeed
-from ingest.media import (
-    AudioParams,
-    MediaQueue,
-    SessionEnd,
-    SessionStart,
-    VideoParams,
-    nominal_frame_rate,
-)
+from ingest.feed import DEFAULT_MAX_BYTES, ByteFeed
+from ingest.flvstream import FlvSessionWriter
+from ingest.formats import flv
+from ingest.media import MediaQueue, SessionEnd, SessionStart
+from ingest.packets import AudioTimestamps, KeyframeWait, SessionOpening
+from ingest.session import CONTAINERS, FLV
 from ingest.stats import SourceStats
 
 logger = logging.getLogger(__name__)
 
 OPEN_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
-PRIME_WAIT_MS = 1000
 
 
 class SourceTooLarge(ValueError):
@@ -57,29 +56,26 @@ def pixel_problem(width: int, height: int, max_pixels: int | None) -> str | None
 @dataclass
 class _Session:
     index: int
-    feed: FlvFeed
-    primed: bool = False
-    pending: list[tuple[int, int, bytes]] = field(default_factory=list)
-    pending_bytes: int = 0
-    pending_span: tuple[int, int] | None = None  # (min, max) timestamp held back
-    kinds_seen: set[int] = field(default_factory=set)
-    kinds: frozenset[int] = frozenset()
-    metadata: dict[str, Any] | None = None
+    container: str
+    feed: ByteFeed
+    flv: FlvSessionWriter | None  # FLV sessions: how their messages become bytes
+    on_refused: Callable[[str], None] | None
     reason: str = ""
-    ignored_tags: int = 0
-    audio_config: flv.AudioTagInfo | None = None  # the AAC config, truer than tag flags
+    started: bool = False  # SessionStart was put
+    refused: bool = False
     thread: threading.Thread | None = None
 
 
 class LiveDecoder:
-    """One job's decoder: each publish session's FLV is demuxed/decoded by PyAV in a
-    thread; items go to the MediaQueue.
+    """One job's decoder: each publish session's container is demuxed/decoded by PyAV
+    in a thread; items go to the MediaQueue.
 
     `on_error` is called from the decode thread with any exception that ended a
     session early. `max_buffered_bytes` caps each session's feed. A source larger
-    than `max_pixels` (declared in onMetaData, or decoded) is refused: its session
-    ends and `on_refused(reason)` is called (from the event loop for metadata, from
-    the decode thread for a decoded frame), before any frame of it is queued.
+    than `max_pixels` (declared in metadata, or decoded) is refused: its session
+    ends and `on_refused(reason)` is called, then the session's own `on_refused`
+    (from the event loop for metadata, from the decode thread for a decoded frame),
+    before any frame of it is queued. `wall_clock` stamps arrivals (Unix seconds).
     """
 
     def __init__(
@@ -92,6 +88,7 @@ class LiveDecoder:
         on_refused: Callable[[str], None] | None = None,
         max_buffered_bytes: int = DEFAULT_MAX_BYTES,
         max_pixels: int | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.queue = queue
         self.decode = decode
@@ -100,16 +97,18 @@ class LiveDecoder:
         self.on_refused = on_refused
         self.max_buffered_bytes = max_buffered_bytes
         self.max_pixels = max_pixels
+        self.wall_clock = wall_clock
         self.prefix = f"[decode {label}]" if label else "[decode]"
         self.video_frames = 0
         self.audio_frames = 0
         self.decode_errors = 0
+        self.skipped_before_keyframe = 0  # video packets of a session before its keyframe
         self._stats = SourceStats()
         self._session: _Session | None = None
         self._last_thread: threading.Thread | None = None
         self._next_index = 0
         self._dropped_before = 0  # feed drops of finished sessions
-        self._feeds: list[FlvFeed] = []
+        self._feeds: list[ByteFeed] = []
         self._stopped = False
         self._lock = threading.Lock()
         self._last_video_size = (0, 0)  # decode thread only
@@ -124,20 +123,29 @@ class LiveDecoder:
         return None if session is None else session.index
 
     @property
-    def dropped_bytes_tags(self) -> int:
-        """Tags dropped by the byte cap of the sessions' feeds, all sessions."""
+    def dropped_writes(self) -> int:
+        """Writes (FLV tags, byte chunks) the sessions' feeds dropped at their cap."""
         with self._lock:
-            return self._dropped_before + sum(feed.dropped_tags for feed in self._feeds)
+            return self._dropped_before + sum(feed.dropped_writes for feed in self._feeds)
 
-    def start_session(self) -> int:
-        """Begin a publish session (ending any current one); returns its index."""
+    def start_session(
+        self, container: str = FLV, *, on_refused: Callable[[str], None] | None = None
+    ) -> int:
+        """Begin a publish session in `container` (ending any current one); its index.
+
+        `on_refused(reason)`: this session's source was refused (see the class)."""
         if self._stopped:
             raise RuntimeError("decoder stopped")
+        if container not in CONTAINERS:
+            raise ValueError(f"unknown container {container!r}")
         if self._session is not None:
             self.end_session("replaced by a new session")
         index = self._next_index
         self._next_index += 1
-        session = _Session(index, FlvFeed(self.max_buffered_bytes))
+        feed = ByteFeed(self.max_buffered_bytes)
+        label = f"{self.label} {index}".strip()
+        writer = FlvSessionWriter(feed, label=label) if container == FLV else None
+        session = _Session(index, container, feed, writer, on_refused)
         previous = self._last_thread
         thread = threading.Thread(
             target=self._run,
@@ -147,89 +155,51 @@ class LiveDecoder:
         )
         session.thread = thread
         with self._lock:
-            self._feeds.append(session.feed)
+            self._feeds.append(feed)
         self._session = session
         self._last_thread = thread
         self._stats.new_session()
         thread.start()
         return index
 
-    def on_metadata(self, metadata: dict[str, Any]) -> None:
+    def on_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """What the publisher declares (RTMP onMetaData): statistics, the pixel limit."""
         self._stats.on_metadata(metadata)
+        session = self._session
         problem = pixel_problem(
             _declared_int(metadata, "width"), _declared_int(metadata, "height"), self.max_pixels
         )
         if problem is not None:
             self.end_session(problem)
-            self._refuse(problem)
+            if session is not None:
+                self._refuse(session, problem)
             return
-        session = self._session
-        if session is not None and not session.primed:
-            session.metadata = dict(metadata)
-            self._maybe_prime(session)
+        if session is not None and session.flv is not None:
+            session.flv.on_metadata(metadata)
 
     def on_media(self, kind: int, timestamp_ms: int, payload: bytes) -> None:
-        """One RTMP audio (8) or video (9) message; never blocks."""
+        """One RTMP audio (8) or video (9) message of an FLV session; never blocks."""
         if kind not in (flv.TAG_AUDIO, flv.TAG_VIDEO):
             return
         self._stats.on_media(kind, timestamp_ms, payload)
         session = self._session
         if session is None:
             return
-        if kind == flv.TAG_AUDIO and session.audio_config is None:
-            audio = flv.audio_info(payload)
-            if audio is not None and audio.config and audio.sample_rate:
-                session.audio_config = audio
-        if session.primed:
-            if kind in session.kinds:
-                session.feed.write_tag(kind, timestamp_ms, payload)
-            else:
-                if not session.ignored_tags:
-                    logger.warning("%s ignoring a stream that started late", self.prefix)
-                session.ignored_tags += 1
-            return
-        session.pending.append((kind, timestamp_ms, payload))
-        session.pending_bytes += len(payload)
-        span = session.pending_span or (timestamp_ms, timestamp_ms)
-        session.pending_span = (min(span[0], timestamp_ms), max(span[1], timestamp_ms))
-        session.kinds_seen.add(kind)
-        self._maybe_prime(session)
+        if session.flv is None:
+            raise ValueError(f"session {session.index} reads {session.container} bytes, not tags")
+        arrived = self.wall_clock() if session.feed.recording_arrivals else None
+        session.flv.on_tag(kind, timestamp_ms, payload, arrived)
 
-    def _maybe_prime(self, session: _Session) -> None:
-        if not session.pending:
+    def on_data(self, data: bytes) -> None:
+        """The next bytes of a byte-stream session (MPEG-TS), any size; never blocks.
+        Over the feed's cap the write is lost whole (the demuxer resynchronises)."""
+        session = self._session
+        if session is None or not data:
             return
-        seen = session.kinds_seen
-        ready = seen >= {flv.TAG_AUDIO, flv.TAG_VIDEO}
-        if not ready and session.metadata is not None:
-            expected = _declared_kinds(session.metadata)
-            ready = bool(expected) and seen >= expected
-        if not ready and session.pending_span is not None:
-            first, last = session.pending_span
-            ready = last - first >= PRIME_WAIT_MS
-        if ready or session.pending_bytes >= self.max_buffered_bytes // 2:
-            self._prime(session)
-
-    def _prime(self, session: _Session) -> None:
-        """Write the FLV header and the held tags, the first tag of each kind first."""
-        session.primed = True
-        session.kinds = frozenset(session.kinds_seen)
-        feed = session.feed
-        feed.write(
-            flv.file_header(
-                audio=flv.TAG_AUDIO in session.kinds, video=flv.TAG_VIDEO in session.kinds
-            )
-        )
-        if session.metadata:
-            feed.write(flv.tag(flv.TAG_SCRIPT, 0, flv.metadata_payload(session.metadata)))
-        firsts: dict[int, int] = {}
-        for position, (kind, _, _) in enumerate(session.pending):
-            firsts.setdefault(kind, position)
-        order = sorted(firsts.values())
-        order += [i for i in range(len(session.pending)) if i not in firsts.values()]
-        for position in order:
-            feed.write_tag(*session.pending[position])
-        session.pending = []
-        session.pending_bytes = 0
+        if session.flv is not None:
+            raise ValueError(f"session {session.index} is FLV: feed it tags (on_media)")
+        arrived = self.wall_clock() if session.feed.recording_arrivals else None
+        session.feed.write(data, arrived=arrived)
 
     def end_session(self, reason: str) -> None:
         """End the current session: its thread drains the feed, flushes, puts SessionEnd."""
@@ -237,16 +207,21 @@ class LiveDecoder:
         if session is None:
             return
         self._session = None
-        if not session.primed and session.pending:
-            self._prime(session)
+        if session.flv is not None:
+            session.flv.finish()
         session.reason = reason
         session.feed.close()
 
-    def _refuse(self, reason: str) -> None:
+    def _refuse(self, session: _Session, reason: str) -> None:
+        if session.refused:
+            return
+        session.refused = True
         logger.warning("%s source refused: %s", self.prefix, reason)
-        if self.on_refused is not None:
+        for callback in (self.on_refused, session.on_refused):
+            if callback is None:
+                continue
             try:
-                self.on_refused(reason)
+                callback(reason)
             except Exception:
                 logger.exception("%s on_refused callback failed", self.prefix)
 
@@ -277,14 +252,13 @@ class LiveDecoder:
     def _run(self, session: _Session, previous: threading.Thread | None) -> None:
         if previous is not None:
             previous.join()
-        started = False
         reason = ""
         try:
             if session.feed.wait_readable():
-                started = self._demux(session)
+                self._demux(session)
         except SourceTooLarge as refused:
             reason = str(refused)
-            self._refuse(reason)
+            self._refuse(session, reason)
         except Exception as exc:  # the thread boundary: PyAV and anything else
             reason = f"decode error: {exc}"
             logger.warning("%s session %d: %s", self.prefix, session.index, reason)
@@ -294,75 +268,95 @@ class LiveDecoder:
                 except Exception:
                     logger.exception("%s on_error callback failed", self.prefix)
         finally:
-            session.feed.abort()
-            if not started:
+            feed = session.feed
+            feed.abort()
+            if not session.started:
                 self.queue.put(SessionStart(session.index, None, None))
             self.queue.put(SessionEnd(session.index, reason or session.reason or "ended"))
             with self._lock:
-                self._feeds.remove(session.feed)
-                self._dropped_before += session.feed.dropped_tags
-            if session.feed.dropped_tags:
+                self._feeds.remove(feed)
+                self._dropped_before += feed.dropped_writes
+            if feed.dropped_writes:
                 logger.warning(
-                    "%s session %d: decoder too slow, dropped %d tags (%d bytes)",
+                    "%s session %d: decoder too slow, dropped %d writes (%d bytes)",
                     self.prefix,
                     session.index,
-                    session.feed.dropped_tags,
-                    session.feed.dropped_bytes,
+                    feed.dropped_writes,
+                    feed.dropped_bytes,
                 )
 
-    def _demux(self, session: _Session) -> bool:
-        """Open the session's FLV and pump it into the queue; True once SessionStart is put.
+    def _demux(self, session: _Session) -> None:
+        """Open the session's container and pump it into the queue.
 
         The container is not closed explicitly: packets (passthrough) and the
         SessionStart template streams still refer to it; it closes when unreferenced.
         """
-        container = av.open(session.feed, mode="r", format="flv", options=OPEN_OPTIONS)
+        container = av.open(session.feed, mode="r", format=session.container, options=OPEN_OPTIONS)
         video_stream = container.streams.video[0] if container.streams.video else None
         audio_stream = container.streams.audio[0] if container.streams.audio else None
-        video = audio = None
-        if video_stream is not None:
-            context = video_stream.codec_context
-            rate = video_stream.average_rate
-            video = VideoParams(
-                codec_name=context.name,
-                width=context.width,
-                height=context.height,
-                frame_rate=nominal_frame_rate(Fraction(rate)) if rate else None,
-                time_base=Fraction(video_stream.time_base or Fraction(1, 1000)),
-                stream=video_stream,
-            )
-            if context.width and context.height:
-                self._stats.on_video_size(context.width, context.height)
-        if audio_stream is not None:
-            # Until the first frame is decoded the codec context repeats the FLV tag
-            # flags, which for AAC always say 44.1 kHz stereo; the AAC config knows.
-            audio_context = audio_stream.codec_context
-            config = session.audio_config
-            sample_rate = (config and config.sample_rate) or audio_context.sample_rate
-            channels = (config and config.channels) or audio_context.channels
-            audio = AudioParams(
-                codec_name=audio_context.name,
-                sample_rate=sample_rate,
-                channels=channels,
-                time_base=Fraction(audio_stream.time_base or Fraction(1, 1000)),
-                stream=audio_stream,
-            )
-            if config is None and sample_rate:
-                self._stats.on_audio_format(sample_rate, channels)
-        self.queue.put(SessionStart(session.index, video, audio))
         streams = [s for s in (video_stream, audio_stream) if s is not None]
+        start = SessionOpening(session.index, session.feed, video_stream, audio_stream, session.flv)
         if not streams:
-            return True
+            self._put_start(start, session)
+            return
+        keyframe = KeyframeWait() if video_stream is not None else None
+        audio_times = AudioTimestamps() if audio_stream is not None else None
         for packet in container.demux(streams):
-            if self.decode:
-                self._decode_packet(packet)
-            elif packet.size:
+            if packet.size:
                 if packet.stream.type == "video":
-                    self.video_frames += 1
-                else:
-                    self.audio_frames += 1
-                self.queue.put(packet)
-        return True
+                    if keyframe is not None and not keyframe.passes(packet):
+                        self.skipped_before_keyframe += 1
+                        continue
+                elif audio_times is not None:
+                    audio_times.fill(packet)
+                if not session.started:
+                    start.held.append(packet)
+                    if not start.ready():
+                        continue
+            if not session.started:
+                self._put_start(start, session)
+                for held in start.held:
+                    self._take(session, held)
+                start.held = []
+                if packet.size:
+                    continue  # it was held: taken above
+            self._take(session, packet)
+        if not session.started:
+            self._put_start(start, session)
+            for held in start.held:
+                self._take(session, held)
+
+    def _put_start(self, start: SessionOpening, session: _Session) -> None:
+        item = start.session_start()
+        video, audio = item.video, item.audio
+        if video is not None and video.width and video.height:
+            self._stats.on_video_size(video.width, video.height)
+        flv_config = session.flv is not None and session.flv.audio_config is not None
+        if audio is not None and audio.sample_rate and not flv_config:
+            self._stats.on_audio_format(audio.sample_rate, audio.channels)
+        session.feed.forget_arrivals()
+        self.queue.put(item)
+        session.started = True
+
+    def _take(self, session: _Session, packet: av.Packet) -> None:
+        if packet.size and session.flv is None:  # FLV sessions are measured from their tags
+            time_base = packet.time_base or Fraction(1, 1000)
+            dts = packet.dts if packet.dts is not None else packet.pts
+            time_ms = None if dts is None else int(dts * time_base * 1000)
+            self._stats.on_packet(
+                packet.stream.type,
+                packet.size,
+                time_ms,
+                packet.stream.codec_context.codec.canonical_name,
+            )
+        if self.decode:
+            self._decode_packet(packet)
+        elif packet.size:
+            if packet.stream.type == "video":
+                self.video_frames += 1
+            else:
+                self.audio_frames += 1
+            self.queue.put(packet)
 
     def _decode_packet(self, packet: av.Packet) -> None:
         try:
@@ -395,19 +389,9 @@ class LiveDecoder:
             self.queue.put(frame)
 
 
-def _declared_int(metadata: dict[str, Any], key: str) -> int:
+def _declared_int(metadata: Mapping[str, Any], key: str) -> int:
     value = metadata.get(key)
     try:
         return max(0, int(value)) if isinstance(value, int | float) else 0
     except (OverflowError, ValueError):
         return 0  # inf, nan
-
-
-def _declared_kinds(metadata: dict[str, Any]) -> set[int]:
-    """Which tag kinds onMetaData says the stream has."""
-    kinds = set()
-    if any(key in metadata for key in ("videocodecid", "width", "height")):
-        kinds.add(flv.TAG_VIDEO)
-    if any(key in metadata for key in ("audiocodecid", "audiosamplerate", "audiochannels")):
-        kinds.add(flv.TAG_AUDIO)
-    return kinds

@@ -1,28 +1,33 @@
-"""A thread-safe, bounded byte feed: the event loop writes FLV, a decode thread reads.
+"""A thread-safe, bounded byte feed: the event loop writes a container's bytes, a
+decode thread reads them through PyAV.
 
-`write()`/`write_tag()` never block. `read(n)` blocks until some bytes are there and
-may return fewer than `n`; it returns b"" at the end, which is what PyAV's
-file-object reader expects (no buffered wrapper: that added latency).
+`write()` never blocks. `read(n)` blocks until some bytes are there and may return
+fewer than `n`; it returns b"" at the end, which is what PyAV's file-object reader
+expects (no buffered wrapper: that added latency).
 
-Over `max_bytes` buffered, whole tags are dropped and counted: audio tags one by
-one, video tags until the next keyframe that fits (a decoder cannot use frames
-whose reference was dropped). Decoder configuration tags (sequence headers) are
-kept regardless, as long as they are small.
+Over `max_bytes` buffered, a write is dropped whole and counted, unless it is
+`essential` (a container header, a decoder configuration). Which bytes a format can
+afford to lose is the writer's business: the FLV writer (`ingest.flvstream`) drops
+whole tags, video until the next keyframe; a byte-stream container (MPEG-TS) loses
+whole writes, which its demuxer resynchronises over.
+
+The feed also remembers when each write arrived (`arrival_at(position)`), until
+`forget_arrivals()`: the decoder maps its first packet's byte position to the
+instant its bytes came in, the session's wall-clock origin.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import threading
 
-from ingest import flv
-
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
-_MAX_ESSENTIAL_TAG_BYTES = 64 * 1024
+MAX_ARRIVALS = 65536  # writes remembered before the first packet at most
 
 
-class FlvFeed:
-    """Bounded single-producer single-consumer byte stream with FLV-aware dropping."""
+class ByteFeed:
+    """Bounded single-producer single-consumer byte stream."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -31,10 +36,13 @@ class FlvFeed:
         self._head_offset = 0  # bytes of _chunks[0] already read
         self._buffered = 0
         self._eof = False
-        self._skip_video = False  # dropping video until the next keyframe
-        self.dropped_tags = 0
+        self.dropped_writes = 0
         self.dropped_bytes = 0
-        self.written_bytes = 0
+        self.written_bytes = 0  # the stream position of the next byte written
+        # (stream position of a write's first byte, its arrival), in stream order
+        self._arrival_starts: list[int] = []
+        self._arrivals: list[float] = []
+        self._recording = True
 
     @property
     def buffered_bytes(self) -> int:
@@ -46,52 +54,64 @@ class FlvFeed:
         with self._cond:
             return self._eof
 
-    def write(self, data: bytes) -> None:
-        """Append raw bytes (e.g. the FLV header); never dropped, ignored after close."""
-        if not data:
-            return
-        with self._cond:
-            if self._eof:
-                return
-            self._append(data)
+    @property
+    def recording_arrivals(self) -> bool:
+        """Whether arrival instants are still wanted (until `forget_arrivals()`)."""
+        return self._recording
 
-    def write_tag(self, kind: int, timestamp_ms: int, payload: bytes) -> bool:
-        """Append one FLV tag unless the byte cap says drop; False if dropped."""
-        data = flv.tag(kind, timestamp_ms, payload)
-        keyframe = essential = False
-        if kind == flv.TAG_VIDEO:
-            info = flv.video_info(payload)
-            if info is not None:
-                keyframe = info.keyframe and info.frame
-                essential = info.config
-        elif kind == flv.TAG_AUDIO:
-            audio = flv.audio_info(payload)
-            essential = audio is not None and audio.config
-        essential = essential and len(data) <= _MAX_ESSENTIAL_TAG_BYTES
+    def fits(self, size: int) -> bool:
+        """Whether `size` more bytes stay within `max_bytes` (the reader only frees room)."""
+        with self._cond:
+            return self._buffered + size <= self.max_bytes
+
+    def write(self, data: bytes, *, arrived: float | None = None, essential: bool = False) -> bool:
+        """Append `data` unless it would pass `max_bytes` (essential data always goes in);
+        False if dropped (counted). `arrived`: when it came in (Unix seconds). Ignored
+        after close."""
+        if not data:
+            return True
         with self._cond:
             if self._eof:
                 return False
-            over = self._buffered + len(data) > self.max_bytes
-            if kind == flv.TAG_VIDEO and not essential:
-                if over or (self._skip_video and not keyframe):
-                    self._skip_video = True
-                    return self._drop(data)
-                self._skip_video = False
-            elif over and not essential:
-                return self._drop(data)
-            self._append(data)
+            if not essential and self._buffered + len(data) > self.max_bytes:
+                self.dropped_writes += 1
+                self.dropped_bytes += len(data)
+                return False
+            if arrived is not None and self._recording:
+                if len(self._arrivals) < MAX_ARRIVALS:
+                    self._arrival_starts.append(self.written_bytes)
+                    self._arrivals.append(arrived)
+            self._chunks.append(data)
+            self._buffered += len(data)
+            self.written_bytes += len(data)
+            self._cond.notify()
             return True
 
-    def _drop(self, data: bytes) -> bool:
-        self.dropped_tags += 1
-        self.dropped_bytes += len(data)
-        return False
+    def drop(self, size: int) -> None:
+        """Count `size` bytes its writer chose not to write (a format's drop policy)."""
+        with self._cond:
+            self.dropped_writes += 1
+            self.dropped_bytes += size
 
-    def _append(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._buffered += len(data)
-        self.written_bytes += len(data)
-        self._cond.notify()
+    def arrival_at(self, position: int) -> float | None:
+        """When the byte at stream `position` arrived: the arrival of the last write
+        with one that starts at or before it (the first such write, for a position
+        before them all); the latest arrival for an unknown position (< 0); None if
+        no write had an arrival."""
+        with self._cond:
+            if not self._arrivals:
+                return None
+            if position < 0:
+                return self._arrivals[-1]
+            index = bisect.bisect_right(self._arrival_starts, position) - 1
+            return self._arrivals[max(index, 0)]
+
+    def forget_arrivals(self) -> None:
+        """Stop recording arrivals and free them."""
+        with self._cond:
+            self._recording = False
+            self._arrival_starts = []
+            self._arrivals = []
 
     def read(self, size: int = -1) -> bytes:
         """Up to `size` bytes (all buffered if negative); blocks until some; b"" at end."""

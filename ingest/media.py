@@ -8,9 +8,10 @@ media items are dropped and counted (never memory without limit); control items
 Items, in order, for each publish session:
     SessionStart, then any mix of av.VideoFrame / av.AudioFrame (decoding mode) or
     av.Packet (passthrough mode), then SessionEnd.
-Frame and packet timestamps are in the input stream's time base, restarting near
-zero at each session (RTMP timestamps restart on reconnect): the consumer keeps
-its output continuous across sessions.
+Frame and packet timestamps are in the input stream's time base and start anywhere
+(RTMP's near zero at each session, a reconnect restarts them; MPEG-TS's wherever
+the source's 90 kHz clock is): the consumer keeps its output continuous across
+sessions.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class SessionStart:
     session: int
     video: VideoParams | None
     audio: AudioParams | None
-    wall_clock: WallClockOrigin | None = None  # None: the ingest could not tell
+    # The session's first packet and when it arrived (`ingest.packets`); None: the
+    # session had no media
+    wall_clock: WallClockOrigin | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """What the publisher's stream is, measured: the API's source statistics object.
 
 Three layers per value, first non-zero wins: what the decoder (or the demuxer's
-codec context) saw, what the FLV tag headers say, what onMetaData declared.
+codec context) saw, what the stream's own headers say (FLV tags as they arrive
+for RTMP, `on_media`; demuxed packets for a byte-stream container such as
+MPEG-TS, `on_packet`), what onMetaData declared.
 Declared values are used only while nothing is measured, and nothing is invented:
 before media every value is zero/false and the encoder is "".
 """
@@ -11,17 +13,26 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ingest import flv
-from ingest.rtmp import amf0
+from ingest.formats import amf0, flv
 
 RATE_WINDOW_SECONDS = 3.0
 FPS_WINDOW_MS = 2000
 
 
-def _declared_int(metadata: dict[str, Any], *keys: str) -> int:
+# Codec names (PyAV's canonical_name) as the API's codec ids: FLV's numbering, as for RTMP.
+VIDEO_CODEC_IDS = {
+    "h264": flv.VIDEO_AVC,
+    "hevc": flv.VIDEO_HEVC,
+    "av1": flv.VIDEO_AV1,
+    "vp9": flv.VIDEO_VP9,
+}
+AUDIO_CODEC_IDS = {"aac": flv.AUDIO_AAC, "mp3": flv.AUDIO_MP3}
+
+
+def _declared_int(metadata: Mapping[str, Any], *keys: str) -> int:
     for key in keys:
         value = metadata.get(key)
         if amf0.is_number(value) and 0 <= value < 1 << 31:
@@ -79,7 +90,7 @@ class SourceStats:
         with self._lock:
             self._frame_times.clear()
 
-    def on_metadata(self, metadata: dict[str, Any]) -> None:
+    def on_metadata(self, metadata: Mapping[str, Any]) -> None:
         with self._lock:
             self._declared = dict(metadata)
 
@@ -104,6 +115,21 @@ class SourceStats:
                 self._tag_rate = audio.sample_rate or self._tag_rate
                 self._tag_size = audio.sample_size_bits or self._tag_size
                 self._tag_channels = audio.channels or self._tag_channels
+
+    def on_packet(self, kind: str, size: int, time_ms: int | None, codec_name: str) -> None:
+        """One demuxed packet of a byte-stream container: `kind` "video" or "audio",
+        `time_ms` its decode time (None when it has none), `codec_name` canonical
+        ("h264", "aac")."""
+        now = self._clock()
+        with self._lock:
+            if kind == "video":
+                self._video_rate.add(now, size)
+                self._video_codec = VIDEO_CODEC_IDS.get(codec_name, self._video_codec)
+                if time_ms is not None:
+                    self._add_frame_time(time_ms)
+            elif kind == "audio":
+                self._audio_rate.add(now, size)
+                self._audio_codec = AUDIO_CODEC_IDS.get(codec_name, self._audio_codec)
 
     def _add_frame_time(self, timestamp_ms: int) -> None:
         times = self._frame_times

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from packager.segments import VariantInfo
+from media.segments import VariantInfo
 
 TS_PACKET_BYTES = 188
 TS_PAYLOAD_BYTES = 184

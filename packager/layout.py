@@ -5,7 +5,10 @@
 {destination}/{filePath}/dvr.m3u8               DVR master (the renditions' dvr.m3u8)
 {destination}/{filePath}/{rendition}/index.m3u8 live playlist (sliding window of a few segments)
 {destination}/{filePath}/{rendition}/dvr.m3u8   DVR playlist (window of ONAIR_DVR_WINDOW_SECONDS)
-{destination}/{filePath}/{rendition}/event.m3u8 event playlist (the whole live)
+{destination}/{filePath}/{rendition}/parts/part_000003.m3u8
+                                                the recording, an hour at most per part, in
+                                                order from part_000000 (written as it grows)
+{destination}/{filePath}/{rendition}/event.m3u8 the whole recording (written when a live ends)
 {destination}/{filePath}/{rendition}/seg_000042.ts
 """
 
@@ -18,6 +21,8 @@ DVR_MASTER_NAME = "dvr.m3u8"
 LIVE_PLAYLIST_NAME = "index.m3u8"
 DVR_PLAYLIST_NAME = "dvr.m3u8"
 EVENT_PLAYLIST_NAME = "event.m3u8"
+PARTS_FOLDER = "parts"
+PART_URI_PREFIX = "../"  # from a part playlist to the rendition's segments
 
 
 def object_prefix(destination: str, file_path: str) -> str:
@@ -48,6 +53,15 @@ def live_playlist_key(prefix: str, rendition: str) -> str:
 
 def event_playlist_key(prefix: str, rendition: str) -> str:
     return _join(prefix, rendition, EVENT_PLAYLIST_NAME)
+
+
+def part_name(index: int) -> str:
+    return f"part_{index:06d}.m3u8"
+
+
+def part_playlist_key(prefix: str, rendition: str, index: int) -> str:
+    """Part `index` (0-based) of the rendition's recording."""
+    return _join(prefix, rendition, PARTS_FOLDER, part_name(index))
 
 
 _SEGMENT_NAME = re.compile(r"seg_(\d+)\.ts")

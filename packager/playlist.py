@@ -1,7 +1,11 @@
-"""HLS playlists as pure functions over what has been published (RFC 8216), rendered with `m3u8`.
+"""HLS playlists as pure functions over what has been published (RFC 8216).
 
-Nothing here touches storage or clocks; the publisher decides *what* is listed (only
-segments already stored) and these functions decide *how* it is written.
+Nothing here touches storage or clocks; the HLS writer decides *what* is listed (only
+segments already stored) and these functions decide *how* it is written. Media
+playlists are rendered here line by line (in exactly the form `m3u8` writes, which
+the tests check, and parse back with `m3u8`): one entry's text never changes once
+rendered, so the writer keeps it and a playlist costs a join, whatever the length of
+the live. The master playlist is rendered with `m3u8`.
 
 Choices worth knowing:
 
@@ -9,14 +13,19 @@ Choices worth knowing:
   `#EXTINF` durations we write (RFC 8216 section 7). The master playlist uses nothing
   beyond version 1 (`AVERAGE-BANDWIDTH`, `FRAME-RATE`, `EXT-X-INDEPENDENT-SEGMENTS`
   carry no version requirement), so it has no `EXT-X-VERSION` tag.
-- `m3u8` omits `EXT-X-MEDIA-SEQUENCE` and `EXT-X-DISCONTINUITY-SEQUENCE` when they
+- `EXT-X-MEDIA-SEQUENCE` and `EXT-X-DISCONTINUITY-SEQUENCE` are omitted when they
   are 0; RFC 8216 4.3.3.2 and 4.3.3.3 define that absence as 0.
 - `EXT-X-TARGETDURATION` is the largest `#EXTINF` *as written* (milliseconds) rounded
-  half up, over every segment of the live so far and never below `min_target_seconds`
-  (the publisher passes the configured segment length): it never decreases while the
-  live goes on, and in practice stays constant, as RFC 8216 6.2.1 asks.
-- When the live ends the event playlist keeps `EXT-X-PLAYLIST-TYPE:EVENT` and gains
-  `EXT-X-ENDLIST`: players treat that as VOD, and the type tag never changes.
+  half up, over every segment of the recording so far and never below
+  `min_target_seconds` (the writer passes the configured segment length): it never
+  decreases while the live goes on, and in practice stays constant (RFC 8216 6.2.1).
+- `EXT-X-PROGRAM-DATE-TIME` (the wall-clock instant the segment's first frame
+  arrived, UTC, milliseconds) is written on the first segment a playlist lists and on
+  every segment after an `EXT-X-DISCONTINUITY` (RFC 8216 4.3.2.6), and nowhere else:
+  a player counts `#EXTINF` durations from there.
+- The whole-live playlist (`event.m3u8`) has `EXT-X-PLAYLIST-TYPE:EVENT` and, once
+  the live ended, `EXT-X-ENDLIST`: players treat that as VOD, and the type tag never
+  changes (a later live of the job appends to it).
 - The master's `BANDWIDTH` is never below the rendition's ceiling (its VBV cap with
   audio and TS overhead, `packager.bandwidth.ts_ceiling_bps`) nor below the peak
   measured on any complete segment so far; `AVERAGE-BANDWIDTH` is measured.
@@ -28,14 +37,15 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 import m3u8
 
+from media.segments import VariantInfo
 from packager.layout import LIVE_PLAYLIST_NAME, segment_name
-from packager.segments import VariantInfo
 
 MEDIA_PLAYLIST_VERSION = 3
 DEFAULT_WINDOW_SEGMENTS = 6
@@ -45,17 +55,19 @@ class PlaylistError(ValueError):
     """A stored playlist is not one this module wrote."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListedSegment:
     """A stored segment as a media playlist lists it."""
 
     sequence: int
     duration_seconds: float
     discontinuity: bool = False
+    # When its first frame arrived (aware, UTC): EXT-X-PROGRAM-DATE-TIME where written.
+    program_date_time: datetime | None = None
 
     @property
     def uri(self) -> str:
-        """Relative to the playlist, which sits in the rendition's folder."""
+        """Relative to a playlist in the rendition's folder."""
         return segment_name(self.sequence)
 
 
@@ -81,46 +93,83 @@ def extinf_duration(duration_seconds: float) -> Decimal:
     return Decimal(f"{duration_seconds:.3f}")
 
 
-def target_duration_seconds(segments: Sequence[ListedSegment], min_target_seconds: int = 1) -> int:
-    """`EXT-X-TARGETDURATION`: every written `#EXTINF`, rounded to the nearest integer, fits.
+def rounded_duration(duration_seconds: float) -> int:
+    """A written `#EXTINF` rounded half up (2.5 s -> 3), the safe side of RFC 8216 4.3.3.1."""
+    return int(extinf_duration(duration_seconds).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
-    Rounding is half up (2.5 s -> 3), the safe side of RFC 8216 4.3.3.1.
-    """
+
+def target_duration_seconds(segments: Iterable[ListedSegment], min_target_seconds: int = 1) -> int:
+    """`EXT-X-TARGETDURATION`: every written `#EXTINF`, rounded to the nearest integer, fits."""
     target = max(1, min_target_seconds)
     for segment in segments:
-        rounded = int(
-            extinf_duration(segment.duration_seconds).quantize(Decimal(1), rounding=ROUND_HALF_UP)
-        )
-        target = max(target, rounded)
+        target = max(target, rounded_duration(segment.duration_seconds))
     return target
 
 
-def _media_playlist(
-    listed: Sequence[ListedSegment],
+def program_date_time(instant: datetime) -> str:
+    """The `EXT-X-PROGRAM-DATE-TIME` value: ISO 8601 with milliseconds and the zone."""
+    return instant.isoformat(timespec="milliseconds")
+
+
+def entry_text(segment: ListedSegment, *, first: bool = False, uri_prefix: str = "") -> str:
+    """The lines of one listed segment; `first`: the playlist's first (its date is written).
+
+    `uri_prefix` leads from the playlist's folder to the rendition's (`../` for a part).
+    """
+    lines = "#EXT-X-DISCONTINUITY\n" if segment.discontinuity else ""
+    instant = segment.program_date_time
+    if instant is not None and (first or segment.discontinuity):
+        lines += f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(instant)}\n"
+    return f"{lines}#EXTINF:{segment.duration_seconds:.3f},\n{uri_prefix}{segment.uri}\n"
+
+
+def media_playlist_text(
+    entries: Iterable[str],
     *,
     media_sequence: int,
     discontinuity_sequence: int,
     target_seconds: int,
-    playlist_type: str | None,
-    ended: bool,
+    playlist_type: str | None = None,
+    ended: bool = False,
 ) -> str:
-    playlist = m3u8.M3U8()
-    playlist.version = MEDIA_PLAYLIST_VERSION
-    playlist.target_duration = target_seconds
-    playlist.media_sequence = media_sequence
-    playlist.discontinuity_sequence = discontinuity_sequence
-    playlist.playlist_type = playlist_type
-    playlist.is_endlist = ended
-    for segment in listed:
-        playlist.add_segment(
-            m3u8.Segment(
-                uri=segment.uri,
-                duration=segment.duration_seconds,
-                discontinuity=segment.discontinuity,
-            )
-        )
-    text: str = playlist.dumps(infspec="milliseconds")
-    return text
+    """A media playlist from its entries' text (`entry_text`, the first with `first=True`)."""
+    head = ["#EXTM3U\n"]
+    if media_sequence:
+        head.append(f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}\n")
+    if discontinuity_sequence:
+        head.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}\n")
+    head.append(f"#EXT-X-VERSION:{MEDIA_PLAYLIST_VERSION}\n")
+    head.append(f"#EXT-X-TARGETDURATION:{target_seconds}\n")
+    if playlist_type:
+        head.append(f"#EXT-X-PLAYLIST-TYPE:{playlist_type.upper()}\n")
+    tail = "#EXT-X-ENDLIST\n" if ended else ""
+    return "".join(head) + "".join(entries) + tail
+
+
+def media_playlist(
+    listed: Sequence[ListedSegment],
+    *,
+    discontinuity_sequence: int = 0,
+    target_seconds: int,
+    playlist_type: str | None = None,
+    ended: bool = False,
+    uri_prefix: str = "",
+) -> str:
+    """A media playlist listing `listed`, its media sequence the first one's."""
+    if not listed:
+        raise ValueError("a media playlist needs at least one segment")
+    entries = [
+        entry_text(segment, first=index == 0, uri_prefix=uri_prefix)
+        for index, segment in enumerate(listed)
+    ]
+    return media_playlist_text(
+        entries,
+        media_sequence=listed[0].sequence,
+        discontinuity_sequence=discontinuity_sequence,
+        target_seconds=target_seconds,
+        playlist_type=playlist_type,
+        ended=ended,
+    )
 
 
 def live_playlist(
@@ -142,14 +191,24 @@ def live_playlist(
         raise ValueError("a media playlist needs at least one segment")
     window = history[-window_segments:]
     slid_out = history[: len(history) - len(window)]
-    return _media_playlist(
+    return media_playlist(
         window,
-        media_sequence=window[0].sequence,
         discontinuity_sequence=sum(1 for s in slid_out if s.discontinuity),
         target_seconds=target_duration_seconds(history, min_target_seconds),
-        playlist_type=None,
         ended=ended,
     )
+
+
+def dvr_window_count(history: Sequence[ListedSegment], window_seconds: float) -> int:
+    """How many of the latest segments fit in `window_seconds` (at least one)."""
+    total = 0.0
+    count = 0
+    for segment in reversed(history):
+        total += segment.duration_seconds
+        if count and total > window_seconds:
+            break
+        count += 1
+    return count
 
 
 def dvr_playlist(
@@ -165,15 +224,11 @@ def dvr_playlist(
         raise ValueError("window_seconds must be positive")
     if not history:
         raise ValueError("a media playlist needs at least one segment")
-    total = 0.0
-    count = 0
-    for segment in reversed(history):
-        total += segment.duration_seconds
-        if count and total > window_seconds:
-            break
-        count += 1
     return live_playlist(
-        history, window_segments=count, min_target_seconds=min_target_seconds, ended=ended
+        history,
+        window_segments=dvr_window_count(history, window_seconds),
+        min_target_seconds=min_target_seconds,
+        ended=ended,
     )
 
 
@@ -181,20 +236,18 @@ def event_playlist(
     history: Sequence[ListedSegment], *, min_target_seconds: int = 1, ended: bool = False
 ) -> str:
     """The whole-live playlist (`event.m3u8`): every published segment, type EVENT."""
-    if not history:
-        raise ValueError("a media playlist needs at least one segment")
-    return _media_playlist(
+    return media_playlist(
         history,
-        media_sequence=history[0].sequence,
-        discontinuity_sequence=0,
         target_seconds=target_duration_seconds(history, min_target_seconds),
         playlist_type="event",
         ended=ended,
     )
 
 
-def parse_history(text: str) -> list[ListedSegment]:
-    """The segments an event playlist written by `event_playlist` lists, to continue it.
+def parse_media_playlist(text: str, *, uri_prefix: str = "") -> list[ListedSegment]:
+    """The segments a media playlist written here lists (an event playlist, or a part
+    whose URIs start with `uri_prefix`), to continue it; each with its date
+    (`EXT-X-PROGRAM-DATE-TIME`, or counted on from the last one written).
 
     Raises `PlaylistError` unless every segment is named as we name them, numbered by
     its media sequence number (consecutive).
@@ -209,11 +262,20 @@ def parse_history(text: str) -> list[ListedSegment]:
     listed: list[ListedSegment] = []
     for index, segment in enumerate(playlist.segments):
         sequence = first + index
-        if segment.uri != segment_name(sequence):
-            raise PlaylistError(f"segment {index} is {segment.uri!r}, not {segment_name(sequence)}")
+        expected = uri_prefix + segment_name(sequence)
+        if segment.uri != expected:
+            raise PlaylistError(f"segment {index} is {segment.uri!r}, not {expected}")
         if segment.duration is None or segment.duration < 0:
             raise PlaylistError(f"segment {index} has no duration")
-        listed.append(ListedSegment(sequence, float(segment.duration), bool(segment.discontinuity)))
+        instant = segment.current_program_date_time
+        listed.append(
+            ListedSegment(
+                sequence,
+                float(segment.duration),
+                bool(segment.discontinuity),
+                instant if isinstance(instant, datetime) else None,
+            )
+        )
     return listed
 
 

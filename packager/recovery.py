@@ -1,14 +1,15 @@
-"""What a publisher leaves in its spool when it is stopped before its uploads are done.
+"""What an HLS writer leaves in its spool when it is stopped before its uploads are done.
 
-A publisher closed with segments not yet stored (a service stopping while the
-storage hangs) writes `{spool_dir}/pending.json`: its renditions, what its
-playlists list, and each segment still to store, in order, with its place in the
-recording. The next start reads it back and a publisher made from it
-(`HlsPublisher.recover`) uploads those segments in order, lists them where they
-belong and ends the playlists: nothing waits for an operator.
+A writer closed with segments not yet stored (a service stopping while the storage
+hangs) writes `{spool_dir}/pending.json`: its renditions, what its playlists list
+(each segment with its `EXT-X-PROGRAM-DATE-TIME`), and each segment still to store, in
+order, with its place in the recording and its wall-clock arrival. The next start reads
+it back and a writer made from it (`packager.hls.leftover`) uploads those segments in
+order, lists them where they belong and ends the playlists: nothing waits for an
+operator.
 
-A process that dies without closing its publisher leaves no manifest: its spool is
-set aside for an operator as before (`Spool`).
+A process that dies without closing its writer leaves no manifest: its spool is set
+aside for an operator as before (`Spool`).
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from media.segments import VariantInfo
 from packager.playlist import ListedSegment
-from packager.segments import VariantInfo
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "pending.json"
-MANIFEST_VERSION = 1
+# 2: segments carry their wall-clock instants (ISO 8601); 1 (read too) did not.
+MANIFEST_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -40,17 +44,39 @@ class PendingSegment:
     discontinuity: bool  # listed with EXT-X-DISCONTINUITY
     file: str | None  # relative to the spool directory
     opens_run: bool = False  # the old run's first: TS discontinuity indicators to clear
+    arrived_at: str | None = None  # ISO 8601: when its first frame arrived
 
 
 @dataclass(frozen=True)
 class Leftover:
-    """A closed publisher's unfinished work."""
+    """A closed writer's unfinished work."""
 
     variants: list[VariantInfo]
     segment_seconds: float
     resumed: bool  # the old run had read the stored playlists: `published` is complete
     published: dict[str, list[ListedSegment]]  # rendition -> what its playlists list
     pending: list[PendingSegment]
+
+
+def _listed(segment: ListedSegment) -> list[Any]:
+    instant = segment.program_date_time
+    return [
+        segment.sequence,
+        segment.duration_seconds,
+        segment.discontinuity,
+        None if instant is None else instant.isoformat(),
+    ]
+
+
+def _from_listed(entry: list[Any]) -> ListedSegment:
+    number, duration, discontinuity, *rest = entry
+    instant = rest[0] if rest else None
+    return ListedSegment(
+        int(number),
+        float(duration),
+        bool(discontinuity),
+        None if instant is None else datetime.fromisoformat(instant),
+    )
 
 
 def write_leftover(spool_dir: Path, leftover: Leftover) -> Path | None:
@@ -61,8 +87,7 @@ def write_leftover(spool_dir: Path, leftover: Leftover) -> Path | None:
         "segmentSeconds": leftover.segment_seconds,
         "resumed": leftover.resumed,
         "published": {
-            name: [[s.sequence, s.duration_seconds, s.discontinuity] for s in listed]
-            for name, listed in leftover.published.items()
+            name: [_listed(s) for s in listed] for name, listed in leftover.published.items()
         },
         "pending": [asdict(p) for p in leftover.pending],
     }
@@ -89,14 +114,14 @@ def read_leftover(spool_dir: Path) -> Leftover | None:
         logger.error("%s is unreadable, its segments are left for an operator: %s", path, error)
         return None
     try:
-        if body.get("version") != MANIFEST_VERSION:
+        if body.get("version") not in _READABLE_VERSIONS:
             raise ValueError(f"version {body.get('version')!r}")
         return Leftover(
             variants=[VariantInfo(**v) for v in body["variants"]],
             segment_seconds=float(body["segmentSeconds"]),
             resumed=bool(body["resumed"]),
             published={
-                name: [ListedSegment(int(n), float(d), bool(c)) for n, d, c in listed]
+                name: [_from_listed(entry) for entry in listed]
                 for name, listed in body["published"].items()
             },
             pending=[PendingSegment(**p) for p in body["pending"]],

@@ -1,4 +1,4 @@
-"""The publisher's spool: segments on local disk until they are stored.
+"""The HLS writer's spool: segments on local disk until they are stored.
 
     {spool_dir}/{rendition}/seg_000042.ts
 
@@ -6,9 +6,9 @@ A file is written under a `.part` name and renamed, so a file with the final nam
 always complete (a crash leaves at worst a `.part`). Disk errors are logged and
 reported as None, never raised: the caller keeps the data in memory instead.
 
-Segments an earlier publisher left behind (the process died before they were
+Segments an earlier writer left behind (the process died before they were
 stored) are moved aside to `{spool_dir}/orphaned-{time}/{rendition}/` when a new
-publisher starts, never overwritten: they are not uploaded automatically (their
+writer starts, never overwritten: they are not uploaded automatically (their
 place in the playlists is unknown), an operator can upload them by hand.
 """
 
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 class SpoolBudget:
-    """The bytes every publisher of the host keeps in its spool, capped (thread-safe)."""
+    """The bytes every HLS writer of the host keeps in its spool, capped (thread-safe)."""
 
     def __init__(self, max_bytes: int | None) -> None:
         self.max_bytes = max_bytes

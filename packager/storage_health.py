@@ -1,6 +1,6 @@
 """Whether the storage is failing, when to try it again, and the outage to report.
 
-A pure state machine driven by the publisher (under its lock) with explicit times, so
+A pure state machine driven by the HLS writer (under its lock) with explicit times, so
 that backoff and reporting are tested without sleeping:
 
 - the first failed write makes the storage *failing*: no new write starts except one
@@ -21,7 +21,7 @@ STORAGE_RECOVERED = "StorageRecovered"
 
 
 class StorageHealth:
-    """Failing state, probe scheduling and outage events of one publisher; not thread-safe."""
+    """Failing state, probe scheduling and outage events of one HLS writer; not thread-safe."""
 
     def __init__(self, retry_initial_seconds: float, retry_max_seconds: float) -> None:
         if retry_initial_seconds <= 0:

@@ -199,7 +199,9 @@ async def test_420_idle_rtmp_sockets_leave_the_api_answering_and_publishing_poss
             assert 0 <= held <= PENDING_LIMIT + 16, f"{held} descriptors held for idle sockets"
             assert settings.rtmp_max_pending == PENDING_LIMIT
             assert rtmp.pending_count <= PENDING_LIMIT
-            assert rtmp.refused_over_limit >= connected - PENDING_LIMIT
+            # The limit did bite. (How many were refused rather than closed by the
+            # handshake deadline depends on how fast the 420 connected: not asserted.)
+            assert rtmp.refused_over_limit > 0
             # The handshake deadline frees the pending ones; the stranger still holds
             # its 420 sockets, and a real publisher goes live.
             await async_wait_until(lambda: rtmp.pending_count == 0, 15, "the handshake deadline")

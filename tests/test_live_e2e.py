@@ -365,17 +365,17 @@ async def test_a_failing_pipeline_interrupts_only_its_own_job(
 ) -> None:
     from api import pipeline as pipeline_module
 
-    class FailingPublisher(pipeline_module.HlsPublisher):  # type: ignore[misc]
+    class FailingWriter(pipeline_module.HlsWriter):  # type: ignore[misc]
         def add_segment(self, segment: Any) -> None:
             raise RuntimeError("injected packager failure")
 
-    original = pipeline_module.HlsPublisher
+    original = pipeline_module.HlsWriter
 
-    def publisher_for(storage: Any, bucket_name: str, prefix: str, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
-        cls = FailingPublisher if prefix.endswith("doomed") else original
+    def writer_for(storage: Any, bucket_name: str, prefix: str, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        cls = FailingWriter if prefix.endswith("doomed") else original
         return cls(storage, bucket_name, prefix, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline_module, "HlsPublisher", publisher_for)
+    monkeypatch.setattr(pipeline_module, "HlsWriter", writer_for)
     doomed = await live.create_online_job(2, bucket, "doomed")
     healthy = await live.create_online_job(2, bucket, "healthy")
     results = await asyncio.gather(

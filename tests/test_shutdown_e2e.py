@@ -141,9 +141,10 @@ def test_sigterm_with_the_storage_held_ends_in_time_and_the_next_start_uploads(
              f"rtmp://127.0.0.1:{service.rtmp_port}/live/{job['key']}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        event_key = "live/held/360p/event.m3u8"
+        # During the live the recording is in its parts (event.m3u8 comes at the end).
+        part_key = "live/held/360p/parts/part_000000.m3u8"
         deadline = time.monotonic() + 60
-        while len(listed(service, event_key)) < 2:
+        while len(listed(service, part_key)) < 2:
             assert time.monotonic() < deadline, service.log_text()
             time.sleep(0.2)
         weed = service.weed_pids()

@@ -15,5 +15,8 @@ class ProtocolError(RtmpError):
     """The chunk stream or a message breaks the protocol or one of our limits."""
 
 
-class AmfError(ProtocolError):
-    """AMF0 data that cannot be decoded (truncated, unknown marker, too deep, ...)."""
+class AmfMessageError(ProtocolError):
+    """A command or data message whose AMF0 body does not decode, or is not a command.
+
+    The AMF0 codec (`ingest.formats.amf0`) raises its own `AmfError`, a ValueError;
+    `ingest.rtmp.messages` turns it into this, a protocol error of the connection."""

@@ -10,8 +10,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.rtmp import amf0
-from ingest.rtmp.errors import AmfError, ProtocolError
+from ingest.formats import amf0
+from ingest.rtmp.errors import AmfMessageError, ProtocolError
 
 # Message type ids
 SET_CHUNK_SIZE = 1
@@ -147,17 +147,25 @@ def amf0_body(message: Message) -> bytes:
 
 
 def parse_command(message: Message) -> Command:
-    """Decode a command message; raises AmfError if it is not `name, txn, object, ...`."""
-    values = amf0.decode_all(amf0_body(message))
+    """Decode a command message; AmfMessageError if it is not `name, txn, object, ...`."""
+    values = _decode(message)
     if len(values) < 2 or not isinstance(values[0], str) or not amf0.is_number(values[1]):
-        raise AmfError("command message does not start with a name and a transaction id")
+        raise AmfMessageError("command message does not start with a name and a transaction id")
     command_object = values[2] if len(values) > 2 else None
     return Command(values[0], float(values[1]), command_object, values[3:], message.stream_id)
 
 
 def parse_data(message: Message) -> list[Any]:
-    """Decode a data message (e.g. `@setDataFrame`, `onMetaData`, {...})."""
-    return amf0.decode_all(amf0_body(message))
+    """Decode a data message (e.g. `@setDataFrame`, `onMetaData`, {...});
+    AmfMessageError if its AMF0 does not decode."""
+    return _decode(message)
+
+
+def _decode(message: Message) -> list[Any]:
+    try:
+        return amf0.decode_all(amf0_body(message))
+    except amf0.AmfError as exc:
+        raise AmfMessageError(str(exc)) from exc
 
 
 def command(

@@ -1,5 +1,11 @@
 """The RTMP ingest server: accepts publishers, asks `admit` at `publish`, forwards media.
 
+It speaks the ingest types of `ingest.session`: a `PublishRequest` (protocol RTMP,
+container FLV, the app from `connect`, the key from `publish`) to `admit`; a
+`PublishRefused` becomes onStatus error (`status_code()`); the admitted
+`PublishSession` gets `on_metadata` (onMetaData), `on_media` (each audio and video
+message, FLV-tag-shaped) and `on_close`.
+
 One asyncio task per connection. Everything a peer can get wrong (handshake,
 chunk stream, AMF, limits, timeouts) ends only that connection, with one log line
 `[rtmp ip:port] closed: <reason>`. Per-connection memory is bounded: one read
@@ -23,16 +29,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
 
 from ingest.connlimit import ConnectionLimiter, GatedProtocol, Slot, is_loopback
+from ingest.formats import amf0
 from ingest.ratelog import RateLimitedLog
-from ingest.rtmp import amf0, handshake, messages
+from ingest.rtmp import handshake, messages
 from ingest.rtmp.chunk import DEFAULT_WINDOW_ACK_SIZE, ChunkReader, ChunkWriter
-from ingest.rtmp.errors import AmfError, HandshakeError, ProtocolError, RtmpError
+from ingest.rtmp.errors import AmfMessageError, HandshakeError, ProtocolError, RtmpError
 from ingest.rtmp.messages import Command, Message
+from ingest.session import (
+    FLV,
+    AdmitCallback,
+    IngestProtocol,
+    PublishRefused,
+    PublishRequest,
+    PublishSession,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,41 +64,12 @@ LOG_LINES_PER_INTERVAL = 10
 LOG_INTERVAL_SECONDS = 10.0
 
 
-@dataclass(frozen=True)
-class PublishRequest:
-    """What a publisher asks for; given to the admit callback at `publish`."""
-
-    app: str  # from connect's "app" (e.g. "live"), without a trailing "/"
-    stream_key: str  # from publish, with any "?query" stripped
-    remote: str  # "ip:port" of the publisher
-    tc_url: str | None
-    close: Callable[[str], None]  # call (from the event loop) to drop this connection
-    # call (from the event loop) to refuse what is being published after all: the
-    # publisher gets onStatus error NetStream.Publish.Rejected with the reason, then
-    # the connection is dropped
-    reject: Callable[[str], None]
-
-
-class PublishRefused(Exception):
-    """Raised by an admit callback to refuse a publish; the publisher gets onStatus error."""
-
-    def __init__(self, description: str, code: str = "NetStream.Publish.BadName") -> None:
-        super().__init__(description)
-        self.description = description
-        self.code = code
-
-
-class PublishSession(Protocol):
-    """Receives one admitted publisher's stream, on the event loop; must not block."""
-
-    def on_metadata(self, metadata: dict[str, Any]) -> None: ...
-
-    def on_media(self, kind: int, timestamp_ms: int, payload: bytes) -> None: ...
-
-    def on_close(self, reason: str) -> None: ...
-
-
-AdmitCallback = Callable[[PublishRequest], Awaitable[PublishSession]]
+def status_code(refused: PublishRefused) -> str:
+    """The onStatus code a refusal is told with: Failed for our own trouble (5xx),
+    BadName for anything about the request (what OBS and ffmpeg show as refused)."""
+    if refused.status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        return "NetStream.Publish.Failed"
+    return "NetStream.Publish.BadName"
 
 
 class _SessionFailed(Exception):
@@ -484,7 +470,7 @@ class _Connection:
     def _on_data(self, message: Message) -> None:
         try:
             values = messages.parse_data(message)
-        except AmfError as exc:
+        except AmfMessageError as exc:
             logger.debug("%s ignoring undecodable data message: %s", self.prefix, exc)
             return
         if values and values[0] == "@setDataFrame":
@@ -563,10 +549,21 @@ class _Connection:
         name = command.args[0] if command.args else None
         key = name.split("?", 1)[0] if isinstance(name, str) else ""
         if not key:
-            await self._refuse(stream_id, PublishRefused("missing stream key"))
+            await self._refuse(
+                stream_id, PublishRefused("missing stream key", HTTPStatus.BAD_REQUEST)
+            )
             return
         self._stream_id = stream_id
-        request = PublishRequest(self._app, key, self.remote, self._tc_url, self.close, self.reject)
+        request = PublishRequest(
+            IngestProtocol.RTMP,
+            self._app,
+            key,
+            self.remote,
+            FLV,
+            close=self.close,
+            reject=self.reject,
+            url=self._tc_url,
+        )
         self._admitting = True
         try:
             session = await self.server.admit(request)
@@ -578,7 +575,7 @@ class _Connection:
                 "admission failed", logging.ERROR, "%s admission failed", self.prefix, exc_info=exc
             )
             await self._refuse(
-                stream_id, PublishRefused("internal error", "NetStream.Publish.Failed")
+                stream_id, PublishRefused("internal error", HTTPStatus.INTERNAL_SERVER_ERROR)
             )
             return
         finally:
@@ -596,6 +593,6 @@ class _Connection:
 
     async def _refuse(self, stream_id: int, refused: PublishRefused) -> None:
         self._refused = True
-        self._status(stream_id, "error", refused.code, refused.description)
+        self._status(stream_id, "error", status_code(refused), refused.description)
         self._close_reason = f"publish refused: {refused.description}"
         await self._writer.drain()

@@ -22,7 +22,7 @@ from ingest.media import (
     VideoParams,
     nominal_frame_rate,
 )
-from packager.segments import Segment, VariantInfo
+from media.segments import Segment, VariantInfo
 
 LIVE_PROBE = {"probesize": "32", "analyzeduration": "0"}  # as ingest opens a live FLV
 
@@ -80,6 +80,7 @@ class CollectingSink:
     segments: list[Segment] = field(default_factory=list)
     starts: int = 0
     finished: int = 0
+    closed: int = 0
     on_segment: Callable[[Segment], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -97,9 +98,13 @@ class CollectingSink:
             assert self.starts == 1, "segment before start()"
             self.segments.append(segment)
 
-    def finish(self) -> None:
+    def finish(self, timeout_seconds: float) -> None:
         with self.lock:
             self.finished += 1
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed += 1
 
     def by_rendition(self) -> dict[str, list[Segment]]:
         out: dict[str, list[Segment]] = {}

@@ -9,7 +9,7 @@ import av
 import numpy as np
 
 from encoder.audio import AacEncoder
-from packager.segmenter import AudioPacket
+from media.segments import AudioPacket
 
 
 def tone(samples: int, rate: int = 48000, layout: str = "stereo") -> av.AudioFrame:

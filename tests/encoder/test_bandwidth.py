@@ -13,11 +13,11 @@ from pathlib import Path
 
 import m3u8
 
-from encoder.pipeline import LiveEncoder
+from encoder.live_encoder import LiveEncoder
 from encoder.templates import get_template
 from ingest.media import MediaQueue
 from packager import layout
-from packager.publisher import HlsPublisher
+from packager.hls import HlsWriter
 from tests.encoder.helpers import feed
 from tests.packager.conftest import CheckingStore, MemoryStore
 
@@ -40,9 +40,9 @@ def noise_source(path: Path, seconds: int) -> Path:
 def test_no_listed_segment_is_above_the_masters_bandwidth(tmp_path: Path) -> None:
     memory = MemoryStore()
     store = CheckingStore(memory, PREFIX)
-    publisher = HlsPublisher(store, "bucket", PREFIX, tmp_path / "spool", label="motion")
+    writer = HlsWriter(store, "bucket", PREFIX, tmp_path / "spool", label="motion")
     queue = MediaQueue(120)
-    encoder = LiveEncoder(get_template(2), queue, publisher, label="motion")
+    encoder = LiveEncoder(get_template(2), queue, writer, label="motion")
     encoder.start()
     started = time.monotonic()
 
@@ -57,7 +57,7 @@ def test_no_listed_segment_is_above_the_masters_bandwidth(tmp_path: Path) -> Non
     assert encoder.drains > 0  # the production path: a fresh x264 per segment
 
     variant = "360p"  # a 360p source: the only rung of template 2 it can feed
-    assert list(publisher.stats()) == [variant]
+    assert list(writer.stats()) == [variant]
     sizes = {key: len(data) for key, (data, _, _) in memory.objects.items() if key.endswith(".ts")}
     master_key = layout.master_key(PREFIX)
     live_key = layout.live_playlist_key(PREFIX, variant)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from encoder.pipeline import LiveEncoder
+from encoder.live_encoder import LiveEncoder
 from encoder.templates import get_template
 from ingest.media import MediaQueue, nominal_frame_rate
 from tests.encoder.helpers import CollectingSink, feed

@@ -11,10 +11,10 @@ import av
 import pytest
 
 from encoder.codecs import annexb_nal_units, avc1_codec_string, avcc_nal_units
-from encoder.pipeline import LiveEncoder
+from encoder.live_encoder import LiveEncoder
 from encoder.templates import get_template
 from ingest.media import MediaQueue
-from packager.segments import Segment
+from media.segments import Segment
 from tests.encoder.helpers import CollectingSink, feed, ffprobe
 
 ADDED_BY_TS = {7, 8, 9}  # SPS, PPS (before keyframes) and AUDs the TS muxer inserts
@@ -29,7 +29,7 @@ def passthrough(sources: list[Path]) -> tuple[CollectingSink, LiveEncoder]:
     for session, source in enumerate(sources):
         feed(source, queue, session, decode=False, keep=keep)
     queue.close()
-    encoder.stop(timeout=30)
+    encoder.stop(timeout_seconds=30)
     assert encoder.failed is None
     return sink, encoder
 

@@ -10,8 +10,8 @@ import numpy as np
 from av.video.frame import PictureType
 
 from encoder.audio import AacEncoder
-from packager.segmenter import TS_PTS_OFFSET, Segmenter
-from packager.segments import Segment
+from encoder.segmenter import TS_PTS_OFFSET, Segmenter
+from media.segments import Segment
 
 FRAME = 3000  # ticks at 30 fps
 

@@ -6,12 +6,8 @@ from fractions import Fraction
 
 import pytest
 
-from encoder.timeline import (
-    KeyframeClock,
-    SessionClock,
-    keyframe_interval_seconds,
-    seconds_to_ticks,
-)
+from encoder.timeline import KeyframeClock, SessionClock, keyframe_interval_seconds
+from media.clock import seconds_to_ticks
 
 
 def test_sessions_continue_where_the_previous_one_ended() -> None:
@@ -53,3 +49,23 @@ def test_keyframe_interval() -> None:
     assert keyframe_interval_seconds(4, 2) == 2
     assert keyframe_interval_seconds(2, 3) == 2
     assert keyframe_interval_seconds(6, 4) == 6
+
+
+def test_arrivals_follow_each_sessions_anchor_by_media_time() -> None:
+    from encoder.timeline import ArrivalClock
+    from ingest.media import WallClockOrigin
+    from media.clock import utc_instant
+
+    arrivals = ArrivalClock()
+    assert arrivals.at(0) is None
+    now = iter([2000.0])
+    clock = SessionClock(arrivals, now_unix=lambda: next(now))
+    clock.start_session(0, WallClockOrigin(1000.0, Fraction(3)))
+    clock.to_output(Fraction(5))  # the session's first item: source 5 s arrived at 1002
+    clock.extend_to(Fraction(10))
+    assert arrivals.at(seconds_to_ticks(4)) == utc_instant(1006.0)
+    clock.start_session(1)  # no origin from the ingest: when the encoder saw it
+    clock.to_output(Fraction(1, 2))
+    assert arrivals.at(seconds_to_ticks(10)) == utc_instant(2000.0)
+    assert arrivals.at(seconds_to_ticks(12)) == utc_instant(2002.0)
+    assert arrivals.at(seconds_to_ticks(9)) == utc_instant(1011.0)  # still the first session

@@ -14,12 +14,11 @@ import pytest
 from av.video.frame import PictureType
 
 from encoder.codecs import H264_NAL_IDR, annexb_nal_units
+from encoder.host import EncoderHost, EncoderTuning
 from encoder.ladder import plan_ladder
-from encoder.runtime import EncoderHost, EncoderTuning
 from encoder.templates import get_template
 from encoder.video import END, Handoff, RenditionWorker, VideoItem, x264_options
-from packager.segmenter import AudioPacket
-from packager.segments import Segment
+from media.segments import AudioPacket, Segment
 
 
 def encode_frames(options: dict[str, str], keyframes: set[int], count: int) -> list[av.Packet]:

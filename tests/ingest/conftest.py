@@ -51,3 +51,33 @@ def flv_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cmd = ffmpeg_publish_cmd("", output=["-f", "flv", str(path)])
     subprocess.run(cmd, check=True, timeout=60)
     return path
+
+
+def _made_by_ffmpeg(
+    factory: pytest.TempPathFactory, name: str, output: list[str], extra: list[str]
+) -> Path:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg CLI not installed")
+    from tests.ingest.helpers import ffmpeg_publish_cmd
+
+    path = factory.mktemp("media") / name
+    cmd = ffmpeg_publish_cmd("", extra=extra, output=[*output, str(path)])
+    subprocess.run(cmd, check=True, timeout=60)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ts_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same as flv_sample, as MPEG-TS (what an SRT publisher sends)."""
+    return _made_by_ffmpeg(tmp_path_factory, "sample.ts", ["-f", "mpegts"], [])
+
+
+@pytest.fixture(scope="session")
+def flv_sample_no_b_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """flv_sample without B-frames: every frame's presentation time is its arrival."""
+    return _made_by_ffmpeg(tmp_path_factory, "nob.flv", ["-f", "flv"], ["-bf", "0"])
+
+
+@pytest.fixture(scope="session")
+def ts_sample_no_b_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _made_by_ffmpeg(tmp_path_factory, "nob.ts", ["-f", "mpegts"], ["-bf", "0"])

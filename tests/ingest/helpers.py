@@ -7,20 +7,21 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import av
 
+from ingest.adapter import DecoderSession
 from ingest.decode import LiveDecoder
+from ingest.formats import amf0
 from ingest.media import MediaQueue, QueueClosed, SessionEnd, SessionStart
-from ingest.publish import DecodingSession
-from ingest.rtmp import amf0, handshake, messages
+from ingest.rtmp import handshake, messages
 from ingest.rtmp.chunk import ChunkReader, ChunkWriter
 from ingest.rtmp.messages import Message
-from ingest.rtmp.server import PublishRefused, PublishRequest, PublishSession
+from ingest.session import PublishRefused, PublishRequest, PublishSession
 
 PYAV_PUBLISHER = Path(__file__).with_name("pyav_publisher.py")
 
@@ -253,11 +254,11 @@ class Job:
 
 
 class _TrackedSession(PublishSession):
-    def __init__(self, harness: Harness, job: Job, inner: DecodingSession) -> None:
+    def __init__(self, harness: Harness, job: Job, inner: DecoderSession) -> None:
         self.harness, self.job, self.inner = harness, job, inner
 
-    def on_metadata(self, metadata: dict[str, Any]) -> None:
-        self.job.metadata.append(metadata)
+    def on_metadata(self, metadata: Mapping[str, Any]) -> None:
+        self.job.metadata.append(dict(metadata))
         self.inner.on_metadata(metadata)
 
     def on_media(self, kind: int, timestamp_ms: int, payload: bytes) -> None:
@@ -265,6 +266,9 @@ class _TrackedSession(PublishSession):
         if kind == 9 and payload and payload[0] & 0x80:
             self.job.video_ex_header = True
         self.inner.on_media(kind, timestamp_ms, payload)
+
+    def on_data(self, data: bytes) -> None:
+        self.inner.on_data(data)
 
     def on_close(self, reason: str) -> None:
         self.job.closes.append(reason)
@@ -300,7 +304,7 @@ class Harness:
         job = self.job(key)
         job.requests.append(request)
         self.publishing.add(key)
-        return _TrackedSession(self, job, DecodingSession(job.decoder))
+        return _TrackedSession(self, job, DecoderSession(job.decoder, request))
 
     def close(self) -> None:
         for job in self.jobs.values():

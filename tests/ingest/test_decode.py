@@ -1,4 +1,6 @@
-"""LiveDecoder fed with the tags of an FLV made by ffmpeg (no network here)."""
+"""LiveDecoder fed with the tags of an FLV made by ffmpeg (no network here).
+
+MPEG-TS sessions and the wall-clock origin: test_decode_mpegts.py, test_wall_clock.py."""
 
 from __future__ import annotations
 
@@ -10,11 +12,10 @@ import av
 import pytest
 
 import ingest.decode
-from ingest import flv
 from ingest.decode import LiveDecoder
+from ingest.formats import amf0, flv
 from ingest.media import MediaQueue, SessionEnd, SessionStart
-from ingest.publish import DecodingSession
-from ingest.rtmp import amf0
+from ingest.session import FLV, MPEGTS
 from tests.ingest.helpers import Collector, decode_file_pts, wait_until
 
 
@@ -135,17 +136,13 @@ def test_starting_a_session_ends_the_current_one(flv_sample: Path, queue: MediaQ
     collector = Collector(queue)
     decoder = LiveDecoder(queue)
     try:
-        stale = DecodingSession(decoder)
-        fresh = DecodingSession(decoder)
-        assert (stale.session, fresh.session) == (0, 1)
-        assert not stale.active and fresh.active
+        assert decoder.start_session() == 0
+        assert decoder.start_session() == 1
+        assert decoder.current_session == 1
         _, tags = sample_tags(flv_sample)
         for tag in tags:
-            stale.on_media(tag.kind, tag.timestamp_ms, tag.payload)  # ignored
-            fresh.on_media(tag.kind, tag.timestamp_ms, tag.payload)
-        stale.on_close("late close of the old connection")  # must not end session 1
-        assert decoder.current_session == 1
-        fresh.on_close("bye")
+            decoder.on_media(tag.kind, tag.timestamp_ms, tag.payload)
+        decoder.end_session("bye")
         collector.wait_ends(2)
         assert [(e.session, e.reason) for e in collector.ends] == [
             (0, "replaced by a new session"),
@@ -156,6 +153,21 @@ def test_starting_a_session_ends_the_current_one(flv_sample: Path, queue: MediaQ
     finally:
         decoder.stop()
         collector.stop()
+
+
+def test_a_session_is_fed_as_its_container_says(queue: MediaQueue) -> None:
+    decoder = LiveDecoder(queue)
+    try:
+        with pytest.raises(ValueError, match="unknown container"):
+            decoder.start_session("mp4")
+        decoder.start_session(MPEGTS)
+        with pytest.raises(ValueError, match="mpegts bytes, not tags"):
+            decoder.on_media(9, 0, b"\x17\x01")
+        decoder.start_session(FLV)
+        with pytest.raises(ValueError, match="is FLV"):
+            decoder.on_data(b"\x47")
+    finally:
+        decoder.stop()
 
 
 def test_passthrough_puts_packets(flv_sample: Path, queue: MediaQueue) -> None:
@@ -197,7 +209,7 @@ def test_feed_cap_drops_whole_tags_and_keeps_decoding_clean(
     try:
         publish(decoder, flv_sample)  # all of it at once: far faster than decoding
         collector.wait_ends(1)
-        assert decoder.dropped_bytes_tags > 0
+        assert decoder.dropped_writes > 0
         assert 0 < len(collector.kinds("video")) < 90
         assert decoder.decode_errors == 0  # video dropped until a keyframe: no broken refs
     finally:

@@ -1,26 +1,15 @@
-"""The bounded FLV byte feed between the event loop and a decode thread."""
+"""The bounded byte feed between the event loop and a decode thread."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from ingest import flv
-from ingest.feed import FlvFeed
-
-AVC_CONFIG = b"\x17\x00\x00\x00\x00" + bytes(30)
-
-
-def key(size: int) -> bytes:
-    return b"\x17\x01\x00\x00\x00" + bytes(size)
-
-
-def inter(size: int) -> bytes:
-    return b"\x27\x01\x00\x00\x00" + bytes(size)
+from ingest.feed import ByteFeed
 
 
 def test_read_blocks_until_data_and_may_return_fewer_bytes() -> None:
-    feed = FlvFeed()
+    feed = ByteFeed()
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(feed.read(100)))
     reader.start()
@@ -32,53 +21,60 @@ def test_read_blocks_until_data_and_may_return_fewer_bytes() -> None:
 
 
 def test_reads_span_writes_and_end_with_empty_bytes() -> None:
-    feed = FlvFeed()
+    feed = ByteFeed()
     feed.write(b"abc")
     feed.write(b"defg")
     assert feed.read(2) == b"ab"
     assert feed.read(4) == b"cdef"
     feed.close()
-    feed.write(b"ignored")
+    assert not feed.write(b"ignored")
     assert feed.read(10) == b"g"
     assert feed.read(10) == b""
     assert feed.read(10) == b""
 
 
 def test_abort_drops_buffered_bytes() -> None:
-    feed = FlvFeed()
+    feed = ByteFeed()
     feed.write(b"abc")
     feed.abort()
     assert feed.read(10) == b""
     assert feed.buffered_bytes == 0
 
 
-def test_over_the_cap_video_is_dropped_until_the_next_keyframe() -> None:
-    feed = FlvFeed(max_bytes=1000)
-    assert feed.write_tag(9, 0, key(500))
-    assert not feed.write_tag(9, 33, inter(600))  # over the cap
+def test_over_the_cap_a_write_is_dropped_whole_and_counted() -> None:
+    feed = ByteFeed(max_bytes=3000)
+    assert feed.write(bytes(1316))
+    assert feed.write(bytes(1316))
+    assert not feed.fits(1316)
+    assert not feed.write(bytes(1316))  # whole, never a partial write
+    assert (feed.dropped_writes, feed.dropped_bytes, feed.buffered_bytes) == (1, 1316, 2632)
+    assert feed.write(b"header", essential=True)  # essential bytes go in regardless
+    feed.drop(50)  # a writer's own policy decided to lose 50 bytes
+    assert (feed.dropped_writes, feed.dropped_bytes) == (2, 1366)
     feed.read(10_000)  # the reader catches up: room again
-    assert not feed.write_tag(9, 66, inter(10))  # still dropped: its reference is gone
-    assert feed.write_tag(8, 70, b"\xaf\x01" + bytes(10))  # audio is independent
-    assert feed.write_tag(9, 100, key(100))
-    assert feed.write_tag(9, 133, inter(10))
-    assert feed.dropped_tags == 2
-    assert feed.dropped_bytes == len(flv.tag(9, 0, inter(600))) + len(flv.tag(9, 0, inter(10)))
-
-
-def test_over_the_cap_audio_drops_one_tag_and_config_is_kept() -> None:
-    feed = FlvFeed(max_bytes=100)
-    assert feed.write_tag(8, 0, b"\xaf\x01" + bytes(60))
-    assert not feed.write_tag(8, 21, b"\xaf\x01" + bytes(60))
-    assert feed.write_tag(9, 0, AVC_CONFIG)  # essential: kept over the cap
-    assert feed.write_tag(8, 0, b"\xaf\x00\x11\x90")
-    assert feed.dropped_tags == 1
-    assert feed.buffered_bytes > 100
+    assert feed.write(bytes(1316))
+    assert feed.written_bytes == 3 * 1316 + 6
 
 
 def test_buffer_never_grows_past_the_cap_under_a_flood() -> None:
-    feed = FlvFeed(max_bytes=10_000)
-    for i in range(1000):
-        feed.write_tag(9, i, key(300) if i % 30 == 0 else inter(300))
-        feed.write_tag(8, i, b"\xaf\x01" + bytes(50))
+    feed = ByteFeed(max_bytes=10_000)
+    for _ in range(1000):
+        feed.write(bytes(1316))
         assert feed.buffered_bytes <= 10_000
-    assert feed.dropped_tags > 1500
+    assert feed.dropped_writes == 1000 - 7
+
+
+def test_arrivals_map_stream_positions_to_when_their_bytes_came() -> None:
+    feed = ByteFeed()
+    assert feed.arrival_at(0) is None  # nothing known yet
+    feed.write(b"FLVhead", essential=True)  # no arrival: bytes of our own
+    feed.write(b"a" * 10, arrived=100.0)  # positions 7..16
+    feed.write(b"b" * 10, arrived=100.5)  # 17..26
+    assert feed.recording_arrivals
+    assert feed.arrival_at(3) == 100.0  # before every stamped write: the first of them
+    assert [feed.arrival_at(p) for p in (7, 16, 17, 26, 500)] == [100.0, 100.0, 100.5, 100.5, 100.5]
+    assert feed.arrival_at(-1) == 100.5  # unknown position: the latest
+    feed.forget_arrivals()
+    feed.write(b"c", arrived=101.0)
+    assert not feed.recording_arrivals
+    assert feed.arrival_at(7) is None

@@ -13,11 +13,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest import flv
-from ingest.rtmp import amf0, messages
-from ingest.rtmp.amf0 import UNDEFINED, AmfDate, EcmaArray
+from ingest.formats import amf0, flv
+from ingest.formats.amf0 import UNDEFINED, AmfDate, AmfError, EcmaArray
+from ingest.rtmp import messages
 from ingest.rtmp.chunk import ChunkReader, ChunkWriter, split_aggregate
-from ingest.rtmp.errors import AmfError, ProtocolError
+from ingest.rtmp.errors import ProtocolError
 from ingest.rtmp.messages import Message
 from ingest.stats import SourceStats
 from tests.ingest.helpers import fuzz_examples

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.rtmp import amf0, messages
-from ingest.rtmp.errors import AmfError, ProtocolError
+from ingest.formats import amf0
+from ingest.rtmp import messages
+from ingest.rtmp.errors import AmfMessageError, ProtocolError
 from ingest.rtmp.messages import Message
 
 
@@ -78,7 +79,7 @@ def test_parse_command_amf0_and_amf3() -> None:
     "payload", [b"", amf0.encode(1.0, 2.0), amf0.encode("connect"), amf0.encode("x", "y")]
 )
 def test_parse_command_rejects_non_commands(payload: bytes) -> None:
-    with pytest.raises(AmfError, match="command message"):
+    with pytest.raises(AmfMessageError, match="command message"):
         messages.parse_command(Message(20, 0, 0, payload))
 
 
@@ -89,3 +90,13 @@ def test_parse_data_set_data_frame() -> None:
         "onMetaData",
         {"width": 640.0},
     ]
+
+
+@pytest.mark.parametrize("type_id", [20, 18])
+def test_undecodable_amf_is_a_protocol_error_of_the_connection(type_id: int) -> None:
+    """The AMF0 codec raises its own error; as an RTMP message it ends the connection."""
+    parse = messages.parse_command if type_id == 20 else messages.parse_data
+    with pytest.raises(AmfMessageError, match="truncated") as raised:
+        parse(Message(type_id, 0, 0, b"\x02\x00\x05ab"))
+    assert isinstance(raised.value, ProtocolError)
+    assert isinstance(raised.value.__cause__, amf0.AmfError)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from ingest.rtmp import amf0
+from ingest.formats import amf0
 from ingest.rtmp.messages import Message
 from ingest.rtmp.server import RtmpServer
 from tests.ingest.conftest import StartServer

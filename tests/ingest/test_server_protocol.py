@@ -6,13 +6,16 @@ import asyncio
 import logging
 import struct
 import time
+from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import pytest
 
-from ingest.rtmp import amf0, messages
+from ingest.formats import amf0
+from ingest.rtmp import messages
 from ingest.rtmp.messages import Message
-from ingest.rtmp.server import PublishRefused, PublishRequest, PublishSession
+from ingest.session import FLV, IngestProtocol, PublishRefused, PublishRequest, PublishSession
 from tests.ingest.conftest import StartServer
 from tests.ingest.helpers import RawClient, async_wait_until
 
@@ -23,11 +26,14 @@ class Recorder(PublishSession):
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def on_metadata(self, metadata: dict[str, Any]) -> None:
+    def on_metadata(self, metadata: Mapping[str, Any]) -> None:
         self.calls.append(("metadata", metadata))
 
     def on_media(self, kind: int, timestamp_ms: int, payload: bytes) -> None:
         self.calls.append(("media", kind, timestamp_ms, payload))
+
+    def on_data(self, data: bytes) -> None:
+        self.calls.append(("data", data))
 
     def on_close(self, reason: str) -> None:
         self.calls.append(("close", reason))
@@ -95,7 +101,8 @@ async def test_publish_conversation(start_server: StartServer) -> None:
 
         [request] = admit.requests
         assert (request.app, request.stream_key, request.remote) == ("live", "key", client.local)
-        assert request.tc_url == app["tcUrl"]
+        assert request.url == app["tcUrl"]
+        assert (request.protocol, request.container) == (IngestProtocol.RTMP, FLV)
 
         metadata = amf0.EcmaArray(width=640.0, encoder="raw")
         client.send(4, Message(18, 1, 0, amf0.encode("@setDataFrame", "onMetaData", metadata)))
@@ -173,8 +180,19 @@ async def test_acknowledgement_at_the_window_the_peer_set(start_server: StartSer
         client.close()
 
 
-async def test_refusal_sends_error_status_then_closes(start_server: StartServer) -> None:
-    admit = RecordingAdmit(refuse=PublishRefused("key revoked", "NetStream.Publish.Denied"))
+@pytest.mark.parametrize(
+    ("refusal", "code"),
+    [
+        (HTTPStatus.FORBIDDEN, "NetStream.Publish.BadName"),
+        (HTTPStatus.CONFLICT, "NetStream.Publish.BadName"),
+        (HTTPStatus.SERVICE_UNAVAILABLE, "NetStream.Publish.Failed"),
+    ],
+)
+async def test_refusal_sends_error_status_then_closes(
+    start_server: StartServer, refusal: HTTPStatus, code: str
+) -> None:
+    """A neutral refusal (an HTTP status) is told as RTMP says it: onStatus error."""
+    admit = RecordingAdmit(refuse=PublishRefused("key revoked", refusal))
     server = await start_server(admit=admit)
     client = await RawClient.connect(server.port)
     try:
@@ -182,7 +200,7 @@ async def test_refusal_sends_error_status_then_closes(start_server: StartServer)
         status = await client.publish("k")
         assert status_info(status) == {
             "level": "error",
-            "code": "NetStream.Publish.Denied",
+            "code": code,
             "description": "key revoked",
         }
         client.send(4, Message(8, 1, 0, b"\xaf\x01x"))

@@ -43,7 +43,7 @@ async def test_ffmpeg_720p30_every_frame_decoded_and_stats(
     assert len(job.collector.kinds("audio")) >= 5 * 48000 // 1024
     assert job.closes == ["unpublished"]
     assert harness.requests[0].app == "live"
-    assert harness.requests[0].tc_url == f"rtmp://127.0.0.1:{server.port}/live"
+    assert harness.requests[0].url == f"rtmp://127.0.0.1:{server.port}/live"
     stats = job.decoder.stats()
     assert (stats["width"], stats["height"], stats["framerate"]) == (1280, 720, 30)
     assert (stats["videoCodecId"], stats["audioCodecId"]) == (7, 10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import posixpath
 import shutil
 import subprocess
 import threading
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 import m3u8
 import pytest
 
-from packager.segments import Segment, VariantInfo
-from packager.storage import ObjectStore, StorageError
+from media.segments import Segment, VariantInfo
+from packager.object_store import ObjectStore, StorageError
 
 SEGMENT_SECONDS = 0.5
 
@@ -118,7 +119,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str =
 
 
 class MemoryStore:
-    """An in-memory bucket that can be switched off (unit tests of the publisher only)."""
+    """An in-memory bucket that can be switched off (unit tests of the writer only)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -201,7 +202,7 @@ class CheckingStore:
         uris = [p.uri for p in parsed.playlists] if parsed.is_variant else parsed.segments.uri
         with self.lock:
             for uri in uris:
-                if f"{folder}/{uri}" not in self.stored:
+                if posixpath.normpath(f"{folder}/{uri}") not in self.stored:
                     self.violations.append(f"{key} lists {uri} before it was stored")
 
     def playlists(self, key: str) -> list[str]:

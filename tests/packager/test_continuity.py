@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from media.segments import Segment, VariantInfo
 from packager import layout
 from packager.continuity import (
     ContinuityCounters,
@@ -14,8 +15,7 @@ from packager.continuity import (
     clear_discontinuity,
     discontinuity_pids,
 )
-from packager.publisher import HlsPublisher
-from packager.segments import Segment, VariantInfo
+from packager.hls import HlsWriter
 from tests.packager.conftest import SEGMENT_SECONDS, Ladder, MemoryStore
 
 PREFIX = "live/cc"
@@ -100,11 +100,11 @@ def test_ffmpeg_reads_a_published_rendition_without_a_counter_break(
     assert len(ffmpeg_continuity_errors(raw)) >= 5 * (len(ladder.segments[name]) - 1)
 
     memory = MemoryStore()
-    publisher = HlsPublisher(memory, "bucket", PREFIX, tmp_path / "spool", label="cc")
-    publisher.start(ladder.variants[:1], SEGMENT_SECONDS)
+    writer = HlsWriter(memory, "bucket", PREFIX, tmp_path / "spool", label="cc")
+    writer.start(ladder.variants[:1], SEGMENT_SECONDS)
     for sequence in range(len(ladder.segments[name])):
-        publisher.add_segment(ladder.segment(name, sequence))
-    publisher.finish(timeout=30)
+        writer.add_segment(ladder.segment(name, sequence))
+    writer.finish(timeout_seconds=30)
     published = tmp_path / "published.ts"
     published.write_bytes(
         b"".join(
@@ -129,13 +129,13 @@ def test_indicators_exactly_where_the_playlist_has_a_discontinuity(tmp_path: Pat
     memory = MemoryStore()
 
     def publish(count: int, reconnect_at: int | None) -> None:
-        publisher = HlsPublisher(memory, "bucket", PREFIX, tmp_path / "spool", label="cc")
-        publisher.start([variant], 2.0)
+        writer = HlsWriter(memory, "bucket", PREFIX, tmp_path / "spool", label="cc")
+        writer.start([variant], 2.0)
         for i in range(count):
-            publisher.add_segment(
+            writer.add_segment(
                 Segment("hi", i, i * 2.0, 2.0, muxed(), discontinuity=i == reconnect_at)
             )
-        publisher.finish(timeout=30)
+        writer.finish(timeout_seconds=30)
 
     publish(4, reconnect_at=2)  # a publisher reconnects before segment 2
     publish(2, reconnect_at=None)  # a new pipeline continues the recording: 4, 5

@@ -1,4 +1,4 @@
-"""A publisher closed before its uploads are done leaves a manifest; the next one
+"""A writer closed before its uploads are done leaves a manifest; the next one
 made from it uploads those segments in order and lists them where they belong."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import m3u8
 
 from packager import layout
-from packager.publisher import HlsPublisher
+from packager.hls import HlsWriter
 from packager.recovery import MANIFEST_NAME, read_leftover
 from tests.packager.conftest import SEGMENT_SECONDS, Ladder, MemoryStore, wait_until
 
@@ -19,13 +19,11 @@ def names(text: str) -> list[str]:
     return list(m3u8.loads(text).segments.uri)
 
 
-def test_the_next_start_uploads_what_a_stopped_publisher_left(
-    ladder: Ladder, tmp_path: Path
-) -> None:
+def test_the_next_start_uploads_what_a_stopped_writer_left(ladder: Ladder, tmp_path: Path) -> None:
     memory = MemoryStore()
     spool = tmp_path / "spool"
     variants = ladder.variants[:2]
-    first = HlsPublisher(memory, "bucket", PREFIX, spool, label="first", stop_timeout_seconds=1)
+    first = HlsWriter(memory, "bucket", PREFIX, spool, label="first", stop_timeout_seconds=1)
     first.start(variants, SEGMENT_SECONDS)
     for sequence in range(4):
         for variant in variants:
@@ -44,9 +42,9 @@ def test_the_next_start_uploads_what_a_stopped_publisher_left(
     assert all(p.file is not None and (spool / p.file).exists() for p in leftover.pending)
 
     memory.failing = False
-    second = HlsPublisher(memory, "bucket", PREFIX, spool, label="second")
+    second = HlsWriter(memory, "bucket", PREFIX, spool, label="second")
     second.start(leftover.variants, leftover.segment_seconds, leftover=leftover)
-    second.finish(timeout=30)
+    second.finish(timeout_seconds=30)
     assert second.inherited_segments == 10
     for variant in variants:
         event = memory.text(layout.event_playlist_key(PREFIX, variant.name))
@@ -69,14 +67,14 @@ def test_a_leftover_from_before_the_first_read_is_numbered_after_the_recording(
     memory = MemoryStore()
     spool = tmp_path / "spool"
     variant = ladder.variants[0]
-    earlier = HlsPublisher(memory, "bucket", PREFIX, tmp_path / "earlier", label="earlier")
+    earlier = HlsWriter(memory, "bucket", PREFIX, tmp_path / "earlier", label="earlier")
     earlier.start([variant], SEGMENT_SECONDS)
     for sequence in range(3):
         earlier.add_segment(ladder.segment(variant.name, sequence))
-    earlier.finish(timeout=30)
+    earlier.finish(timeout_seconds=30)
 
     memory.failing = True
-    first = HlsPublisher(memory, "bucket", PREFIX, spool, label="first", stop_timeout_seconds=1)
+    first = HlsWriter(memory, "bucket", PREFIX, spool, label="first", stop_timeout_seconds=1)
     first.start([variant], SEGMENT_SECONDS)
     for sequence in range(2):
         first.add_segment(ladder.segment(variant.name, sequence))
@@ -86,9 +84,9 @@ def test_a_leftover_from_before_the_first_read_is_numbered_after_the_recording(
     assert [p.number for p in leftover.pending] == [None, None]
 
     memory.failing = False
-    second = HlsPublisher(memory, "bucket", PREFIX, spool, label="second")
+    second = HlsWriter(memory, "bucket", PREFIX, spool, label="second")
     second.start(leftover.variants, leftover.segment_seconds, leftover=leftover)
-    second.finish(timeout=30)
+    second.finish(timeout_seconds=30)
     event = m3u8.loads(memory.text(layout.event_playlist_key(PREFIX, variant.name)))
     assert event.segments.uri == [layout.segment_name(n) for n in range(5)]
     assert [s.discontinuity for s in event.segments] == [False, False, False, True, False]

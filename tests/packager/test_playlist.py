@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import m3u8
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from media.segments import VariantInfo
 from packager.bandwidth import BandwidthMeter
 from packager.playlist import (
     ListedSegment,
@@ -19,7 +21,6 @@ from packager.playlist import (
     master_playlist,
     target_duration_seconds,
 )
-from packager.segments import VariantInfo
 
 
 def history(
@@ -258,3 +259,94 @@ def test_bandwidth_is_the_larger_of_ceiling_and_peak() -> None:
     assert VariantStream(LADDER[0], 1_300_000, 900_000, 1_200_000).bandwidth_bps == 1_300_000
     assert VariantStream(LADDER[0], None, None, 1_200_000).bandwidth_bps == 1_200_000
     assert VariantStream(LADDER[0]).bandwidth_bps == LADDER[0].target_bitrate_bps
+
+
+# -- EXT-X-PROGRAM-DATE-TIME -----------------------------------------------------------
+
+START = datetime(2026, 11, 23, 18, 0, 0, 250_000, tzinfo=UTC)
+
+
+def dated(count: int, discontinuities: tuple[int, ...] = ()) -> list[ListedSegment]:
+    return [
+        ListedSegment(i, 2.0, i in discontinuities, START + timedelta(seconds=2 * i + 0.5 * i))
+        for i in range(count)
+    ]
+
+
+def dates_written(text: str) -> list[int]:
+    """The media sequence numbers of the segments with EXT-X-PROGRAM-DATE-TIME."""
+    parsed = m3u8.loads(text)
+    return [s.media_sequence for s in parsed.segments if s.program_date_time is not None]
+
+
+def test_program_date_time_on_the_first_segment_and_after_each_discontinuity() -> None:
+    segments = dated(20, discontinuities=(8, 15))
+    text = event_playlist(segments)
+    assert dates_written(text) == [0, 8, 15]
+    parsed = m3u8.loads(text)
+    for segment, listed in zip(parsed.segments, segments, strict=True):
+        if segment.program_date_time is not None:
+            assert segment.program_date_time == listed.program_date_time
+    assert "#EXT-X-PROGRAM-DATE-TIME:2026-11-23T18:00:00.250+00:00\n#EXTINF:2.000," in text
+    # The tag follows EXT-X-DISCONTINUITY, before the segment's EXTINF.
+    assert "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-11-23T18:00:20.250+00:00\n" in (
+        text
+    )
+    # Sliding windows: their own first segment, wherever it is, and the discontinuities.
+    assert dates_written(live_playlist(segments[:12])) == [6, 8]
+    assert dates_written(live_playlist(segments)) == [14, 15]
+    assert dates_written(dvr_playlist(segments, window_seconds=9)) == [16]
+    assert dates_written(dvr_playlist(segments, window_seconds=40)) == [0, 8, 15]
+
+
+def test_segments_without_an_instant_write_no_date() -> None:
+    text = event_playlist(history(4, discontinuities=(2,)))
+    assert "PROGRAM-DATE-TIME" not in text
+
+
+def _m3u8_rendering(
+    listed: list[ListedSegment], target: int, playlist_type: str | None, ended: bool
+) -> str:
+    """The same playlist as `m3u8` renders it: the reference for our own renderer."""
+    playlist = m3u8.M3U8()
+    playlist.version = 3
+    playlist.target_duration = target
+    playlist.media_sequence = listed[0].sequence
+    playlist.discontinuity_sequence = 0
+    playlist.playlist_type = playlist_type
+    playlist.is_endlist = ended
+    for index, segment in enumerate(listed):
+        dated_here = index == 0 or segment.discontinuity
+        playlist.add_segment(
+            m3u8.Segment(
+                uri=segment.uri,
+                duration=segment.duration_seconds,
+                discontinuity=segment.discontinuity,
+                program_date_time=segment.program_date_time if dated_here else None,
+            )
+        )
+    text: str = playlist.dumps(infspec="milliseconds")
+    return text
+
+
+@given(
+    durations=st.lists(st.floats(min_value=0.04, max_value=12.0), min_size=1, max_size=30),
+    flags=st.lists(st.booleans(), min_size=30, max_size=30),
+    first=st.integers(min_value=0, max_value=10**6 - 40),
+    with_dates=st.booleans(),
+    ended=st.booleans(),
+)
+def test_media_playlists_are_written_exactly_as_m3u8_writes_them(
+    durations: list[float], flags: list[bool], first: int, with_dates: bool, ended: bool
+) -> None:
+    listed = [
+        ListedSegment(
+            first + i,
+            d,
+            flags[i],
+            START + timedelta(seconds=sum(durations[:i])) if with_dates else None,
+        )
+        for i, d in enumerate(durations)
+    ]
+    target = target_duration_seconds(listed)
+    assert event_playlist(listed, ended=ended) == _m3u8_rendering(listed, target, "event", ended)

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import m3u8
 
+from media.segments import Segment, VariantInfo
 from packager import layout
-from packager.publisher import (
+from packager.hls import (
     SPOOL_FULL,
     STORAGE_OUTAGE,
     STORAGE_REFUSED,
-    HlsPublisher,
+    HlsWriter,
 )
+from packager.object_store import PermanentStorageError, S3Storage
 from packager.s3server import EmbeddedS3
-from packager.segments import Segment, VariantInfo
 from packager.spool import SpoolBudget
-from packager.storage import PermanentStorageError, S3Storage
 from tests.packager.conftest import MemoryStore, wait_until
 
 VARIANT = VariantInfo("hi", 1280, 720, 30.0, "avc1.64001f,mp4a.40.2", 3_000_000)
@@ -53,7 +53,7 @@ def test_a_key_too_long_fails_the_output_at_once(
     events: list[tuple[str, str, str | None]] = []
     failures: list[BaseException] = []
     prefix = "/".join(["d" * 100] * 10)  # 1,009 bytes: every key onair writes is > 1024
-    publisher = HlsPublisher(
+    writer = HlsWriter(
         storage,
         bucket,
         prefix,
@@ -63,20 +63,20 @@ def test_a_key_too_long_fails_the_output_at_once(
         on_failure=failures.append,
         retry_initial_seconds=0.05,
     )
-    publisher.start([VARIANT], 2.0)
+    writer.start([VARIANT], 2.0)
     for sequence in range(3):
-        publisher.add_segment(segment(sequence))
+        writer.add_segment(segment(sequence))
     wait_until(lambda: failures, what="the output failed")
     assert isinstance(failures[0], PermanentStorageError)
     assert "KeyTooLongError" in str(failures[0])
     assert [(s, r) for s, _, r in events] == [(STORAGE_REFUSED, "hi")]
     assert STORAGE_OUTAGE not in [s for s, _, _ in events]  # not an outage: no retry
-    publisher.add_segment(segment(3))  # after the refusal: dropped, not spooled
-    publisher.finish(timeout=5)  # returns at once
+    writer.add_segment(segment(3))  # after the refusal: dropped, not spooled
+    writer.finish(timeout_seconds=5)  # returns at once
     with storage.lock:
         attempts = list(storage.puts)
     assert len(attempts) <= 4  # the first tries of the workers, never a retry loop
-    assert len(failures) == 1 and publisher.failed is failures[0]
+    assert len(failures) == 1 and writer.failed is failures[0]
     # What was spooled stays on disk for an operator; nothing new was added.
     assert len(list((tmp_path / "spool").rglob("*.ts"))) <= 3
 
@@ -84,7 +84,7 @@ def test_a_key_too_long_fails_the_output_at_once(
 def test_the_jobs_spool_limit_gives_up_the_oldest_segments(tmp_path: Path) -> None:
     memory = MemoryStore()
     events: list[tuple[str, str, str | None]] = []
-    publisher = HlsPublisher(
+    writer = HlsWriter(
         memory,
         "bucket",
         "live/full",
@@ -95,19 +95,19 @@ def test_the_jobs_spool_limit_gives_up_the_oldest_segments(tmp_path: Path) -> No
         retry_max_seconds=0.05,
         spool_max_bytes=5 * 1000,
     )
-    publisher.start([VARIANT], 2.0)
-    publisher.add_segment(segment(0))
-    wait_until(lambda: publisher.stats()["hi"]["segments"] == 1)
+    writer.start([VARIANT], 2.0)
+    writer.add_segment(segment(0))
+    wait_until(lambda: writer.stats()["hi"]["segments"] == 1)
     memory.failing = True
     for sequence in range(1, 13):  # 12 segments while the storage is down
-        publisher.add_segment(segment(sequence))
+        writer.add_segment(segment(sequence))
     spooled = sorted(p.name for p in (tmp_path / "spool" / "hi").glob("*.ts"))
     assert len(spooled) <= 5  # the limit holds on disk
     full = [m for s, m, _ in events if s == SPOOL_FULL]
     assert len(full) == 1  # reported at once, not for every segment
     assert "gave up" in full[0] and "hi/seg_000001.ts" in full[0]  # the oldest first
     memory.failing = False
-    publisher.finish(timeout=10)
+    writer.finish(timeout_seconds=10)
     event = m3u8.loads(memory.text(layout.event_playlist_key("live/full", "hi")))
     listed = [int(u[4:10]) for u in event.segments.uri]
     # The newest segments survive, the live goes on from them; the gap is marked.
@@ -119,15 +119,15 @@ def test_the_jobs_spool_limit_gives_up_the_oldest_segments(tmp_path: Path) -> No
     names = " ".join(given_up)
     for number in range(1, kept[0]):
         assert layout.segment_name(number) in names  # every segment given up is named
-    assert publisher.dropped_segments == kept[0] - 1
+    assert writer.dropped_segments == kept[0] - 1
 
 
 def test_the_hosts_spool_limit_is_shared_by_every_job(tmp_path: Path) -> None:
     memory = MemoryStore()
     memory.failing = True
     budget = SpoolBudget(6 * 1000)
-    publishers = [
-        HlsPublisher(
+    writers = [
+        HlsWriter(
             memory,
             "bucket",
             f"live/{name}",
@@ -138,23 +138,23 @@ def test_the_hosts_spool_limit_is_shared_by_every_job(tmp_path: Path) -> None:
         )
         for name in ("a", "b")
     ]
-    for publisher in publishers:
-        publisher.start([VARIANT], 2.0)
+    for writer in writers:
+        writer.start([VARIANT], 2.0)
     for sequence in range(5):
-        for publisher in publishers:
-            publisher.add_segment(segment(sequence))
+        for writer in writers:
+            writer.add_segment(segment(sequence))
     assert budget.used_bytes <= 6 * 1000
     on_disk = sum(1 for p in tmp_path.rglob("*.ts"))
     assert on_disk * 1000 <= 6 * 1000
-    assert sum(p.dropped_segments for p in publishers) == 10 - on_disk
-    for publisher in publishers:
-        publisher.close()
+    assert sum(p.dropped_segments for p in writers) == 10 - on_disk
+    for writer in writers:
+        writer.close()
 
 
 def test_a_segment_bigger_than_the_limit_is_given_up_itself(tmp_path: Path) -> None:
     memory = MemoryStore()
     events: list[str] = []
-    publisher = HlsPublisher(
+    writer = HlsWriter(
         memory,
         "bucket",
         "live/big",
@@ -163,10 +163,10 @@ def test_a_segment_bigger_than_the_limit_is_given_up_itself(tmp_path: Path) -> N
         on_event=lambda s, m, r: events.append(s),
         spool_max_bytes=5_000,
     )
-    publisher.start([VARIANT], 2.0)
-    publisher.add_segment(segment(0, size=10_000))
-    publisher.add_segment(segment(1))
-    publisher.finish(timeout=10)
+    writer.start([VARIANT], 2.0)
+    writer.add_segment(segment(0, size=10_000))
+    writer.add_segment(segment(1))
+    writer.finish(timeout_seconds=10)
     event = m3u8.loads(memory.text(layout.event_playlist_key("live/big", "hi")))
     assert event.segments.uri == [layout.segment_name(1)]
     assert SPOOL_FULL in events

@@ -1,4 +1,4 @@
-"""A second publisher on the same prefix continues the first one's playlists."""
+"""A second writer on the same prefix continues the first one's playlists."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import m3u8
 import pytest
 
 from packager import layout
-from packager.playlist import PlaylistError, event_playlist, parse_history
-from packager.publisher import (
+from packager.hls import (
     FIRST_SEGMENT_PUBLISHED,
     STORAGE_OUTAGE,
     STORAGE_RECOVERED,
-    HlsPublisher,
+    HlsWriter,
 )
+from packager.object_store import S3Storage
+from packager.playlist import PlaylistError, event_playlist, parse_media_playlist
 from packager.s3server import EmbeddedS3
-from packager.storage import S3Storage
 from tests.packager.conftest import SEGMENT_SECONDS, CheckingStore, Ladder, MemoryStore, wait_until
 
 PREFIX = "live/resume"
@@ -26,8 +26,8 @@ PREFIX = "live/resume"
 
 def publish_run(
     store: object, bucket: str, ladder: Ladder, tmp_path: Path, count: int, **kwargs: object
-) -> HlsPublisher:
-    publisher = HlsPublisher(
+) -> HlsWriter:
+    writer = HlsWriter(
         store,  # type: ignore[arg-type]
         bucket,
         PREFIX,
@@ -35,18 +35,18 @@ def publish_run(
         label="resume",
         **kwargs,  # type: ignore[arg-type]
     )
-    publisher.start(ladder.variants, SEGMENT_SECONDS)
+    writer.start(ladder.variants, SEGMENT_SECONDS)
     for sequence in range(count):  # each run's encoder numbers from 0
         for variant in ladder.variants:
-            publisher.add_segment(ladder.segment(variant.name, sequence))
-    return publisher
+            writer.add_segment(ladder.segment(variant.name, sequence))
+    return writer
 
 
-def test_a_new_publisher_continues_after_the_stored_playlists(
+def test_a_new_writer_continues_after_the_stored_playlists(
     s3_server: EmbeddedS3, s3_client, bucket: str, ladder: Ladder, tmp_path: Path
 ) -> None:
     storage = S3Storage(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, "us-east-1")
-    publish_run(storage, bucket, ladder, tmp_path, 4).finish(timeout=60)
+    publish_run(storage, bucket, ladder, tmp_path, 4).finish(timeout_seconds=60)
     name = ladder.variants[0].name
     first_key = layout.segment_key(PREFIX, name, 0)
     first_digest = hashlib.sha256(
@@ -57,7 +57,7 @@ def test_a_new_publisher_continues_after_the_stored_playlists(
     listing = s3_client.list_objects_v2(Bucket=bucket, Prefix=PREFIX + "/")
     checking.stored |= {o["Key"] for o in listing["Contents"]}  # stored by the first live
     second = publish_run(checking, bucket, ladder, tmp_path, 3)
-    second.finish(timeout=60)
+    second.finish(timeout_seconds=60)
     assert checking.violations == []
     # Progress counts the whole recording (the output's counter and progress).
     stats = second.stats()[ladder.variants[0].name]
@@ -90,11 +90,11 @@ def test_no_upload_before_the_history_is_read_through_an_outage(
     ladder: Ladder, tmp_path: Path
 ) -> None:
     store = MemoryStore()
-    publish_run(store, "bucket", ladder, tmp_path, 2).finish(timeout=30)
+    publish_run(store, "bucket", ladder, tmp_path, 2).finish(timeout_seconds=30)
     store.failing = True
     store.calls.clear()
     events: list[tuple[str, str]] = []
-    publisher = publish_run(
+    writer = publish_run(
         store,
         "bucket",
         ladder,
@@ -105,10 +105,15 @@ def test_no_upload_before_the_history_is_read_through_an_outage(
         retry_max_seconds=0.1,
     )
     wait_until(lambda: len(store.calls) >= 3, what="retried reads")
-    # While the storage fails only the read of the earlier playlists is tried.
-    assert all(key.endswith("event.m3u8") for key, _ in store.calls)
+    # While the storage fails only the read of the earlier recording is tried.
+    read_back = {
+        key(PREFIX, v.name)
+        for v in ladder.variants
+        for key in (layout.event_playlist_key, layout.live_playlist_key)
+    } | {layout.part_playlist_key(PREFIX, v.name, i) for v in ladder.variants for i in (0, 1)}
+    assert {key for key, _ in store.calls} <= read_back
     store.failing = False
-    publisher.finish(timeout=30)
+    writer.finish(timeout_seconds=30)
     name = ladder.variants[0].name
     uris = m3u8.loads(store.text(layout.event_playlist_key(PREFIX, name))).segments.uri
     assert uris == [layout.segment_name(i) for i in range(5)]
@@ -127,7 +132,7 @@ def test_a_foreign_playlist_is_never_overwritten_segment_wise(
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_000041.ts\n#EXTINF:2.0,\nother.ts\n"
     )
     store.put("bucket", layout.event_playlist_key(PREFIX, name), foreign.encode(), "", "")
-    publish_run(store, "bucket", ladder, tmp_path, 2).finish(timeout=30)
+    publish_run(store, "bucket", ladder, tmp_path, 2).finish(timeout_seconds=30)
     uris = m3u8.loads(store.text(layout.event_playlist_key(PREFIX, name))).segments.uri
     assert uris == [layout.segment_name(42), layout.segment_name(43)]
     # Another rendition had no playlist: it starts at 0.
@@ -137,21 +142,21 @@ def test_a_foreign_playlist_is_never_overwritten_segment_wise(
     )
 
 
-def test_parse_history_reads_back_what_event_playlist_writes() -> None:
+def test_parse_media_playlist_reads_back_what_event_playlist_writes() -> None:
     from packager.playlist import ListedSegment
 
     history = [ListedSegment(5, 2.0), ListedSegment(6, 1.5, True), ListedSegment(7, 2.002)]
-    assert parse_history(event_playlist(history, ended=True)) == history
+    assert parse_media_playlist(event_playlist(history, ended=True)) == history
     with pytest.raises(PlaylistError):
-        parse_history("#EXTM3U\n#EXTINF:2,\nseg_000003.ts\n")  # numbered 3, listed as 0
+        parse_media_playlist("#EXTM3U\n#EXTINF:2,\nseg_000003.ts\n")  # numbered 3, listed as 0
     with pytest.raises(PlaylistError):
-        parse_history("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n720p/index.m3u8\n")
+        parse_media_playlist("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n720p/index.m3u8\n")
 
 
 def test_concurrent_reads_wait_for_the_resume(ladder: Ladder, tmp_path: Path) -> None:
     """Several upload workers: none uploads a segment while the read is in flight."""
     store = MemoryStore()
-    publish_run(store, "bucket", ladder, tmp_path, 3).finish(timeout=30)
+    publish_run(store, "bucket", ladder, tmp_path, 3).finish(timeout_seconds=30)
     gate = threading.Event()
     real_get = store.get_text
 
@@ -161,11 +166,11 @@ def test_concurrent_reads_wait_for_the_resume(ladder: Ladder, tmp_path: Path) ->
 
     store.get_text = slow_get  # type: ignore[method-assign]
     store.calls.clear()
-    publisher = publish_run(store, "bucket", ladder, tmp_path / "b", 2, upload_workers=4)
+    writer = publish_run(store, "bucket", ladder, tmp_path / "b", 2, upload_workers=4)
     threading.Event().wait(0.2)
     assert store.calls == []  # nothing written while the history read is held
     gate.set()
-    publisher.finish(timeout=30)
+    writer.finish(timeout_seconds=30)
     name = ladder.variants[0].name
     assert layout.segment_key(PREFIX, name, 4) in store.keys()
 
@@ -182,6 +187,6 @@ def test_segments_left_in_the_spool_by_a_dead_run_are_set_aside(
     assert [p.name for p in left] == [layout.segment_name(i) for i in range(3)]
     contents = {p.name: p.read_bytes() for p in left}
     store.failing = False
-    publish_run(store, "bucket", ladder, tmp_path, 1).finish(timeout=30)
+    publish_run(store, "bucket", ladder, tmp_path, 1).finish(timeout_seconds=30)
     aside = list((tmp_path / "spool").glob(f"orphaned-*/{name}/seg_*.ts"))
     assert {p.name: p.read_bytes() for p in aside} == contents  # not overwritten

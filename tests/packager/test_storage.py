@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from packager.s3server import EmbeddedS3
-from packager.storage import (
+from packager.object_store import (
     PLAYLIST_CONTENT_TYPE,
     SEGMENT_CACHE_CONTROL,
     SEGMENT_CONTENT_TYPE,
@@ -16,6 +15,7 @@ from packager.storage import (
     StorageError,
     content_type_for,
 )
+from packager.s3server import EmbeddedS3
 from tests.conftest import free_port
 
 

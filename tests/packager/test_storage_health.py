@@ -29,7 +29,7 @@ def test_backoff_doubles_up_to_the_maximum_with_one_probe_at_a_time() -> None:
     for _ in range(6):
         health.started("seg1")  # the probe
         assert health.wait_seconds(now) is None  # nobody else while it is out
-        health.started("seg2")  # (the publisher never does this; it must not replace it)
+        health.started("seg2")  # (the writer never does this; it must not replace it)
         assert health.failed("seg1", "refused", now) == "probe"
         delays.append(health.wait_seconds(now))
         now += delays[-1]

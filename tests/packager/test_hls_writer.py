@@ -1,8 +1,9 @@
-"""HlsPublisher: upload in parallel, publish in order, lose nothing."""
+"""HlsWriter: upload in parallel, publish in order, lose nothing."""
 
 from __future__ import annotations
 
 import math
+import posixpath
 import subprocess
 import threading
 from pathlib import Path
@@ -10,17 +11,17 @@ from pathlib import Path
 import m3u8
 import pytest
 
+from media.segments import Segment, VariantInfo
 from packager import layout
 from packager.bandwidth import ts_ceiling_bps
-from packager.publisher import (
+from packager.hls import (
     FIRST_SEGMENT_PUBLISHED,
     STORAGE_OUTAGE,
     STORAGE_RECOVERED,
-    HlsPublisher,
+    HlsWriter,
 )
+from packager.object_store import S3Storage
 from packager.s3server import EmbeddedS3
-from packager.segments import Segment, VariantInfo
-from packager.storage import S3Storage
 from tests.packager.conftest import (
     SEGMENT_SECONDS,
     CheckingStore,
@@ -32,13 +33,14 @@ from tests.packager.conftest import (
 PREFIX = "live/show"
 
 
-def make_publisher(store, tmp_path: Path, **kwargs) -> HlsPublisher:  # type: ignore[no-untyped-def]
+def make_writer(store, tmp_path: Path, **kwargs) -> HlsWriter:  # type: ignore[no-untyped-def]
     kwargs.setdefault("label", "test")
-    return HlsPublisher(store, "bucket", PREFIX, tmp_path / "spool", **kwargs)
+    return HlsWriter(store, "bucket", PREFIX, tmp_path / "spool", **kwargs)
 
 
 def listed(text: str) -> list[str]:
-    return m3u8.loads(text).segments.uri
+    """The names of the segments a playlist lists (a part's URIs lead up a folder)."""
+    return [posixpath.basename(uri) for uri in m3u8.loads(text).segments.uri]
 
 
 def seg_names(first: int, last: int) -> list[str]:
@@ -55,12 +57,12 @@ def s3_storage(s3_server: EmbeddedS3) -> S3Storage:
 
 def test_publishes_a_ladder_to_s3(s3_storage, s3_client, bucket, ladder: Ladder, tmp_path) -> None:
     store = CheckingStore(s3_storage, PREFIX)
-    publisher = HlsPublisher(store, bucket, PREFIX, tmp_path / "spool", label="ladder")
-    publisher.start(ladder.variants, SEGMENT_SECONDS)
+    writer = HlsWriter(store, bucket, PREFIX, tmp_path / "spool", label="ladder")
+    writer.start(ladder.variants, SEGMENT_SECONDS)
     for sequence in range(10):
         for variant in ladder.variants:
-            publisher.add_segment(ladder.segment(variant.name, sequence))
-    publisher.finish(timeout=60)
+            writer.add_segment(ladder.segment(variant.name, sequence))
+    writer.finish(timeout_seconds=60)
 
     listing = s3_client.list_objects_v2(Bucket=bucket, Prefix=PREFIX + "/")
     keys = {o["Key"] for o in listing["Contents"]}
@@ -70,6 +72,7 @@ def test_publishes_a_ladder_to_s3(s3_storage, s3_client, bucket, ladder: Ladder,
         expected |= {
             layout.live_playlist_key(PREFIX, name),
             layout.dvr_playlist_key(PREFIX, name),
+            layout.part_playlist_key(PREFIX, name, 0),
             layout.event_playlist_key(PREFIX, name),
         }
         expected |= {layout.segment_key(PREFIX, name, i) for i in range(10)}
@@ -93,7 +96,7 @@ def test_publishes_a_ladder_to_s3(s3_storage, s3_client, bucket, ladder: Ladder,
     assert [p.uri for p in master.playlists] == [f"{n}/event.m3u8" for n in names]
     dvr_master = m3u8.loads(get(layout.dvr_master_key(PREFIX)).decode())
     assert [p.uri for p in dvr_master.playlists] == [f"{n}/dvr.m3u8" for n in names]
-    stats = publisher.stats()
+    stats = writer.stats()
     for playlist, variant in zip(master.playlists, ladder.variants, strict=True):
         info = playlist.stream_info
         assert info.bandwidth == stats[variant.name]["peakBandwidth"]
@@ -160,12 +163,10 @@ def test_out_of_order_upload_is_listed_in_order(
     name = ladder.variants[0].name
     store = CheckingStore(s3_storage, PREFIX)
     slow = store.hold(layout.segment_key(PREFIX, name, 2))
-    publisher = HlsPublisher(
-        store, bucket, PREFIX, tmp_path / "spool", label="order", upload_workers=3
-    )
-    publisher.start(ladder.variants[:1], SEGMENT_SECONDS)
+    writer = HlsWriter(store, bucket, PREFIX, tmp_path / "spool", label="order", upload_workers=3)
+    writer.start(ladder.variants[:1], SEGMENT_SECONDS)
     for sequence in range(5):
-        publisher.add_segment(ladder.segment(name, sequence))
+        writer.add_segment(ladder.segment(name, sequence))
 
     def stored(sequence: int) -> bool:
         key = layout.segment_key(PREFIX, name, sequence)
@@ -178,18 +179,18 @@ def test_out_of_order_upload_is_listed_in_order(
         what="playlist listing 0..1",
     )
     # 3 and 4 are stored, 2 is not: the playlist stops at 1 however long 2 takes
-    wait_until(lambda: publisher.stats()[name]["pendingUploads"] == 1, what="only 2 pending")
+    wait_until(lambda: writer.stats()[name]["pendingUploads"] == 1, what="only 2 pending")
     assert not stored(2)
     assert listed(stored_text(s3_client, bucket, index_key) or "") == seg_names(0, 1)
-    assert publisher.stats()[name]["segments"] == 2
-    assert publisher.stats()[name]["pendingUploads"] == 1
+    assert writer.stats()[name]["segments"] == 2
+    assert writer.stats()[name]["pendingUploads"] == 1
 
     slow.set()
     wait_until(
         lambda: listed(stored_text(s3_client, bucket, index_key) or "") == seg_names(0, 4),
         what="playlist listing 0..4",
     )
-    publisher.finish(timeout=30)
+    writer.finish(timeout_seconds=30)
     assert store.violations == []
     # No playlist ever listed 3 or 4 without 2.
     for text in store.playlists(index_key):
@@ -204,7 +205,7 @@ def stored_text(s3_client, bucket: str, key: str) -> str | None:  # type: ignore
         return None
 
 
-# -- publisher logic with an in-memory store ----------------------------------------------
+# -- writer logic with an in-memory store ----------------------------------------------
 
 VARIANTS = [
     VariantInfo("hi", 1280, 720, 30.0, "avc1.64001f,mp4a.40.2", 3_000_000),
@@ -232,47 +233,47 @@ def test_spool_holds_exactly_what_is_pending_and_is_cleaned(tmp_path) -> None:
     memory = MemoryStore()
     store = CheckingStore(memory, PREFIX)
     store.gate_all_segments = threading.Event()
-    publisher = make_publisher(store, tmp_path)
-    publisher.start(VARIANTS, 2.0)
+    writer = make_writer(store, tmp_path)
+    writer.start(VARIANTS, 2.0)
     spool = tmp_path / "spool"
     for sequence in range(4):
         for variant in VARIANTS:
-            publisher.add_segment(segment(variant.name, sequence, size=100 + sequence))
+            writer.add_segment(segment(variant.name, sequence, size=100 + sequence))
     # nothing can be uploaded: every segment is on disk, byte for byte
     files = sorted(p.relative_to(spool).as_posix() for p in spool.rglob("*") if p.is_file())
     assert files == sorted(f"{v.name}/seg_{i:06d}.ts" for v in VARIANTS for i in range(4))
     assert (spool / "hi" / "seg_000002.ts").read_bytes() == bytes([2]) * 102
-    assert all(s["pendingUploads"] == 4 and s["segments"] == 0 for s in publisher.stats().values())
+    assert all(s["pendingUploads"] == 4 and s["segments"] == 0 for s in writer.stats().values())
 
     store.gate_all_segments.set()
-    publisher.finish(timeout=10)
+    writer.finish(timeout_seconds=10)
     assert list(spool.rglob("*")) == []  # files and rendition folders gone
-    assert all(s["pendingUploads"] == 0 for s in publisher.stats().values())
+    assert all(s["pendingUploads"] == 0 for s in writer.stats().values())
     assert store.violations == []
 
 
 def test_spool_files_deleted_as_they_upload(tmp_path) -> None:
     memory = MemoryStore()
-    publisher = make_publisher(memory, tmp_path)
-    publisher.start(VARIANTS[:1], 2.0)
+    writer = make_writer(memory, tmp_path)
+    writer.start(VARIANTS[:1], 2.0)
     spool = tmp_path / "spool" / "hi"
     for sequence in range(3):
-        publisher.add_segment(segment("hi", sequence))
-    wait_until(lambda: publisher.stats()["hi"]["segments"] == 3)
+        writer.add_segment(segment("hi", sequence))
+    wait_until(lambda: writer.stats()["hi"]["segments"] == 3)
     assert list(spool.iterdir()) == []
-    publisher.close()
+    writer.close()
 
 
 def test_stats_equal_what_was_published(tmp_path) -> None:
     memory = MemoryStore()
-    publisher = make_publisher(memory, tmp_path)
-    publisher.start(VARIANTS, 2.0)
+    writer = make_writer(memory, tmp_path)
+    writer.start(VARIANTS, 2.0)
     sizes = [(500, 2.0), (750, 2.0), (250, 2.0), (100, 0.5)]
     for sequence, (size, duration) in enumerate(sizes):
-        publisher.add_segment(segment("hi", sequence, size, duration))
-    publisher.add_segment(segment("lo", 0, 300, 1.5))
-    publisher.finish(timeout=10)
-    stats = publisher.stats()
+        writer.add_segment(segment("hi", sequence, size, duration))
+    writer.add_segment(segment("lo", 0, 300, 1.5))
+    writer.finish(timeout_seconds=10)
+    stats = writer.stats()
     assert stats["hi"] == {
         "segments": 4,
         "seconds": 6.5,
@@ -286,26 +287,26 @@ def test_stats_equal_what_was_published(tmp_path) -> None:
 def test_master_waits_for_every_variant_then_follows_bandwidth(tmp_path) -> None:
     memory = MemoryStore()
     store = CheckingStore(memory, PREFIX)
-    publisher = make_publisher(store, tmp_path)
-    publisher.start(VARIANTS, 2.0)
+    writer = make_writer(store, tmp_path)
+    writer.start(VARIANTS, 2.0)
     master_key = layout.master_key(PREFIX)
-    publisher.add_segment(segment("hi", 0, size=500_000))
+    writer.add_segment(segment("hi", 0, size=500_000))
     wait_until(lambda: layout.live_playlist_key(PREFIX, "hi") in memory.keys())
     assert master_key not in memory.keys()  # "lo" has nothing yet
-    publisher.add_segment(segment("lo", 0, size=200_000))
+    writer.add_segment(segment("lo", 0, size=200_000))
     wait_until(lambda: master_key in memory.keys(), what="master")
     first = m3u8.loads(memory.text(master_key))
     assert [p.stream_info.bandwidth for p in first.playlists] == [2_000_000, 800_000]
 
     # The peak grows (even by 4 %): players must never meet a segment above BANDWIDTH.
-    publisher.add_segment(segment("hi", 1, size=520_000))
+    writer.add_segment(segment("hi", 1, size=520_000))
     wait_until(lambda: len(store.playlists(master_key)) == 2, what="master rewrite")
     second = m3u8.loads(store.playlists(master_key)[1])
     assert [p.stream_info.bandwidth for p in second.playlists] == [2_080_000, 800_000]
     # Below the peak, the average moves by 1 %: not worth a rewrite.
-    publisher.add_segment(segment("lo", 1, size=196_000))
-    wait_until(lambda: publisher.stats()["lo"]["segments"] == 2)
-    publisher.finish(timeout=10)
+    writer.add_segment(segment("lo", 1, size=196_000))
+    wait_until(lambda: writer.stats()["lo"]["segments"] == 2)
+    writer.finish(timeout_seconds=10)
     versions = store.playlists(master_key)
     assert len(versions) == 3  # and the final one, when the live ended
     final = m3u8.loads(versions[-1])
@@ -324,33 +325,33 @@ def test_bandwidth_is_never_below_the_encoders_ceiling(tmp_path) -> None:
     assert 3_208_000 * 188 / 184 < ceiling < 3_208_000 * 1.1
     memory = MemoryStore()
     store = CheckingStore(memory, PREFIX)
-    publisher = make_publisher(store, tmp_path)
-    publisher.start([capped], 2.0)
+    writer = make_writer(store, tmp_path)
+    writer.start([capped], 2.0)
     master_key = layout.master_key(PREFIX)
-    publisher.add_segment(segment("hi", 0, size=500_000))  # 2 Mbit/s: below the ceiling
+    writer.add_segment(segment("hi", 0, size=500_000))  # 2 Mbit/s: below the ceiling
     wait_until(lambda: master_key in memory.keys(), what="master")
     info = m3u8.loads(memory.text(master_key)).playlists[0].stream_info
     assert (info.bandwidth, info.average_bandwidth) == (ceiling, 2_000_000)
-    publisher.add_segment(segment("hi", 1, size=1_000_000))  # 4 Mbit/s: above it
+    writer.add_segment(segment("hi", 1, size=1_000_000))  # 4 Mbit/s: above it
     wait_until(lambda: len(store.playlists(master_key)) == 2, what="master rewrite")
     info = m3u8.loads(store.playlists(master_key)[1]).playlists[0].stream_info
     assert info.bandwidth == 4_000_000
-    publisher.finish(timeout=10)
+    writer.finish(timeout_seconds=10)
 
 
 def test_live_playlist_slides_with_discontinuity(tmp_path) -> None:
     memory = MemoryStore()
-    publisher = make_publisher(memory, tmp_path, window_segments=3)
-    publisher.start(VARIANTS[:1], 2.0)
+    writer = make_writer(memory, tmp_path, window_segments=3)
+    writer.start(VARIANTS[:1], 2.0)
     for sequence in range(6):
-        publisher.add_segment(segment("hi", sequence, discontinuity=sequence == 2))
-        wait_until(lambda s=sequence: publisher.stats()["hi"]["segments"] == s + 1)
+        writer.add_segment(segment("hi", sequence, discontinuity=sequence == 2))
+        wait_until(lambda s=sequence: writer.stats()["hi"]["segments"] == s + 1)
     index = layout.live_playlist_key(PREFIX, "hi")
     wait_until(lambda: listed(memory.text(index)) == seg_names(3, 5))
     parsed = m3u8.loads(memory.text(index))
     assert parsed.media_sequence == 3 and parsed.discontinuity_sequence == 1
     assert not parsed.is_endlist and memory.objects[index][2] == "max-age=1"
-    publisher.finish(timeout=10)
+    writer.finish(timeout_seconds=10)
     assert m3u8.loads(memory.text(index)).is_endlist
     event = m3u8.loads(memory.text(layout.event_playlist_key(PREFIX, "hi")))
     assert event.segments.uri == seg_names(0, 5) and event.is_endlist
@@ -361,23 +362,26 @@ def test_outage_retries_in_order_and_reports_once(tmp_path) -> None:
     memory = MemoryStore()
     store = CheckingStore(memory, PREFIX)
     events: list[tuple[str, str, str | None]] = []
-    publisher = make_publisher(
+    writer = make_writer(
         store,
         tmp_path,
         on_event=lambda s, m, r: events.append((s, m, r)),
         retry_initial_seconds=0.02,
         retry_max_seconds=0.1,
     )
-    publisher.start(VARIANTS, 2.0)
+    writer.start(VARIANTS, 2.0)
     for sequence in range(2):
         for variant in VARIANTS:
-            publisher.add_segment(segment(variant.name, sequence))
-    wait_until(lambda: all(s["segments"] == 2 for s in publisher.stats().values()))
+            writer.add_segment(segment(variant.name, sequence))
+    wait_until(lambda: all(s["segments"] == 2 for s in writer.stats().values()))
     wait_until(lambda: layout.master_key(PREFIX) in memory.keys())
     playlists = [
-        f(PREFIX, v.name)
+        key
         for v in VARIANTS
-        for f in (layout.live_playlist_key, layout.event_playlist_key)
+        for key in (
+            layout.live_playlist_key(PREFIX, v.name),
+            layout.part_playlist_key(PREFIX, v.name, 0),
+        )
     ]
     # every playlist is up to date: nothing else is pending when the storage goes away
     wait_until(
@@ -395,13 +399,13 @@ def test_outage_retries_in_order_and_reports_once(tmp_path) -> None:
     memory.failing = True
     for sequence in range(2, 7):
         for variant in VARIANTS:
-            publisher.add_segment(segment(variant.name, sequence))
-    wait_until(lambda: publisher.outage, what="outage")
+            writer.add_segment(segment(variant.name, sequence))
+    wait_until(lambda: writer.outage, what="outage")
     wait_until(lambda: sum(not ok for _, ok in memory.calls) >= 10, what="retries")
     assert len(events) == 1 and events[0][0] == STORAGE_OUTAGE
     assert events[0][1].endswith(": connection refused (test)")
     assert events[0][2] in {"hi", "lo"}  # about the rendition whose upload failed
-    assert all(s["segments"] == 2 and s["pendingUploads"] == 5 for s in publisher.stats().values())
+    assert all(s["segments"] == 2 and s["pendingUploads"] == 5 for s in writer.stats().values())
     # At most one in-flight upload per worker fails with the first error; after that a
     # single probe retries the oldest pending object, and only it.
     with memory.lock:
@@ -410,11 +414,11 @@ def test_outage_retries_in_order_and_reports_once(tmp_path) -> None:
     assert len(list((tmp_path / "spool").rglob("*.ts"))) == 10
 
     memory.failing = False
-    publisher.finish(timeout=10)
+    writer.finish(timeout_seconds=10)
     assert [e[0] for e in events] == [STORAGE_OUTAGE, STORAGE_RECOVERED]
     assert events[1][1].startswith("uploaded 10 delayed segments after ")
     assert events[1][2] is None  # the whole job
-    assert not publisher.outage
+    assert not writer.outage
     assert store.violations == []
     for variant in VARIANTS:
         assert {key(variant.name, i) for i in range(7)} <= memory.keys()
@@ -425,78 +429,78 @@ def test_outage_retries_in_order_and_reports_once(tmp_path) -> None:
 def test_finish_times_out_during_outage_and_can_be_retried(tmp_path) -> None:
     memory = MemoryStore()
     events: list[str] = []
-    publisher = make_publisher(
+    writer = make_writer(
         memory,
         tmp_path,
         on_event=lambda s, m, r: events.append(s),
         retry_initial_seconds=0.02,
         retry_max_seconds=0.05,
     )
-    publisher.start(VARIANTS[:1], 2.0)
+    writer.start(VARIANTS[:1], 2.0)
     memory.failing = True
-    publisher.add_segment(segment("hi", 0))
+    writer.add_segment(segment("hi", 0))
     with pytest.raises(TimeoutError, match="1 segments pending"):
-        publisher.finish(timeout=0.3)
+        writer.finish(timeout_seconds=0.3)
     assert memory.keys() == set()  # no playlist listing a segment that is not stored
     memory.failing = False
-    publisher.finish(timeout=10)
+    writer.finish(timeout_seconds=10)
     assert key("hi", 0) in memory.keys()
     assert m3u8.loads(memory.text(layout.live_playlist_key(PREFIX, "hi"))).is_endlist
     assert [e for e in events if e != FIRST_SEGMENT_PUBLISHED] == [
         STORAGE_OUTAGE,
         STORAGE_RECOVERED,
     ]
-    publisher.finish()  # idempotent
+    writer.finish()  # idempotent
 
 
 def test_close_during_outage_keeps_the_spool(tmp_path) -> None:
     memory = MemoryStore()
     memory.failing = True
-    publisher = make_publisher(memory, tmp_path, retry_initial_seconds=0.02)
-    publisher.start(VARIANTS[:1], 2.0)
+    writer = make_writer(memory, tmp_path, retry_initial_seconds=0.02)
+    writer.start(VARIANTS[:1], 2.0)
     for sequence in range(3):
-        publisher.add_segment(segment("hi", sequence))
-    wait_until(lambda: publisher.outage)
-    publisher.close()
-    publisher.close()  # idempotent
+        writer.add_segment(segment("hi", sequence))
+    wait_until(lambda: writer.outage)
+    writer.close()
+    writer.close()  # idempotent
     assert sorted(p.name for p in (tmp_path / "spool" / "hi").iterdir()) == seg_names(0, 2)
-    publisher.add_segment(segment("hi", 3))  # after close: dropped, not spooled
+    writer.add_segment(segment("hi", 3))  # after close: dropped, not spooled
     assert len(list((tmp_path / "spool" / "hi").iterdir())) == 3
     with pytest.raises(RuntimeError):
-        publisher.finish()
+        writer.finish()
 
 
 def test_add_segment_does_not_wait_for_storage(tmp_path) -> None:
     memory = MemoryStore()
     store = CheckingStore(memory, PREFIX)
     store.gate_all_segments = threading.Event()  # every upload hangs
-    publisher = make_publisher(store, tmp_path, upload_workers=2)
-    publisher.start(VARIANTS[:1], 2.0)
+    writer = make_writer(store, tmp_path, upload_workers=2)
+    writer.start(VARIANTS[:1], 2.0)
     done = threading.Event()
 
     def encoder() -> None:
         for sequence in range(20):
-            publisher.add_segment(segment("hi", sequence))
+            writer.add_segment(segment("hi", sequence))
         done.set()
 
     threading.Thread(target=encoder).start()
     assert done.wait(5), "add_segment blocked on a hung upload"
     store.gate_all_segments.set()
-    publisher.finish(timeout=10)
-    assert publisher.stats()["hi"]["segments"] == 20
+    writer.finish(timeout_seconds=10)
+    assert writer.stats()["hi"]["segments"] == 20
 
 
 def test_out_of_sequence_segments_are_dropped(tmp_path) -> None:
     memory = MemoryStore()
-    publisher = make_publisher(memory, tmp_path)
-    publisher.start(VARIANTS[:1], 2.0)
-    publisher.add_segment(segment("hi", 0))
-    publisher.add_segment(segment("hi", 1))
-    publisher.add_segment(segment("hi", 1))  # duplicate
-    publisher.add_segment(segment("hi", 0))  # goes back
+    writer = make_writer(memory, tmp_path)
+    writer.start(VARIANTS[:1], 2.0)
+    writer.add_segment(segment("hi", 0))
+    writer.add_segment(segment("hi", 1))
+    writer.add_segment(segment("hi", 1))  # duplicate
+    writer.add_segment(segment("hi", 0))  # goes back
     with pytest.raises(ValueError):
-        publisher.add_segment(segment("nope", 2))
-    publisher.finish(timeout=10)
+        writer.add_segment(segment("nope", 2))
+    writer.finish(timeout_seconds=10)
     assert listed(memory.text(layout.event_playlist_key(PREFIX, "hi"))) == seg_names(0, 1)
 
 
@@ -504,13 +508,13 @@ def test_a_lost_spool_file_is_skipped_with_a_discontinuity(tmp_path) -> None:
     memory = MemoryStore()
     store = CheckingStore(memory, PREFIX)
     store.gate_all_segments = threading.Event()
-    publisher = make_publisher(store, tmp_path, upload_workers=1)
-    publisher.start(VARIANTS[:1], 2.0)
+    writer = make_writer(store, tmp_path, upload_workers=1)
+    writer.start(VARIANTS[:1], 2.0)
     for sequence in range(4):
-        publisher.add_segment(segment("hi", sequence))
+        writer.add_segment(segment("hi", sequence))
     (tmp_path / "spool" / "hi" / "seg_000002.ts").unlink()  # e.g. someone cleaned /tmp
     store.gate_all_segments.set()
-    publisher.finish(timeout=10)
+    writer.finish(timeout_seconds=10)
     event = m3u8.loads(memory.text(layout.event_playlist_key(PREFIX, "hi")))
     assert event.segments.uri == ["seg_000000.ts", "seg_000001.ts", "seg_000003.ts"]
     assert [s.discontinuity for s in event.segments] == [False, False, True]
@@ -519,14 +523,14 @@ def test_a_lost_spool_file_is_skipped_with_a_discontinuity(tmp_path) -> None:
 
 def test_finish_without_segments_and_before_start(tmp_path) -> None:
     memory = MemoryStore()
-    publisher = make_publisher(memory, tmp_path)
-    publisher.finish()
-    publisher.close()
-    publisher = make_publisher(memory, tmp_path)
-    publisher.start(VARIANTS, 2.0)
-    publisher.finish(timeout=5)
+    writer = make_writer(memory, tmp_path)
+    writer.finish()
+    writer.close()
+    writer = make_writer(memory, tmp_path)
+    writer.start(VARIANTS, 2.0)
+    writer.finish(timeout_seconds=5)
     assert memory.keys() == set()
-    assert publisher.stats()["hi"] == {
+    assert writer.stats()["hi"] == {
         "segments": 0,
         "seconds": 0.0,
         "peakBandwidth": None,

@@ -1,6 +1,6 @@
-"""S3 storage for published HLS objects: a thin, thread-safe wrapper over one boto3 client.
+"""The object store (S3) for published HLS objects: a thin, thread-safe wrapper over boto3.
 
-Timeouts are short and botocore's own retries few: the publisher has its own retry
+Timeouts are short and botocore's own retries few: the HLS writer has its own retry
 loop with backoff that rides out an outage, so a failing call should fail fast and
 tell it, not hang a worker for minutes.
 """
@@ -59,7 +59,7 @@ class PermanentStorageError(StorageError):
 
 
 class ObjectStore(Protocol):
-    """What the publisher needs from storage (`S3Storage`, or a test double)."""
+    """What the HLS writer needs from storage (`S3Storage`, or a test double)."""
 
     def put(
         self, bucket: str, key: str, data: bytes, content_type: str, cache_control: str

@@ -6,9 +6,8 @@ import struct
 
 import pytest
 
-from ingest.rtmp import amf0
-from ingest.rtmp.amf0 import UNDEFINED, AmfDate, EcmaArray
-from ingest.rtmp.errors import AmfError, ProtocolError
+from ingest.formats import amf0
+from ingest.formats.amf0 import UNDEFINED, AmfDate, AmfError, EcmaArray
 
 ONE = b"\x00\x3f\xf0\x00\x00\x00\x00\x00\x00"
 TWO = b"\x00\x40\x00\x00\x00\x00\x00\x00\x00"
@@ -85,7 +84,7 @@ def test_invalid_utf8_is_replaced() -> None:
 def test_bad_data_raises_amf_error(data: bytes, message: str) -> None:
     with pytest.raises(AmfError, match=message):
         amf0.decode_all(data)
-    assert issubclass(AmfError, ProtocolError)
+    assert issubclass(AmfError, ValueError)  # a format error: no protocol in it
 
 
 def test_depth_limit() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +14,13 @@ from typing import Any
 import av
 import pytest
 
-from encoder.pipeline import LiveEncoder
-from encoder.runtime import EncoderTuning
+from encoder.host import EncoderTuning
+from encoder.live_encoder import LiveEncoder
+from encoder.segmenter import TS_PTS_OFFSET
 from encoder.templates import get_template
 from encoder.video import RenditionWorker
 from ingest.media import MediaQueue
-from packager.segmenter import TS_PTS_OFFSET
-from packager.segments import Segment
+from media.segments import Segment
 from tests.encoder.helpers import CollectingSink, feed, ffprobe, wait_until
 
 PROFILE_IDC = {"Constrained Baseline": 0x42, "Baseline": 0x42, "Main": 0x4D, "High": 0x64}
@@ -49,12 +50,11 @@ def make_encoder(
         get_template(template_id),
         queue,
         sink,
+        tuning=tuning,
         label=label,
         on_event=lambda status, message, _: run.events.append((status, message)),
         on_failure=run.failures.append,
     )
-    if tuning is not None:
-        run.encoder.tuning = tuning
     run.encoder.start()
     return run
 
@@ -64,7 +64,7 @@ def encode(template_id: int, sources: list[Path], label: str) -> Run:
     for session, source in enumerate(sources):
         feed(source, run.queue, session)
     run.queue.close()
-    run.encoder.stop(timeout=60)
+    run.encoder.stop(timeout_seconds=60)
     assert run.encoder.failed is None
     assert run.failures == []
     return run
@@ -193,7 +193,7 @@ def test_drains_x264_at_boundaries_only_when_keeping_up(
         on_item=lambda _: wait_until(lambda: len(run.queue) == 0),
     )
     run.queue.close()
-    run.encoder.stop(timeout=60)
+    run.encoder.stop(timeout_seconds=60)
     assert run.encoder.failed is None and run.encoder.drains > 0
     segments = run.sink.by_rendition()["360p"]
     info, errors = ffprobe(
@@ -310,11 +310,11 @@ def test_a_failing_rendition_fails_the_encoder_alone(
     for feeder in feeders:
         feeder.join(30)
     failing_run.queue.close()
-    failing_run.encoder.stop(timeout=10)
+    failing_run.encoder.stop(timeout_seconds=10)
     assert failing_run.failures == [boom]  # once
     # The other encoder in the process is untouched.
     healthy.queue.close()
-    healthy.encoder.stop(timeout=60)
+    healthy.encoder.stop(timeout_seconds=60)
     assert healthy.encoder.failed is None
     assert [s["framesEncoded"] for s in healthy.encoder.stats()] == [90, 90]
 
@@ -339,7 +339,7 @@ def test_slow_sink_drops_and_counts_with_bounded_queues(source_480p: Path) -> No
     feed(source_480p, run.queue, session=1, block=False, on_item=sample)
     release.set()
     run.queue.close()
-    run.encoder.stop(timeout=60)
+    run.encoder.stop(timeout_seconds=60)
     assert run.encoder.failed is None
     stats = run.encoder.stats()
     dropped = sum(s["droppedFrames"] for s in stats) + run.queue.dropped_video
@@ -355,3 +355,32 @@ def test_slow_sink_drops_and_counts_with_bounded_queues(source_480p: Path) -> No
 def _workers(encoder: LiveEncoder) -> list[RenditionWorker]:
     """The rendition workers (white box: only to sample their queue sizes)."""
     return list(getattr(encoder._mode, "workers", []))
+
+
+class TimingOutSink(CollectingSink):
+    """A sink whose uploads never finish in time (a storage outage at shutdown)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finish_timeouts: list[float] = []
+
+    def finish(self, timeout_seconds: float) -> None:
+        self.finish_timeouts.append(timeout_seconds)
+        raise TimeoutError("uploads still pending (test)")
+
+
+def test_stop_gives_the_sink_what_is_left_then_closes_it(source_360p: Path) -> None:
+    sink = TimingOutSink()
+    run = make_encoder(2, "bounded", sink=sink)
+    feed(source_360p, run.queue)
+    run.queue.close()
+    started = time.monotonic()
+    run.encoder.stop(timeout_seconds=20, finish_timeout_seconds=5)
+    took = time.monotonic() - started
+    assert sink.segments and run.encoder.failed is None
+    # The flush took part of its 20 s: the sink gets the 5 s plus what the flush left.
+    [given] = sink.finish_timeouts
+    assert 5 <= given <= 25 - took + 0.1
+    assert sink.closed == 1  # past the bound: closed (the HLS writer keeps its spool)
+    run.encoder.stop()  # idempotent
+    assert sink.closed == 1 and len(sink.finish_timeouts) == 1

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest import flv
-from ingest.rtmp import amf0
+from ingest.formats import amf0, flv
 
 
 def test_file_header() -> None:
@@ -86,3 +85,29 @@ def test_codec_ids_from_metadata() -> None:
     assert flv.audio_codec_from_metadata("mp4a") == 10
     assert flv.audio_codec_from_metadata(2.0) == 2
     assert flv.audio_codec_from_metadata(None) == 0
+
+
+def test_live_tag_dropper_decisions() -> None:
+    """Pure: which tags a live stream loses when they do not fit (no buffer here)."""
+    avc_config = b"\x17\x00\x00\x00\x00" + bytes(30)
+    key, inter, audio = b"\x17\x01\x00\x00\x00", b"\x27\x01\x00\x00\x00", b"\xaf\x01"
+    dropper = flv.LiveTagDropper()
+    decisions = [
+        dropper.keep(kind, payload, fits)
+        for kind, payload, fits in [
+            (9, key, True),
+            (9, inter, False),  # lost: does not fit
+            (9, inter, True),  # lost: its reference is gone
+            (9, avc_config, False),  # a decoder configuration is never lost
+            (8, audio, False),  # audio: one by one
+            (8, audio, True),
+            (9, inter, True),  # still waiting for a keyframe
+            (9, key, True),
+            (9, inter, True),
+        ]
+    ]
+    assert decisions == [True, False, False, True, False, True, False, True, True]
+    big_config = b"\x17\x00\x00\x00\x00" + bytes(flv.MAX_ESSENTIAL_TAG_BYTES)
+    assert not flv.LiveTagDropper().keep(9, big_config, False)  # too big to be essential
+    assert flv.is_decoder_config(8, b"\xaf\x00\x11\x90")
+    assert not flv.is_decoder_config(8, audio)

@@ -1,4 +1,5 @@
-"""What a live encoder's parts share: its tuning and its link to the owning `LiveEncoder`."""
+"""The live encoder's host side: its tuning, and the link its parts (the transcode and
+passthrough modes, the rendition workers) have to the owning `LiveEncoder`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from packager.segments import Segment, VariantInfo
+from media.clock import SYSTEM_CLOCK, Clock
+from media.segments import Segment, VariantInfo
 
 # Events about one rendition (the `rendition` argument of EncoderHost.event names it).
 RENDITION_SKIPPED = "RenditionSkipped"  # a rung the source is too small for
@@ -61,3 +63,5 @@ class EncoderHost:
     fail: Callable[[BaseException], None]
     abort: threading.Event
     backlog: Callable[[], int] = lambda: 0  # decoded items waiting in the job's queue
+    # The wall clock when the ingest could not say when a session's media arrived.
+    clock: Clock = SYSTEM_CLOCK

@@ -1,4 +1,4 @@
-"""AMF0 encoding and decoding (the value format of RTMP commands and metadata).
+"""AMF0 encoding and decoding: the value format of RTMP commands and FLV metadata.
 
 Python mapping: number <-> float (int and bool are accepted when encoding: bool as
 boolean), boolean <-> bool, string / long string <-> str, object <-> dict,
@@ -19,8 +19,6 @@ import struct
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from ingest.rtmp.errors import AmfError
-
 NUMBER = 0x00
 BOOLEAN = 0x01
 STRING = 0x02
@@ -34,6 +32,11 @@ DATE = 0x0B
 LONG_STRING = 0x0C
 
 DEFAULT_MAX_DEPTH = 32
+
+
+class AmfError(ValueError):
+    """AMF0 data that cannot be decoded (truncated, unknown marker, too deep, ...)."""
+
 
 _DOUBLE = struct.Struct(">d")
 _U16 = struct.Struct(">H")

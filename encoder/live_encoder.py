@@ -10,7 +10,13 @@ hand-off is bounded. Any exception in any of them marks the encoder failed, call
 video frame arrives (a live probe often reports 0x0 at SessionStart, so the ladder is
 planned on the real frame size), or for passthrough with the first segment (its
 measured bitrate is the variant's target). The sink is called from several threads,
-one call at a time.
+one call at a time. `stop()` ends it: `sink.finish(remaining)` with what is left of
+the stop's bounds, and `sink.close()` if that was not enough.
+
+Every segment carries the wall-clock instant its first frame arrived: the ingest's
+`SessionStart.wall_clock` mapped by media time, or, when the ingest could not tell,
+when the encoder saw the session's first media item (`clock`), then by media time
+(`encoder.timeline.ArrivalClock`).
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ from typing import Any, Protocol
 
 import av
 
+from encoder.host import EncoderHost, EncoderTuning
 from encoder.passthrough import PassthroughMode
-from encoder.runtime import EncoderHost, EncoderTuning
 from encoder.templates import JobTemplate
 from encoder.transcode import TranscodeMode
 from ingest.media import MediaQueue, QueueClosed, SessionEnd, SessionStart
-from packager.segments import Segment, SegmentSink, VariantInfo
+from media.clock import SYSTEM_CLOCK, Clock
+from media.segments import Segment, SegmentSink, VariantInfo
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +57,11 @@ class _Mode(Protocol):
 
 class LiveEncoder:
     """Consumes one job's MediaQueue in worker thread(s), encodes the template's ladder,
-    hands Segments to the sink."""
+    hands Segments to the sink.
 
-    # Measured defaults (bench/throughput.py); replace on an instance before start().
-    tuning: EncoderTuning = EncoderTuning()
+    `tuning`: the measured defaults (bench/throughput.py) unless given; `clock`: the wall
+    clock for segments whose session did not say when its media arrived.
+    """
 
     def __init__(
         self,
@@ -61,11 +69,15 @@ class LiveEncoder:
         queue: MediaQueue,
         sink: SegmentSink,
         *,
+        tuning: EncoderTuning | None = None,
+        clock: Clock = SYSTEM_CLOCK,
         label: str = "",
         on_event: Callable[[str, str, str | None], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._template = template
+        self._tuning = tuning or EncoderTuning()
+        self._clock = clock
         self._queue = queue
         self._sink = sink
         self._label = label or f"template-{template.id}"
@@ -94,13 +106,14 @@ class LiveEncoder:
             self._started = True
             host = EncoderHost(
                 label=self._label,
-                tuning=self.tuning,
+                tuning=self._tuning,
                 start_sink=self._start_sink,
                 emit_segment=self._emit_segment,
                 event=self._event,
                 fail=self._fail,
                 abort=self._abort,
                 backlog=self._queue.__len__,
+                clock=self._clock,
             )
             mode: _Mode
             if self._template.passthrough:
@@ -113,9 +126,15 @@ class LiveEncoder:
             )
             self._dispatcher.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Drain the (closed) queue, flush the encoders, emit the last segments and call
-        `sink.finish()`. Idempotent; waits up to `timeout` seconds, then abandons the work."""
+    def stop(self, timeout_seconds: float = 30.0, finish_timeout_seconds: float = 3600.0) -> None:
+        """Drain the (closed) queue, flush the encoders, emit the last segments and finish
+        the sink. Idempotent; blocking.
+
+        Bounded twice: the flush takes at most `timeout_seconds` (then the rest of the work
+        is abandoned), and the sink gets what remains of `timeout_seconds +
+        finish_timeout_seconds` for its `finish()`; past that it is closed (the HLS
+        writer keeps what is not uploaded in its spool, for the next start).
+        """
         with self._lock:
             if self._stopped:
                 return
@@ -123,7 +142,8 @@ class LiveEncoder:
             dispatcher = self._dispatcher
             mode = self._mode
         self._stopping.set()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout_seconds
+        finish_deadline = deadline + finish_timeout_seconds
         finished = True
         if dispatcher is not None:
             dispatcher.join(max(0.0, deadline - time.monotonic()))
@@ -132,7 +152,9 @@ class LiveEncoder:
             finished = mode.join(deadline)
         if not finished:
             log.warning(
-                "%s did not finish within %.1f s: abandoning the rest", self._prefix, timeout
+                "%s did not finish within %.1f s: abandoning the rest",
+                self._prefix,
+                timeout_seconds,
             )
             self._abort.set()
             if mode is not None:
@@ -142,8 +164,12 @@ class LiveEncoder:
                 dispatcher.join(1.0)
         if mode is not None:
             mode.close()
-        self._finish_sink(max(1.0, deadline - time.monotonic()))
+        self._finish_sink(finish_deadline)
         self._event("EncoderStopped", self._summary())
+
+    @property
+    def tuning(self) -> EncoderTuning:
+        return self._tuning
 
     def stats(self) -> list[dict[str, Any]]:
         """Per rendition: name, width, height, bitrateBps and fps (measured over the last
@@ -175,7 +201,7 @@ class LiveEncoder:
     def _dispatch(self) -> None:
         mode = self._mode
         assert mode is not None
-        poll = self.tuning.poll_seconds
+        poll = self._tuning.poll_seconds
         while not self._abort.is_set():
             try:
                 item = self._queue.get(timeout=poll)
@@ -222,20 +248,35 @@ class LiveEncoder:
                 f"{segment.rendition} #{segment.sequence} {segment.duration_seconds:.3f} s",
             )
 
-    def _finish_sink(self, timeout: float) -> None:
+    def _finish_sink(self, deadline: float) -> None:
+        """`sink.finish()` with the time left until `deadline` (monotonic); `sink.close()`
+        when that was not enough."""
         # A thread stuck inside sink.add_segment() holds the lock: do not hang on it.
-        if not self._sink_lock.acquire(timeout=timeout):
-            log.error("%s sink busy for %.1f s: finish() not called", self._prefix, timeout)
+        wait = max(1.0, deadline - time.monotonic())
+        if not self._sink_lock.acquire(timeout=wait):
+            log.error("%s sink busy for %.1f s: finish() not called", self._prefix, wait)
             return
         try:
             if not self._sink_started:
                 return
             self._sink_started = False
-            self._sink.finish()
-        except Exception:
-            log.exception("%s sink.finish() failed", self._prefix)
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                self._sink.finish(remaining)
+            except TimeoutError as error:
+                log.error("%s not finished within %.1f s: %s", self._prefix, remaining, error)
+                self._close_sink()  # what is not uploaded stays in the spool
+            except Exception:
+                log.exception("%s sink.finish() failed", self._prefix)
+                self._close_sink()
         finally:
             self._sink_lock.release()
+
+    def _close_sink(self) -> None:
+        try:
+            self._sink.close()
+        except Exception:
+            log.exception("%s sink.close() failed", self._prefix)
 
     def _event(self, status: str, message: str, rendition: str | None = None) -> None:
         """Report an event; `rendition` when it is about one output."""

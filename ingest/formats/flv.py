@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ingest.rtmp import amf0
+from ingest.formats import amf0
 
 TAG_AUDIO = 8
 TAG_VIDEO = 9
@@ -224,3 +224,47 @@ def aac_config(config: bytes) -> tuple[int, int]:
     channel_config = take(4)
     channels = _AAC_CHANNELS[channel_config] if channel_config < len(_AAC_CHANNELS) else 0
     return rate, channels
+
+
+# Losing tags on a live stream
+
+MAX_ESSENTIAL_TAG_BYTES = 64 * 1024
+
+
+def is_decoder_config(kind: int, payload: bytes) -> bool:
+    """Whether a tag is a decoder configuration (AVC/HEVC/... sequence header, AAC
+    AudioSpecificConfig): without it nothing after it decodes."""
+    if kind == TAG_VIDEO:
+        video = video_info(payload)
+        return video is not None and video.config
+    if kind == TAG_AUDIO:
+        audio = audio_info(payload)
+        return audio is not None and audio.config
+    return False
+
+
+class LiveTagDropper:
+    """Which tags a live FLV stream loses when its reader falls behind.
+
+    `keep(kind, payload, fits)` for each tag in order, `fits` saying whether the tag
+    still fits the reader's buffer: audio tags are lost one by one; video tags until
+    the next keyframe that fits (a decoder cannot use frames whose reference was
+    lost); small decoder configurations never. Pure: no I/O, no clock."""
+
+    def __init__(self) -> None:
+        self._skipping_video = False
+
+    def keep(self, kind: int, payload: bytes, fits: bool) -> bool:
+        if len(payload) + TAG_HEADER_SIZE + 4 <= MAX_ESSENTIAL_TAG_BYTES and is_decoder_config(
+            kind, payload
+        ):
+            return True
+        if kind == TAG_VIDEO:
+            info = video_info(payload)
+            keyframe = info is not None and info.keyframe and info.frame
+            if not fits or (self._skipping_video and not keyframe):
+                self._skipping_video = True
+                return False
+            self._skipping_video = False
+            return True
+        return fits

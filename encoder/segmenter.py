@@ -8,9 +8,12 @@ is muxed by its own MPEG-TS muxer in memory, so it starts with PAT/PMT and a
 keyframe, carries SPS/PPS in band (the muxer inserts the stream's extradata before
 keyframes that lack it, or converts AVCC to Annex B for copied streams). Its
 continuity counters start fresh and the first packet of each PID carries the
-discontinuity indicator (`initial_discontinuity`): the publisher continues the
+discontinuity indicator (`initial_discontinuity`): the HLS writer continues the
 counters from the rendition's previous segment and keeps the indicators only where
-the segment really starts a new run (`packager.continuity`).
+the segment really starts a new run.
+
+Each segment carries the wall-clock instant its first frame arrived (`arrived_at`),
+from the encoder's `ArrivalClock` (`encoder.timeline`).
 
 Timestamps in the TS are the output timeline plus `TS_PTS_OFFSET` (1.4 s), exactly
 as ffmpeg's own TS/HLS output does (`max_delay` 0.7 s): it leaves room for B-frame
@@ -25,18 +28,18 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
 import av
 from av.stream import Stream
 
-from packager.segments import Segment
+from media.clock import TICK_TIME_BASE, TICKS_PER_SECOND
+from media.segments import AudioPacket, Segment
 
 log = logging.getLogger(__name__)
 
-TICKS_PER_SECOND = 90_000
-VIDEO_TIME_BASE = Fraction(1, TICKS_PER_SECOND)
 TS_PTS_OFFSET = Fraction(7, 5)  # seconds; 2 x max_delay, added by the TS muxer
 MUXER_OPTIONS = {
     "max_delay": "700000",
@@ -45,25 +48,6 @@ MUXER_OPTIONS = {
 }
 RECENT_SEGMENTS = 5  # window for the measured bitrate and frame rate
 MAX_SEGMENT_SPANS = 6  # a segment never holds more than 6 x segment_seconds of video
-
-
-@dataclass(frozen=True)
-class AudioPacket:
-    """One encoded audio access unit, immutable so every rendition can share it."""
-
-    data: bytes
-    pts: int
-    dts: int
-    duration: int
-    time_base: Fraction
-
-    @property
-    def pts_ticks(self) -> int:
-        return round(self.pts * self.time_base * TICKS_PER_SECOND)
-
-    @property
-    def dts_ticks(self) -> int:
-        return round(self.dts * self.time_base * TICKS_PER_SECOND)
 
 
 @dataclass
@@ -86,7 +70,9 @@ class Segmenter:
         *,
         frame_ticks: int,
         max_pending_audio: int = 1000,
+        arrival_at: Callable[[int], datetime | None] | None = None,
     ) -> None:
+        """`arrival_at(ticks)`: when the media at output timestamp `ticks` arrived."""
         if segment_seconds <= 0:
             raise ValueError("segment_seconds must be positive")
         self.rendition = rendition
@@ -97,6 +83,8 @@ class Segmenter:
         self._emit = emit
         self._frame_ticks = max(1, frame_ticks)
         self._max_pending_audio = max_pending_audio
+        self._arrival_at = arrival_at
+        self._start_arrival: datetime | None = None
 
         self._sequence = 0
         self._video: list[av.Packet] = []
@@ -211,6 +199,7 @@ class Segmenter:
 
     def _open_segment(self, pts: int) -> None:
         self._start_ticks = pts
+        self._start_arrival = self._arrival_at(pts) if self._arrival_at is not None else None
         self._next_cut_ticks = (pts // self._segment_ticks + 1) * self._segment_ticks
         if self._discontinuity_at is not None and pts >= self._discontinuity_at:
             self._segment_discontinuity = True
@@ -246,6 +235,7 @@ class Segmenter:
             data=data,
             discontinuity=self._segment_discontinuity,
             keyframe_pts=Fraction(start, TICKS_PER_SECOND),
+            arrived_at=self._start_arrival,
         )
         self._sequence += 1
         self._segment_discontinuity = False
@@ -259,7 +249,7 @@ class Segmenter:
         container = av.open(buffer, "w", format="mpegts", options=MUXER_OPTIONS)
         try:
             video_stream = container.add_stream_from_template(self._video_template)
-            video_stream.time_base = VIDEO_TIME_BASE
+            video_stream.time_base = TICK_TIME_BASE
             audio_stream: Any = None
             if self._audio_template is not None:
                 audio_stream = container.add_stream_from_template(self._audio_template)
@@ -268,7 +258,7 @@ class Segmenter:
             queue: list[tuple[int, int, av.Packet]] = []
             for order, packet in enumerate(video):
                 packet.stream = video_stream
-                packet.time_base = VIDEO_TIME_BASE
+                packet.time_base = TICK_TIME_BASE
                 queue.append((packet.dts if packet.dts is not None else 0, order, packet))
             if audio_stream is not None:
                 for order, item in enumerate(audio, start=len(video)):
