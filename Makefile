@@ -73,6 +73,7 @@ bench: test-deps $(STAMP)
 	$(PY) bench/density.py --seconds 20
 	$(PY) bench/drain_quality.py
 	$(PY) bench/memory.py --seconds 15
+	$(PY) bench/end_to_end.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out node_modules

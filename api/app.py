@@ -1,13 +1,12 @@
-"""The aiohttp application: `create_app(settings)`, its middlewares and shared state."""
+"""The service's one app factory, `create_app(settings)`: the control API, the RTMP
+ingest and every live job's pipeline on one event loop; its middlewares and shared
+state (typed `web.AppKey`s, work started and stopped in `cleanup_ctx`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -16,21 +15,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from ingest.connlimit import ConnectionLimiter, GatedProtocol, is_loopback
 from ingest.ratelog import RateLimitedLog
+from ingest.rtmp.server import RtmpServer
+from packager.object_store import S3Storage
 
 from .auth import authenticate
+from .database import Database
 from .errors import Forbidden, JobNotFound, Unauthorized, ValidationFailed
-from .jobs import JobManager
+from .health import HEALTH_CACHE_SECONDS, HEALTH_KEY, HealthChecks, StoragePing, healthz
+from .lives import LiveJobs
 from .openapi import openapi_document
 from .present import envelope
 from .settings import Settings
-from .store import Store
-from .views import JOBS_KEY, SETTINGS_KEY, routes
+from .views import LIVE_JOBS_KEY, SETTINGS_KEY, routes
 
 logger = logging.getLogger(__name__)
 
-STORE_KEY = web.AppKey("store", Store)
+DATABASE_KEY = web.AppKey("database", Database)
+RTMP_KEY = web.AppKey("rtmp", RtmpServer)  # the RTMP ingest server (admits through LiveJobs)
 PROJECT_KEY = web.RequestKey("project_id", str)  # the authenticated project
-StoragePing = Callable[[], bool]
 STORAGE_PING_KEY: web.AppKey[StoragePing] = web.AppKey("storage_ping")
 METRICS_KEY = web.AppKey("metrics", CollectorRegistry)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,9 +50,6 @@ REQUEST_READ_TIMEOUT_SECONDS = 10.0
 # burst holds for an instant (up to 2 x 128 per port), this fits `ulimit -n` 1024.
 HTTP_MAX_CONNECTIONS = 128
 HTTP_MAX_CONNECTIONS_PER_IP = 32
-# /healthz: a check's result is reused this long, and one check runs at a time.
-HEALTH_CACHE_SECONDS = 2.0
-HEALTH_CHECK_TIMEOUT_SECONDS = 5.0  # slower: reported as not answering (the check goes on)
 
 
 def route_template(request: web.BaseRequest) -> str:
@@ -114,106 +113,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Every /api call carries a project's key and touches only that project."""
     if request.path in PUBLIC_PATHS or not request.path.startswith("/api/"):
         return await handler(request)
-    project_id = await authenticate(request.app[STORE_KEY], request.headers)
+    project_id = await authenticate(request.app[DATABASE_KEY], request.headers)
     path_project = request.match_info.get("projectId")
     if path_project is not None and path_project != project_id:
         raise Forbidden("this API key does not give access to that project")
     request[PROJECT_KEY] = project_id
     return await handler(request)
-
-
-class SharedCheck:
-    """A health check that runs once at a time; its result is reused for `max_age_seconds`.
-
-    However many requests ask, at most one check is in flight and at most one starts per
-    `max_age_seconds`: a /healthz flood costs the store and the storage nothing more.
-    """
-
-    def __init__(
-        self,
-        check: Callable[[], Awaitable[bool]],
-        *,
-        max_age_seconds: float = HEALTH_CACHE_SECONDS,
-        timeout_seconds: float = HEALTH_CHECK_TIMEOUT_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._check = check
-        self.max_age_seconds = max_age_seconds
-        self.timeout_seconds = timeout_seconds
-        self._clock = clock
-        self._ok = False
-        self._checked_at: float | None = None
-        self._running: asyncio.Task[bool] | None = None
-        self.runs = 0  # checks started
-
-    async def result(self) -> bool:
-        """The last result if fresh, else the one of the check in flight (started if none)."""
-        if self._checked_at is not None and self._clock() - self._checked_at < self.max_age_seconds:
-            return self._ok
-        if self._running is None:
-            self._running = asyncio.create_task(self._run())
-        try:
-            async with asyncio.timeout(self.timeout_seconds):
-                return await asyncio.shield(self._running)
-        except TimeoutError:
-            return False
-
-    async def _run(self) -> bool:
-        self.runs += 1
-        try:
-            ok = bool(await self._check())
-        except Exception:
-            logger.exception("health check failed")
-            ok = False
-        finally:
-            self._running = None
-        self._ok, self._checked_at = ok, self._clock()
-        return ok
-
-    async def close(self) -> None:
-        running, self._running = self._running, None
-        if running is not None:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-
-
-class HealthChecks:
-    """What /healthz asks: the store (on its own thread) and the storage, each shared.
-
-    The storage ping runs on a thread of its own, never on the default executor that
-    admission uses (`asyncio.to_thread`) nor on the store's: a slow S3 cannot delay a
-    publisher's admission, and a /healthz flood queues nothing anywhere.
-    """
-
-    def __init__(
-        self, store: Callable[[], Store], storage_ping: StoragePing, **options: Any
-    ) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
-        self.store = SharedCheck(lambda: store().call(store().ping), **options)
-        self.storage = SharedCheck(self._ping_storage, **options)
-        self._storage_ping = storage_ping
-
-    async def _ping_storage(self) -> bool:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._storage_ping)
-
-    async def close(self) -> None:
-        await self.store.close()
-        await self.storage.close()
-        # A ping still running finishes on its own (botocore's timeouts bound it).
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-HEALTH_KEY = web.AppKey("health", HealthChecks)
-
-
-async def healthz(request: web.Request) -> web.Response:
-    health = request.app[HEALTH_KEY]
-    store_ok, storage_ok = await asyncio.gather(health.store.result(), health.storage.result())
-    checks = {"store": store_ok, "storage": storage_ok}
-    status = 200 if all(checks.values()) else 503
-    errors = [f"{name} does not answer" for name, ok in checks.items() if not ok]
-    return envelope(checks, status=status, errors=errors)
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -242,15 +147,32 @@ def body_deadline(timeout_seconds: float) -> Middleware:
     return read_body_in_time
 
 
+def storage_for(settings: Settings) -> S3Storage:
+    """The object store the settings name (the embedded SeaweedFS by default)."""
+    return S3Storage(
+        settings.s3_endpoint or f"http://127.0.0.1:{settings.s3_port}",
+        settings.s3_access_key,
+        settings.s3_secret_key,
+        settings.s3_region,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
-    storage_ping: StoragePing,
-    runtime_factory: Callable[[web.Application], Any] | None = None,
+    object_store: S3Storage | None = None,
+    storage_ping: StoragePing | None = None,
     request_read_timeout_seconds: float = REQUEST_READ_TIMEOUT_SECONDS,
     health_cache_seconds: float = HEALTH_CACHE_SECONDS,
 ) -> web.Application:
-    """The control API. `runtime_factory(app)` attaches the media runtime (ingest, pipelines)."""
+    """The service (`onair run`, the tests and the benchmarks): the control API, the RTMP
+    ingest and the live jobs' pipelines (`LiveJobs`).
+
+    `object_store` is where the media goes (default: `storage_for(settings)`);
+    `storage_ping` what /healthz asks it (default: its `ping`).
+    """
+    media_store = object_store if object_store is not None else storage_for(settings)
+    ping = storage_ping if storage_ping is not None else media_store.ping
     app = web.Application(
         middlewares=[
             error_middleware,
@@ -269,9 +191,9 @@ def create_app(
         },
     )
     app[SETTINGS_KEY] = settings
-    app[STORAGE_PING_KEY] = storage_ping
+    app[STORAGE_PING_KEY] = ping
     app[HEALTH_KEY] = HealthChecks(
-        lambda: app[STORE_KEY], storage_ping, max_age_seconds=health_cache_seconds
+        lambda: app[DATABASE_KEY], ping, max_age_seconds=health_cache_seconds
     )
     registry = CollectorRegistry()
     app[METRICS_KEY] = registry
@@ -287,23 +209,35 @@ def create_app(
 
     app.middlewares.insert(0, count_requests)
 
-    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        store = Store(settings.db_path)
-        app[STORE_KEY] = store
-        jobs = JobManager(settings, store)
-        app[JOBS_KEY] = jobs
-        await jobs.restore()
-        runtime = runtime_factory(app) if runtime_factory else None
-        if runtime is not None:
-            jobs.runtime = runtime
-            await runtime.start()
+    async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+        database = Database(settings.db_path)
+        app[DATABASE_KEY] = database
+        lives = LiveJobs(settings, database, media_store, registry)
+        app[LIVE_JOBS_KEY] = lives
+        rtmp = RtmpServer(
+            lives.admit,
+            host=settings.rtmp_host,
+            port=settings.rtmp_port,
+            max_pending=settings.rtmp_max_pending,
+            max_pending_per_ip=settings.rtmp_max_pending_per_ip,
+        )
+        app[RTMP_KEY] = rtmp
+        try:
+            await lives.start()
+            await rtmp.start()
+        except BaseException:
+            await rtmp.stop()
+            await lives.stop()
+            database.close()
+            raise
+        logger.info("RTMP ingest listening on %s:%s", settings.rtmp_host, rtmp.port)
         yield
         await app[HEALTH_KEY].close()
-        if runtime is not None:
-            await runtime.stop()
-        store.close()
+        await rtmp.stop()  # no new publisher, every session closed
+        await lives.stop()
+        database.close()
 
-    app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(service_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/openapi.json", openapi)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .database import Database
 from .errors import Unauthorized
 from .keys import secret_matches, split_api_key
-from .store import Store
 
 KEY_HEADERS = "'Authorization: <key>', 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
 
@@ -30,13 +30,13 @@ def key_from_headers(headers: Mapping[str, str]) -> str | None:
     return api_key or None
 
 
-async def authenticate(store: Store, headers: Mapping[str, str]) -> str:
+async def authenticate(database: Database, headers: Mapping[str, str]) -> str:
     """The project id the request's key belongs to; Unauthorized otherwise."""
     api_key = key_from_headers(headers)
     if api_key is None:
         raise Unauthorized(f"an API key is required: {KEY_HEADERS}")
     parts = split_api_key(api_key)
-    row = await store.call(store.get_api_key, parts[0]) if parts else None
+    row = await database.call(database.get_api_key, parts[0]) if parts else None
     # Always compare, even when the key id is unknown, so timing tells nothing.
     stored_hash = row["secret_hash"] if row else b"\0" * 32
     if not secret_matches(parts[1] if parts else api_key, stored_hash) or row is None:

@@ -19,10 +19,10 @@ from aiohttp import web
 
 from packager.s3server import EmbeddedS3, S3ServerError
 
-from .app import RouteAccessLogger, listen_http
+from .app import RouteAccessLogger, create_app, listen_http
+from .database import Database, restrict_mode, secure_data_dir
 from .keys import new_api_key
 from .settings import ConfigError, Settings, load_settings
-from .store import Store, restrict_mode, secure_data_dir
 
 logger = logging.getLogger("onair")
 
@@ -45,23 +45,23 @@ def _read_private(path: Path) -> dict[str, str]:
     return data
 
 
-def create_project(store: Store, name: str) -> dict[str, str]:
+def create_project(database: Database, name: str) -> dict[str, str]:
     """A new project and its API key (shown once: only its hash is stored)."""
     project_id = str(uuid.uuid4())
     key = new_api_key()
-    store.create_project(project_id, name, key.key_id, key.secret_hash)
+    database.create_project(project_id, name, key.key_id, key.secret_hash)
     return {"projectId": project_id, "apiKey": key.api_key}
 
 
-def dev_project(settings: Settings, store: Store) -> dict[str, str]:
+def dev_project(settings: Settings, database: Database) -> dict[str, str]:
     """The development project of `make run`, created once; its id and API key are kept
-    in DATA_DIR/dev-project.json (mode 0600: the store only has the key's hash)."""
+    in DATA_DIR/dev-project.json (mode 0600: the database only has the key's hash)."""
     path = settings.data_dir / DEV_PROJECT_FILE
     if path.exists():
         saved = _read_private(path)
-        if store.get_project(saved.get("projectId", "")) is not None:
+        if database.get_project(saved.get("projectId", "")) is not None:
             return {"projectId": saved["projectId"], "apiKey": saved["apiKey"]}
-    project = create_project(store, "development")
+    project = create_project(database, "development")
     _write_private(path, project)
     return project
 
@@ -80,11 +80,11 @@ def dev_project_banner(settings: Settings) -> list[str]:
             "No development project (ONAIR_DEV_PROJECT=false): create one with"
             " `onair project create NAME`"
         ]
-    store = Store(settings.db_path)
+    database = Database(settings.db_path)
     try:
-        project = dev_project(settings, store)
+        project = dev_project(settings, database)
     finally:
-        store.close()
+        database.close()
     return [
         f"Development project:  {project['projectId']}",
         f"Development API key:  {project['apiKey']}",
@@ -113,13 +113,11 @@ def s3_endpoint(settings: Settings) -> str:
 
 async def serve(settings: Settings, *, embedded: EmbeddedS3 | None = None) -> None:
     """Run the service until SIGINT/SIGTERM."""
-    from .service import build_app
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    app = build_app(settings)
+    app = create_app(settings)
     # No access log; were one turned on, it names routes, not paths (stream keys).
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, access_log_class=RouteAccessLogger
@@ -204,11 +202,11 @@ def cmd_project_create(settings: Settings, name: str) -> int:
     if not name.strip():
         print("onair: the project name must not be empty", file=sys.stderr)
         return 2
-    store = Store(settings.db_path)
+    database = Database(settings.db_path)
     try:
-        print(json.dumps(create_project(store, name.strip())))
+        print(json.dumps(create_project(database, name.strip())))
     finally:
-        store.close()
+        database.close()
     return 0
 
 

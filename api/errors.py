@@ -1,6 +1,10 @@
-"""The domain exceptions; the API maps each to one HTTP status."""
+"""The domain exceptions: the API maps each to one HTTP status; an ingest server tells
+an `AdmissionRefused` to its publisher (as `ingest.session.PublishRefused`)."""
 
 from __future__ import annotations
+
+from http import HTTPStatus
+from typing import ClassVar
 
 
 class OnairError(Exception):
@@ -58,3 +62,54 @@ class Forbidden(OnairError):
 
 class Unavailable(OnairError):
     """A backend (storage) does not answer (503)."""
+
+
+class AdmissionRefused(OnairError):
+    """A publisher is not admitted to a live job (at publish, before any media).
+
+    `description` is what the publisher is told (never a stream key); `status` says what
+    kind of refusal it is, as an HTTP status (`ingest.session.PublishRefused.status`:
+    each ingest server maps it to its own wire). `detail`, when set, is what the job's
+    `PublisherRefused` timing adds about it (the numbers behind a refusal).
+    """
+
+    status: ClassVar[HTTPStatus] = HTTPStatus.FORBIDDEN
+
+    def __init__(self, description: str, detail: str | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.detail = detail
+
+
+class UnknownStreamKey(AdmissionRefused):
+    """No job has this stream key, or the key is published under another application
+    (404: the same answer as the online toggle's for an unknown key)."""
+
+    status = HTTPStatus.NOT_FOUND
+
+
+class JobOffline(AdmissionRefused):
+    """The job is offline: put it online first (403)."""
+
+
+class WrongIngestProtocol(AdmissionRefused):
+    """The job's `serverType` is another protocol than the publisher's (403)."""
+
+
+class AlreadyPublishing(AdmissionRefused):
+    """Another publisher is on the job's stream key (409)."""
+
+    status = HTTPStatus.CONFLICT
+
+
+class HostAtCapacity(AdmissionRefused):
+    """A new live would take the host past `ONAIR_CAPACITY` (503: try another host)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class StillFinishing(AdmissionRefused):
+    """The job's previous pipeline is still publishing its last segments, or the spool
+    a stopped service left (503: try again later)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE

@@ -1,8 +1,13 @@
 """One live job's running pipeline: decoder -> encoder -> HLS writer, and its publisher.
 
+The live's three tracks (`media.fanout`), each for any number of readers:
+`source` (the demuxed packets, codec level), `frames` (decoded frames, or the packets
+of a copy: the ladder encoder reads them) and `encoder.encoded` (every rendition's
+packets: the HLS writer reads them). A restream, a viewer or a cut subscribes to one.
+
 A `JobPipeline` lives from the job's first publish until the job goes offline. Publish
 sessions come and go (reconnects) on the same pipeline: the output continues, marked
-as a discontinuity. Media threads report back through `events`, which the runtime
+as a discontinuity. Media threads report back through `events`, which `api.running`
 turns into status changes and timing rows on the event loop.
 """
 
@@ -22,8 +27,9 @@ from encoder.live_encoder import LiveEncoder
 from encoder.templates import JobTemplate
 from ingest.adapter import DecoderSession
 from ingest.decode import LiveDecoder
-from ingest.media import MediaQueue
+from ingest.media import MediaItem, SourceItem, media_broadcast, source_broadcast
 from ingest.session import PublishRequest
+from media.fanout import Broadcast, Reader
 from packager.hls import HlsWriter
 from packager.layout import object_prefix
 from packager.object_store import S3Storage
@@ -51,7 +57,7 @@ class PipelineLimits:
 
 @dataclass(frozen=True)
 class PipelineEvent:
-    """Something a media thread saw; the runtime records it on the loop."""
+    """Something a media thread saw; `RunningPipelines` records it on the loop."""
 
     job_id: int
     kind: str  # "media", "closed", "failed", "timing"
@@ -61,6 +67,8 @@ class PipelineEvent:
 
 
 EventSink = Callable[[PipelineEvent], None]
+# (track, reader, count, kind): a reader of one of the live's tracks dropped items
+ReaderDrops = Callable[[str, str, int, str], None]
 
 
 class JobPipeline:
@@ -76,23 +84,30 @@ class JobPipeline:
         *,
         limits: PipelineLimits,
         prepare: Callable[[], object] | None = None,
+        on_reader_drop: ReaderDrops | None = None,
     ) -> None:
         self.job_id = int(job["id"])
         self.template = template
         self.events = events
         self.lock_key = str(uuid.uuid4())
-        self.queue = MediaQueue(MEDIA_QUEUE_ITEMS, limits.media_queue_bytes)
         label = f"job {self.job_id}"
+        drops = on_reader_drop or (lambda track, reader, count, kind: None)
+        self.source: Broadcast[SourceItem] = source_broadcast(label, partial(drops, "source"))
+        self.frames: Broadcast[MediaItem] = media_broadcast(label, partial(drops, "frames"))
+        self.ladder: Reader[MediaItem] = self.frames.subscribe(
+            "ladder", max_items=MEDIA_QUEUE_ITEMS, max_bytes=limits.media_queue_bytes, late=False
+        )
         self.failed: BaseException | None = None
         self._fail_lock = threading.Lock()
         self.session: DecoderSession | None = None
         self.decoder = LiveDecoder(
-            self.queue,
+            self.frames,
             decode=not template.passthrough,
             label=label,
             on_error=self._on_error,
             on_refused=self._on_refused,
             max_pixels=limits.max_input_pixels,
+            source=self.source,
         )
         self.writer = HlsWriter(
             storage,
@@ -112,11 +127,12 @@ class JobPipeline:
         )
         self.encoder = LiveEncoder(
             template,
-            self.queue,
+            self.ladder,
             self.writer,
             label=label,
             on_event=self._timing,
             on_failure=self._on_error,
+            on_reader_drop=partial(drops, "encoded"),
         )
         self.encoder.start()
 
@@ -181,7 +197,7 @@ class JobPipeline:
     @property
     def ingest_dropped_frames(self) -> int:
         """Decoded frames the encoder was too slow to take (dropped before any rendition)."""
-        return self.queue.dropped_video
+        return self.ladder.dropped["video"]
 
     # -- end ----------------------------------------------------------------------
 
@@ -194,7 +210,8 @@ class JobPipeline:
         the uploads `finish_timeout_seconds`; what is left stays in the spool."""
         deadline = time.monotonic() + encoder_timeout_seconds
         self.decoder.stop(min(5.0, encoder_timeout_seconds / 2))
-        self.queue.close()
+        self.frames.close()
+        self.source.close()
         # flushes, then the writer's finish() with what is left (closed past it)
         self.encoder.stop(
             max(0.5, deadline - time.monotonic()), finish_timeout_seconds=finish_timeout_seconds

@@ -1,4 +1,4 @@
-"""How store rows become the reference's JSON: the envelope and each result shape."""
+"""How database rows become the reference's JSON: the envelope and each result shape."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from aiohttp import web
 from encoder.templates import JobTemplate, get_template
 from packager.layout import dvr_master_key, live_playlist_key, master_key, object_prefix
 
-from .jobs import job_statistics
+from .database import Page
+from .records import job_statistics
 from .settings import Settings
 from .status import LiveStatus
-from .store import Page
 from .validation import INPUT_CLASSES, RTMP_SERVER_TYPE, SERVER_TYPES, Paging
 
 

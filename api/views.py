@@ -1,4 +1,4 @@
-"""The control API's handlers: parse, ask the job manager, present."""
+"""The control API's handlers: parse, ask the live jobs' owner (`LiveJobs`), present."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from aiohttp import WSMsgType, web
 
 from encoder.templates import all_templates
 
+from .database import Page
 from .errors import ValidationFailed
-from .jobs import JobManager
+from .lives import LiveJobs
 from .present import (
     envelope,
     job_detail,
@@ -22,7 +23,6 @@ from .present import (
     timing_row,
 )
 from .settings import Settings
-from .store import Page
 from .validation import (
     Paging,
     parse_new_live_job,
@@ -33,7 +33,7 @@ from .validation import (
 )
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
-JOBS_KEY = web.AppKey("jobs", JobManager)
+LIVE_JOBS_KEY = web.AppKey("live_jobs", LiveJobs)
 
 SUPPORTED_VERSIONS = ("1",)
 EVENTS_INTERVAL_SECONDS = 1.0
@@ -74,7 +74,7 @@ async def list_live_jobs(request: web.Request) -> web.Response:
     if errors:
         raise ValidationFailed(errors)
     search = query_text(request.rel_url.query, "search")
-    page = await request.app[JOBS_KEY].list_jobs(project_id, search or None, paging)
+    page = await request.app[LIVE_JOBS_KEY].list_jobs(project_id, search or None, paging)
     return _paged([job_summary(j) for j in page.rows], page, paging)
 
 
@@ -83,7 +83,7 @@ async def create_live_job(request: web.Request) -> web.Response:
     project_id = _project(request)
     settings = request.app[SETTINGS_KEY]
     new = parse_new_live_job(await _json_body(request), settings.s3_buckets)
-    job = await request.app[JOBS_KEY].create(project_id, new)
+    job = await request.app[LIVE_JOBS_KEY].create(project_id, new)
     return envelope(
         job_detail(settings, job),  # a new job skips no rendition yet
         status=201,
@@ -99,7 +99,7 @@ async def list_outputs(request: web.Request) -> web.Response:
     job_id = parse_optional_id(request.rel_url.query, "liveJobId", errors)
     if errors:
         raise ValidationFailed(errors)
-    jobs = request.app[JOBS_KEY]
+    jobs = request.app[LIVE_JOBS_KEY]
     if job_id is not None:
         await jobs.get(project_id, str(job_id))  # 404 for another project's or no job
     page = await jobs.outputs(project_id, job_id, paging)
@@ -112,7 +112,7 @@ async def list_outputs(request: web.Request) -> web.Response:
 async def toggle_live_job(request: web.Request) -> web.Response:
     project_id = _project(request)
     toggle = parse_toggle(await _json_body(request))
-    jobs = request.app[JOBS_KEY]
+    jobs = request.app[LIVE_JOBS_KEY]
     job = await jobs.set_online(project_id, request.match_info["id"], toggle)
     return envelope(
         {
@@ -127,7 +127,7 @@ async def toggle_live_job(request: web.Request) -> web.Response:
 @routes.get("/api/v{version}/projects/{projectId}/livejobs/{id}")
 async def get_live_job(request: web.Request) -> web.Response:
     project_id = _project(request)
-    jobs = request.app[JOBS_KEY]
+    jobs = request.app[LIVE_JOBS_KEY]
     job, outputs = await jobs.get_with_outputs(project_id, request.match_info["id"])
     return envelope(job_detail(request.app[SETTINGS_KEY], job, jobs.statistics(job), outputs))
 
@@ -137,7 +137,7 @@ async def get_live_job(request: web.Request) -> web.Response:
 async def rotate_stream_key(request: web.Request) -> web.Response:
     """A new stream key for the job (201: a new key is created); the old one is refused."""
     project_id = _project(request)
-    jobs = request.app[JOBS_KEY]
+    jobs = request.app[LIVE_JOBS_KEY]
     rotated = await jobs.rotate_key(project_id, request.match_info["id"])
     job, outputs = await jobs.get_with_outputs(project_id, str(rotated["id"]))
     return envelope(
@@ -155,7 +155,7 @@ async def list_timings(request: web.Request) -> web.Response:
     output_id = parse_optional_id(request.rel_url.query, "outputId", errors)
     if errors:
         raise ValidationFailed(errors)
-    jobs = request.app[JOBS_KEY]
+    jobs = request.app[LIVE_JOBS_KEY]
     job = await jobs.get(project_id, request.match_info["id"])
     page = await jobs.timings(job, output_id, paging)
     return _paged([timing_row(t) for t in page.rows], page, paging)
@@ -164,7 +164,7 @@ async def list_timings(request: web.Request) -> web.Response:
 @routes.get("/api/v{version}/projects/{projectId}/livejobs/{id}/stats")
 async def get_stats(request: web.Request) -> web.Response:
     project_id = _project(request)
-    jobs = request.app[JOBS_KEY]
+    jobs = request.app[LIVE_JOBS_KEY]
     job = await jobs.get(project_id, request.match_info["id"])
     statistics = {
         **jobs.statistics(job),
@@ -178,7 +178,7 @@ async def get_stats(request: web.Request) -> web.Response:
 async def job_events(request: web.Request) -> web.StreamResponse:
     """WebSocket: the job's status and statistics once a second (`webSocketConnection`)."""
     project_id = _project(request)
-    jobs = request.app[JOBS_KEY]
+    jobs = request.app[LIVE_JOBS_KEY]
     job = await jobs.get(project_id, request.match_info["id"])
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service import source_720p
 
+from encoder.encoded import encoded_broadcast, with_hls_writer
 from encoder.host import EncoderHost, EncoderTuning
 from encoder.ladder import plan_ladder
 from encoder.templates import get_template
@@ -34,15 +35,20 @@ from media.segments import Segment
 def encode(source: Path, drain: bool, out: Path) -> int:
     """The 720p rendition of `source` into `out` (TS); returns the drains made."""
     segments: list[Segment] = []
-    host = EncoderHost(
-        label="quality",
-        tuning=EncoderTuning(drain_at_keyframes=drain),
-        start_sink=lambda variants: None,
-        emit_segment=segments.append,
-        event=lambda status, message, rendition: None,
-        fail=lambda exc: None,
-        abort=threading.Event(),
+    track = encoded_broadcast("quality")
+    host, hls = with_hls_writer(
+        EncoderHost(
+            label="quality",
+            tuning=EncoderTuning(drain_at_keyframes=drain),
+            start_sink=lambda variants: None,
+            emit_segment=segments.append,
+            event=lambda status, message, rendition: None,
+            fail=lambda exc: None,
+            abort=threading.Event(),
+        ),
+        track,
     )
+    hls.start()
     plan = plan_ladder(get_template(2), 1280, 720)[0]
     worker = RenditionWorker(
         plan,
@@ -65,6 +71,8 @@ def encode(source: Path, drain: bool, out: Path) -> int:
                 time.sleep(0.001)
     worker.end_input()
     worker.join(60)
+    track.close()
+    hls.join(60)
     worker.close()
     out.write_bytes(b"".join(s.data for s in sorted(segments, key=lambda s: s.sequence)))
     return worker.drains

@@ -6,9 +6,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from media.clock import SYSTEM_CLOCK, Clock
 from media.segments import Segment, VariantInfo
+
+if TYPE_CHECKING:
+    from encoder.encoded import RenditionOutput
 
 # Events about one rendition (the `rendition` argument of EncoderHost.event names it).
 RENDITION_SKIPPED = "RenditionSkipped"  # a rung the source is too small for
@@ -63,5 +67,9 @@ class EncoderHost:
     fail: Callable[[BaseException], None]
     abort: threading.Event
     backlog: Callable[[], int] = lambda: 0  # decoded items waiting in the job's queue
+    # Where a rendition writes what it encodes (the encoded track, `encoder.encoded`),
+    # and what the HLS writer's segmenter measured of it.
+    output_for: Callable[[str], RenditionOutput] | None = None
+    segment_stats: Callable[[str], dict[str, Any]] = lambda rendition: {}
     # The wall clock when the ingest could not say when a session's media arrived.
     clock: Clock = SYSTEM_CLOCK

@@ -1,10 +1,14 @@
-"""`LiveEncoder`: one job's encoder, from its MediaQueue to its SegmentSink.
+"""`LiveEncoder`: one job's encoder, from its decoded media (a reader of the live's
+frames, `media.fanout`) to its encoded track, which the HLS writer reads.
 
-Threads: one dispatcher reads the MediaQueue (timestamps, keyframe decisions, AAC,
-or packet copying for passthrough); one worker per rendition scales, encodes and
-segments (PyAV releases the GIL in swscale and x264, so they use every core). Every
-hand-off is bounded. Any exception in any of them marks the encoder failed, calls
-`on_failure` once, and ends all its threads; nothing else in the process is touched.
+Threads: one dispatcher reads the decoded media (timestamps, keyframe decisions,
+AAC, or packet copying for passthrough); one worker per rendition scales and encodes
+(PyAV releases the GIL in swscale and x264, so they use every core) and publishes its
+packets to the encoded track (`LiveEncoder.encoded`, see `encoder.encoded`), where
+the HLS writer's reader cuts the segments and any other reader (a restream, a
+viewer) takes what it needs. Every hand-off is bounded. Any exception in any of them
+marks the encoder failed, calls `on_failure` once, and ends all its threads; nothing
+else in the process is touched.
 
 `sink.start()` is called once, before any segment: when the first session's first
 video frame arrives (a live probe often reports 0x0 at SessionStart, so the ladder is
@@ -29,12 +33,14 @@ from typing import Any, Protocol
 
 import av
 
+from encoder.encoded import SegmentingReader, encoded_broadcast, with_hls_writer
 from encoder.host import EncoderHost, EncoderTuning
 from encoder.passthrough import PassthroughMode
 from encoder.templates import JobTemplate
 from encoder.transcode import TranscodeMode
-from ingest.media import MediaQueue, QueueClosed, SessionEnd, SessionStart
+from ingest.media import MediaSource, SessionEnd, SessionStart
 from media.clock import SYSTEM_CLOCK, Clock
+from media.fanout import QueueClosed
 from media.segments import Segment, SegmentSink, VariantInfo
 
 log = logging.getLogger(__name__)
@@ -60,13 +66,14 @@ class LiveEncoder:
     hands Segments to the sink.
 
     `tuning`: the measured defaults (bench/throughput.py) unless given; `clock`: the wall
-    clock for segments whose session did not say when its media arrived.
+    clock for segments whose session did not say when its media arrived;
+    `on_reader_drop(reader, count, kind)`: a reader of `encoded` was too slow.
     """
 
     def __init__(
         self,
         template: JobTemplate,
-        queue: MediaQueue,
+        queue: MediaSource,
         sink: SegmentSink,
         *,
         tuning: EncoderTuning | None = None,
@@ -74,6 +81,7 @@ class LiveEncoder:
         label: str = "",
         on_event: Callable[[str, str, str | None], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
+        on_reader_drop: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self._template = template
         self._tuning = tuning or EncoderTuning()
@@ -95,6 +103,9 @@ class LiveEncoder:
         self._first_segment = True
         self._mode: _Mode | None = None
         self._dispatcher: threading.Thread | None = None
+        # Every rendition's packets, for any number of readers; the HLS writer is one.
+        self.encoded = encoded_broadcast(self._label, on_reader_drop)
+        self._hls: SegmentingReader | None = None
 
     # -- public API ----------------------------------------------------------
 
@@ -115,6 +126,8 @@ class LiveEncoder:
                 backlog=self._queue.__len__,
                 clock=self._clock,
             )
+            host, self._hls = with_hls_writer(host, self.encoded)
+            self._hls.start()
             mode: _Mode
             if self._template.passthrough:
                 mode = PassthroughMode(self._template, host)
@@ -150,6 +163,10 @@ class LiveEncoder:
             finished = not dispatcher.is_alive()
         if mode is not None and finished:
             finished = mode.join(deadline)
+        self.encoded.close()  # every rendition said `end`: the readers drain and end
+        hls = self._hls
+        if hls is not None and finished:
+            finished = hls.join(max(0.0, deadline - time.monotonic()))
         if not finished:
             log.warning(
                 "%s did not finish within %.1f s: abandoning the rest",
@@ -160,6 +177,9 @@ class LiveEncoder:
             if mode is not None:
                 mode.abort()
                 mode.join(time.monotonic() + 1.0)
+            if hls is not None:
+                hls.abort()
+                hls.join(1.0)
             if dispatcher is not None:
                 dispatcher.join(1.0)
         if mode is not None:
@@ -297,6 +317,8 @@ class LiveEncoder:
         mode = self._mode
         if mode is not None:
             mode.abort()
+        if self._hls is not None:
+            self._hls.abort()
         if self._on_failure is not None:
             try:
                 self._on_failure(exc)

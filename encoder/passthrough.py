@@ -26,15 +26,15 @@ from encoder.codecs import (
     h264_sps_dimensions,
     mp4a_codec_string,
 )
+from encoder.encoded import RenditionConfig, RenditionOutput
 from encoder.errors import UnsupportedSource
 from encoder.host import EncoderHost
 from encoder.ladder import plan_ladder
-from encoder.segmenter import Segmenter
 from encoder.templates import JobTemplate
 from encoder.timeline import ArrivalClock, SessionClock
 from ingest.media import AudioParams, SessionEnd, SessionStart, VideoParams
 from media.clock import TICK_TIME_BASE, TICKS_PER_SECOND, seconds_to_ticks
-from media.segments import AudioPacket, Segment, VariantInfo
+from media.segments import AudioPacket, Segment, VariantInfo, VideoPacket
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class PassthroughMode:
         self._arrivals = ArrivalClock()
         self._clock = SessionClock(self._arrivals, host.clock.unix)
         self._templates: list[_Templates] = []
-        self._segmenter: Segmenter | None = None
+        self._output: RenditionOutput | None = None
         self._width = 0
         self._height = 0
         self._in_session = False
@@ -108,7 +108,7 @@ class PassthroughMode:
         self._templates.append(templates)
         self._session_templates = templates
         self._session_video = start.video
-        if self._segmenter is not None:
+        if self._output is not None:
             self._discontinuity_pending = True
             self._host.event(
                 "EncoderSessionStarted",
@@ -146,8 +146,8 @@ class PassthroughMode:
             self._audio_packet(packet)
 
     def end_of_media(self) -> None:
-        if self._segmenter is not None:
-            self._segmenter.flush()
+        if self._output is not None:
+            self._output.flush()
 
     def abort(self) -> None:
         pass
@@ -161,18 +161,18 @@ class PassthroughMode:
         self._templates.clear()
 
     def stats(self) -> list[dict[str, Any]]:
-        if self._segmenter is None:
+        if self._output is None:
             return []
-        bitrate_bps, fps = self._segmenter.recent_rates()
+        measured = self._host.segment_stats(self._output.rendition)
         return [
             {
-                "name": self._segmenter.rendition,
+                "name": self._output.rendition,
                 "width": self._width,
                 "height": self._height,
-                "bitrateBps": bitrate_bps,
-                "fps": round(fps, 3),
+                "bitrateBps": measured.get("bitrateBps", 0),
+                "fps": round(measured.get("fps", 0.0), 3),
                 "framesEncoded": self.packets_copied,
-                "droppedFrames": self.dropped_packets + self._segmenter.dropped_video_packets,
+                "droppedFrames": self.dropped_packets + measured.get("droppedVideoPackets", 0),
             }
         ]
 
@@ -181,10 +181,10 @@ class PassthroughMode:
     def _audio_wanted(self, start: SessionStart) -> bool:
         # The job's track list is fixed by its first session.
         return start.audio is not None and (
-            self._segmenter is None or self._templates[0].audio is not None
+            self._output is None or self._templates[0].audio is not None
         )
 
-    def _start_job(self, keyframe: av.Packet) -> Segmenter:
+    def _start_job(self, keyframe: av.Packet) -> RenditionOutput:
         """At the job's first keyframe: size and CODECS from the real SPS (a live probe
         may report 0x0), then the sink and the segmenter."""
         templates = self._session_templates
@@ -207,21 +207,24 @@ class PassthroughMode:
             codecs=codecs,
             target_bitrate_bps=0,  # a copy: measured on the first segment
         )
-        segmenter = Segmenter(
-            plan.name,
-            self._template.segment_seconds,
-            templates.video,
-            templates.audio,
-            self._emit,
-            frame_ticks=self._frame_ticks,
-            arrival_at=self._arrivals.at,
+        assert self._host.output_for is not None
+        output = self._host.output_for(plan.name)
+        output.start(
+            RenditionConfig(
+                self._template.segment_seconds,
+                templates.video,
+                templates.audio,
+                frame_ticks=self._frame_ticks,
+                arrival_at=self._arrivals.at,
+                emit=self._emit,
+            )
         )
-        self._segmenter = segmenter
+        self._output = output
         self._host.event("EncoderStarted", f"1 rendition: {plan.describe()} {codecs}", None)
         for audio in self._early_audio:
-            segmenter.add_audio(audio)
+            output.add_audio(audio)
         self._early_audio.clear()
-        return segmenter
+        return output
 
     def _emit(self, segment: Segment) -> None:
         """The sink starts with the first segment: a copy's bitrate is whatever the
@@ -243,7 +246,7 @@ class PassthroughMode:
                 self.dropped_packets += 1
                 return
             self._awaiting_keyframe = False
-        segmenter = self._segmenter or self._start_job(packet)
+        output = self._output or self._start_job(packet)
         time_base = packet.time_base
         dts = self._ticks(packet.dts if packet.dts is not None else packet.pts, time_base)
         pts = self._ticks(packet.pts, time_base)
@@ -260,20 +263,16 @@ class PassthroughMode:
             if packet.duration
             else self._frame_ticks
         )
-        packet.time_base = TICK_TIME_BASE
-        packet.pts = pts
-        packet.dts = dts
-        packet.duration = duration
         if self._discontinuity_pending:
             self._discontinuity_pending = False
             templates = self._session_templates
-            segmenter.mark_discontinuity(
+            output.mark_discontinuity(
                 pts,
                 templates.video if templates is not None else None,
                 templates.audio if templates is not None else None,
             )
         self._clock.extend_to(Fraction(pts + duration, TICKS_PER_SECOND))
-        segmenter.add_video(packet)
+        output.add_video(VideoPacket(bytes(packet), pts, dts, duration, bool(packet.is_keyframe)))
         self.packets_copied += 1
 
     def _audio_packet(self, packet: av.Packet) -> None:
@@ -291,7 +290,7 @@ class PassthroughMode:
         duration = round((packet.duration or 0) * time_base * TICKS_PER_SECOND)
         self._clock.extend_to(Fraction(pts + duration, TICKS_PER_SECOND))
         audio = AudioPacket(bytes(packet), pts, dts, duration, TICK_TIME_BASE)
-        if self._segmenter is None:
+        if self._output is None:
             self._early_audio.append(audio)  # before the job's first keyframe
         else:
-            self._segmenter.add_audio(audio)
+            self._output.add_audio(audio)

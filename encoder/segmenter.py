@@ -36,7 +36,7 @@ import av
 from av.stream import Stream
 
 from media.clock import TICK_TIME_BASE, TICKS_PER_SECOND
-from media.segments import AudioPacket, Segment
+from media.segments import AudioPacket, Segment, VideoPacket
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Segmenter:
         self._start_arrival: datetime | None = None
 
         self._sequence = 0
-        self._video: list[av.Packet] = []
+        self._video: list[VideoPacket] = []
         self._audio: collections.deque[AudioPacket] = collections.deque()
         self._start_ticks = 0
         self._next_cut_ticks = 0
@@ -119,14 +119,10 @@ class Segmenter:
         else:
             self._apply_templates((video_template, audio_template))
 
-    def add_video(self, packet: av.Packet) -> None:
+    def add_video(self, packet: VideoPacket) -> None:
         """One encoded video packet (pts/dts in ticks, decode order)."""
         pts = packet.pts
-        if pts is None:
-            raise ValueError(f"[{self.rendition}] video packet without pts")
-        if packet.dts is None:
-            packet.dts = pts
-        if self._video and packet.is_keyframe and self._should_cut(pts):
+        if self._video and packet.keyframe and self._should_cut(pts):
             self._cut(pts)
         elif self._video and pts - self._start_ticks > self._max_segment_ticks:
             # No keyframe for far too long (a copied source can do that): bound the
@@ -138,7 +134,7 @@ class Segmenter:
             )
             self._cut(pts)
         if not self._video:
-            if not packet.is_keyframe:
+            if not packet.keyframe:
                 self.dropped_video_packets += 1
                 return
             self._open_segment(pts)
@@ -244,7 +240,7 @@ class Segmenter:
         self.segments_emitted += 1
         self._emit(segment)
 
-    def _mux(self, video: list[av.Packet], audio: list[AudioPacket]) -> bytes:
+    def _mux(self, video: list[VideoPacket], audio: list[AudioPacket]) -> bytes:
         buffer = io.BytesIO()
         container = av.open(buffer, "w", format="mpegts", options=MUXER_OPTIONS)
         try:
@@ -256,10 +252,15 @@ class Segmenter:
             # Interleave by decode time: audio packets are built per muxer (the
             # shared AudioPacket is immutable; av.Packet is not).
             queue: list[tuple[int, int, av.Packet]] = []
-            for order, packet in enumerate(video):
+            for order, frame in enumerate(video):
+                packet = av.Packet(frame.data)
                 packet.stream = video_stream
                 packet.time_base = TICK_TIME_BASE
-                queue.append((packet.dts if packet.dts is not None else 0, order, packet))
+                packet.pts = frame.pts
+                packet.dts = frame.dts
+                packet.duration = frame.duration
+                packet.is_keyframe = frame.keyframe
+                queue.append((frame.dts, order, packet))
             if audio_stream is not None:
                 for order, item in enumerate(audio, start=len(video)):
                     packet = av.Packet(item.data)

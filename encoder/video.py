@@ -25,12 +25,12 @@ from av.stream import Stream
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
+from encoder.encoded import RenditionConfig, video_packet
 from encoder.errors import EncoderError
 from encoder.host import RENDITION_FAILED, EncoderHost
 from encoder.ladder import RenditionPlan
-from encoder.segmenter import Segmenter
 from media.clock import TICK_TIME_BASE
-from media.segments import AudioPacket
+from media.segments import AudioPacket, VideoPacket
 
 log = logging.getLogger(__name__)
 
@@ -199,14 +199,16 @@ class RenditionWorker:
         self.extradata: bytes = self._context.extradata or b""
         self._in_flight = 0  # frames given to x264 and not yet out as packets
         self.drains = 0
-        self.segmenter = Segmenter(
-            plan.name,
-            segment_seconds,
-            self.stream,
-            audio_template,
-            host.emit_segment,
-            frame_ticks=max(1, round(TICK_TIME_BASE.denominator / frame_rate)),
-            arrival_at=arrival_at,
+        assert host.output_for is not None
+        self.output = host.output_for(plan.name)
+        self.output.start(
+            RenditionConfig(
+                segment_seconds,
+                self.stream,
+                audio_template,
+                frame_ticks=max(1, round(TICK_TIME_BASE.denominator / frame_rate)),
+                arrival_at=arrival_at,
+            )
         )
         self._handoff = Handoff(
             tuning.rendition_queue_frames,
@@ -332,15 +334,15 @@ class RenditionWorker:
                 log.debug("%s closing an encoder holder failed", self._prefix, exc_info=True)
 
     def stats(self) -> dict[str, Any]:
-        bitrate_bps, fps = self.segmenter.recent_rates()
+        measured = self._host.segment_stats(self.plan.name)
         return {
             "name": self.plan.name,
             "width": self.plan.width,
             "height": self.plan.height,
-            "bitrateBps": bitrate_bps,
-            "fps": round(fps, 3),
+            "bitrateBps": measured.get("bitrateBps", 0),
+            "fps": round(measured.get("fps", 0.0), 3),
             "framesEncoded": self.frames_encoded,
-            "droppedFrames": self.dropped_frames + self.segmenter.dropped_video_packets,
+            "droppedFrames": self.dropped_frames + measured.get("droppedVideoPackets", 0),
         }
 
     # -- worker thread -------------------------------------------------------
@@ -359,14 +361,14 @@ class RenditionWorker:
             if isinstance(item, _End):
                 break
             if isinstance(item, AudioPacket):
-                self.segmenter.add_audio(item)
+                self.output.add_audio(item)
                 continue
             self._encode_frame(item)
         if self._host.abort.is_set():
             return
         for packet in self._encode(None):
-            self.segmenter.add_video(packet)
-        self.segmenter.flush()
+            self.output.add_video(packet)
+        self.output.flush()
         log.debug("%s finished: %d frames", self._prefix, self.frames_encoded)
 
     def _encode_frame(self, item: VideoItem) -> None:
@@ -393,11 +395,11 @@ class RenditionWorker:
         # the others only copy it while scaling and then set their own picture's type.
         picture.pict_type = PictureType.I if item.keyframe else PictureType.NONE
         if item.discontinuity and frame.pts is not None:
-            self.segmenter.mark_discontinuity(frame.pts)
+            self.output.mark_discontinuity(frame.pts)
         if item.drain and frame.pts is not None and self._should_drain():
             self._drain(frame.pts)
         for packet in self._encode(picture):
-            self.segmenter.add_video(packet)
+            self.output.add_video(packet)
         self.frames_encoded += 1
 
     def _should_drain(self) -> bool:
@@ -421,17 +423,18 @@ class RenditionWorker:
     def _drain(self, next_pts: int) -> None:
         """Flush the encoder, close the segment ending at `next_pts`, reopen x264."""
         for packet in self._encode(None):
-            self.segmenter.add_video(packet)
-        self.segmenter.cut_before(next_pts)
+            self.output.add_video(packet)
+        self.output.cut_before(next_pts)
         old = self._holder
         self._holder, _, self._context = self._open_encoder()
         old.close()
         self._in_flight = 0
         self.drains += 1
 
-    def _encode(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+    def _encode(self, frame: av.VideoFrame | None) -> list[VideoPacket]:
+        """x264's packets for `frame` (None: flush), as the encoded track carries them."""
         packets: list[av.Packet] = self._context.encode(frame)
         if frame is not None:
             self._in_flight += 1
         self._in_flight -= len(packets)
-        return packets
+        return [video_packet(packet) for packet in packets]

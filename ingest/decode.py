@@ -7,7 +7,9 @@ bytes of a byte-stream container, as they came. Either way the bytes go into the
 session's bounded `ByteFeed`; one thread per session opens it with PyAV
 (`probesize=32, analyzeduration=0`: the container opens at once and frames come out
 milliseconds after arrival) and puts SessionStart, frames (or packets in
-passthrough), SessionEnd into the MediaQueue. Sessions run one after another:
+passthrough), SessionEnd into the live's frames track (a `MediaSink`: the job's
+`media.fanout` broadcast, or a `MediaQueue`), and every demuxed packet, at codec
+level, into its `source` track when there is one. Sessions run one after another:
 session N+1's thread waits for N's.
 
 Between the demuxer and the queue, for every container (`ingest.packets`): video
@@ -32,10 +34,11 @@ import av
 from ingest.feed import DEFAULT_MAX_BYTES, ByteFeed
 from ingest.flvstream import FlvSessionWriter
 from ingest.formats import flv
-from ingest.media import MediaQueue, SessionEnd, SessionStart
+from ingest.media import MediaSink, SessionEnd, SessionStart, SourceItem, source_packet
 from ingest.packets import AudioTimestamps, KeyframeWait, SessionOpening
 from ingest.session import CONTAINERS, FLV
 from ingest.stats import SourceStats
+from media.fanout import Broadcast
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class LiveDecoder:
 
     def __init__(
         self,
-        queue: MediaQueue,
+        queue: MediaSink,
         *,
         decode: bool = True,
         label: str = "",
@@ -89,8 +92,10 @@ class LiveDecoder:
         max_buffered_bytes: int = DEFAULT_MAX_BYTES,
         max_pixels: int | None = None,
         wall_clock: Callable[[], float] = time.time,
+        source: Broadcast[SourceItem] | None = None,
     ) -> None:
         self.queue = queue
+        self.source = source  # every demuxed packet, at codec level (`media.fanout`)
         self.decode = decode
         self.label = label
         self.on_error = on_error
@@ -271,8 +276,8 @@ class LiveDecoder:
             feed = session.feed
             feed.abort()
             if not session.started:
-                self.queue.put(SessionStart(session.index, None, None))
-            self.queue.put(SessionEnd(session.index, reason or session.reason or "ended"))
+                self._publish(SessionStart(session.index, None, None))
+            self._publish(SessionEnd(session.index, reason or session.reason or "ended"))
             with self._lock:
                 self._feeds.remove(feed)
                 self._dropped_before += feed.dropped_writes
@@ -335,8 +340,14 @@ class LiveDecoder:
         if audio is not None and audio.sample_rate and not flv_config:
             self._stats.on_audio_format(audio.sample_rate, audio.channels)
         session.feed.forget_arrivals()
-        self.queue.put(item)
+        self._publish(item)
         session.started = True
+
+    def _publish(self, control: SessionStart | SessionEnd) -> None:
+        """A session's start or end, on every track."""
+        self.queue.put(control)
+        if self.source is not None:
+            self.source.put(control)
 
     def _take(self, session: _Session, packet: av.Packet) -> None:
         if packet.size and session.flv is None:  # FLV sessions are measured from their tags
@@ -349,6 +360,8 @@ class LiveDecoder:
                 time_ms,
                 packet.stream.codec_context.codec.canonical_name,
             )
+        if packet.size and self.source is not None:
+            self.source.put(source_packet(session.index, packet))
         if self.decode:
             self._decode_packet(packet)
         elif packet.size:

@@ -16,13 +16,15 @@ sessions.
 
 from __future__ import annotations
 
-import collections
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 import av
+
+from media.clock import TICKS_PER_SECOND
+from media.fanout import Broadcast, TrackRules
 
 # Rates a source declares only approximately (FLV metadata is a double, read back as
 # the nearest fraction with a small denominator: 29.97 -> 989/33).
@@ -104,8 +106,64 @@ class SessionEnd:
 MediaItem = SessionStart | SessionEnd | av.VideoFrame | av.AudioFrame | av.Packet
 
 
-class QueueClosed(EOFError):
-    """Raised by `MediaQueue.get()` once the queue is closed and drained."""
+@dataclass(frozen=True)
+class SourcePacket:
+    """One demuxed packet of the source, at codec level: the same for an RTMP, an SRT
+    or an HLS source (the codec parameters come with the session's SessionStart)."""
+
+    session: int
+    kind: str  # "video" or "audio"
+    codec: str  # "h264", "aac", ...
+    data: bytes
+    pts: int | None  # 90 kHz ticks, in the session's own timestamps
+    dts: int | None
+    keyframe: bool
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+
+SourceItem = SessionStart | SessionEnd | SourcePacket
+
+
+def source_packet(session: int, packet: av.Packet) -> SourcePacket:
+    """A demuxed packet as the source track carries it."""
+    time_base = packet.time_base or Fraction(1, 1000)
+
+    def ticks(value: int | None) -> int | None:
+        return None if value is None else round(value * time_base * TICKS_PER_SECOND)
+
+    stream = packet.stream
+    return SourcePacket(
+        session=session,
+        kind=stream.type,
+        codec=stream.codec_context.name,
+        data=bytes(packet),
+        pts=ticks(packet.pts),
+        dts=ticks(packet.dts),
+        keyframe=bool(packet.is_keyframe),
+    )
+
+
+# The source's packets (`LiveDecoder(source=...)`): what a copy, a restream or a
+# viewer of the source reads; it starts at a video keyframe, after its SessionStart.
+SOURCE_RULES: TrackRules[SourceItem] = TrackRules(
+    size_of=lambda item: item.size_bytes if isinstance(item, SourcePacket) else 0,
+    kind_of=lambda item: item.kind if isinstance(item, SourcePacket) else "control",
+    is_control=lambda item: isinstance(item, SessionStart | SessionEnd),
+    is_config=lambda item: isinstance(item, SessionStart),
+    is_keyframe=lambda item: (
+        isinstance(item, SourcePacket) and item.kind == "video" and item.keyframe
+    ),
+    resync_after_drop=True,
+)
+
+
+def source_broadcast(
+    label: str, on_drop: Callable[[str, int, str], None] | None = None
+) -> Broadcast[SourceItem]:
+    return Broadcast(f"{label} source", SOURCE_RULES, on_drop=on_drop)
 
 
 def media_item_bytes(item: MediaItem) -> int:
@@ -117,75 +175,113 @@ def media_item_bytes(item: MediaItem) -> int:
     return 0
 
 
-class MediaQueue:
-    """Bounded thread-safe queue; `put()` never blocks, it drops and counts instead.
+def media_item_kind(item: MediaItem) -> str:
+    if isinstance(item, av.VideoFrame):
+        return "video"
+    if isinstance(item, av.AudioFrame):
+        return "audio"
+    if isinstance(item, av.Packet):
+        return "packet"
+    return "control"
 
-    Bounded twice: by items, and by the bytes they hold (a 4K frame is 12 MB, a
-    720p one 1.4 MB): the item that would pass either bound is dropped (one item is
-    always let into an empty queue, whatever its size).
+
+def _starts_a_reader(item: MediaItem) -> bool:
+    """Where a reader joining mid-live may start: any decoded frame (each stands on its
+    own), a packet only at a video keyframe."""
+    if isinstance(item, av.Packet):
+        return bool(item.is_keyframe) and item.stream is not None and item.stream.type == "video"
+    return True
+
+
+# A live's decoded frames (or, for a copy, its packets): what the ladder reads.
+MEDIA_RULES: TrackRules[MediaItem] = TrackRules(
+    size_of=media_item_bytes,
+    kind_of=media_item_kind,
+    is_control=lambda item: isinstance(item, SessionStart | SessionEnd),
+    is_config=lambda item: isinstance(item, SessionStart),
+    is_keyframe=_starts_a_reader,
+)
+
+
+def media_broadcast(
+    label: str, on_drop: Callable[[str, int, str], None] | None = None
+) -> Broadcast[MediaItem]:
+    """The decoded track of a live (`media.fanout`): the decoder `put()`s into it."""
+    return Broadcast(label, MEDIA_RULES, on_drop=on_drop)
+
+
+class MediaSink(Protocol):
+    """Where a decoder puts its items: a `MediaQueue`, or a live's broadcast."""
+
+    def put(self, item: MediaItem) -> bool: ...
+
+
+class MediaSource(Protocol):
+    """What the encoder reads: a `MediaQueue`, or a reader of a live's broadcast."""
+
+    def get(self, timeout: float | None = None) -> MediaItem | None: ...
+
+    def __len__(self) -> int: ...
+
+
+class MediaQueue:
+    """A broadcast with one reader: the bounded queue a single consumer reads.
+
+    `put()` never blocks, it drops and counts instead. Bounded twice: by items, and
+    by the bytes they hold (a 4K frame is 12 MB, a 720p one 1.4 MB): the item that
+    would pass either bound is dropped (one item is always let into an empty queue,
+    whatever its size). Control items are never dropped.
     """
 
     def __init__(self, max_items: int = 120, max_bytes: int | None = None) -> None:
-        self.max_items = max_items
-        self.max_bytes = max_bytes
-        self.queued_bytes = 0
-        self.peak_bytes = 0
-        self._items: collections.deque[tuple[MediaItem, int]] = collections.deque()
-        self._cond = threading.Condition()
-        self._closed = False
-        self.dropped_video = 0
-        self.dropped_audio = 0
-        self.dropped_packets = 0
+        self._broadcast = media_broadcast("media")
+        self.reader = self._broadcast.subscribe(
+            "consumer", max_items=max_items, max_bytes=max_bytes, late=False
+        )
+
+    @property
+    def max_items(self) -> int:
+        return self.reader.max_items
+
+    @property
+    def max_bytes(self) -> int | None:
+        return self.reader.max_bytes
+
+    @property
+    def queued_bytes(self) -> int:
+        return self.reader.queued_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.reader.peak_bytes
 
     def put(self, item: MediaItem) -> bool:
         """Enqueue `item`; returns False if it was dropped (queue full or closed)."""
-        control = isinstance(item, SessionStart | SessionEnd)
-        size = media_item_bytes(item)
-        with self._cond:
-            if self._closed:
-                return False
-            over_bytes = (
-                self.max_bytes is not None
-                and self._items
-                and self.queued_bytes + size > self.max_bytes
-            )
-            if not control and (len(self._items) >= self.max_items or over_bytes):
-                if isinstance(item, av.VideoFrame):
-                    self.dropped_video += 1
-                elif isinstance(item, av.AudioFrame):
-                    self.dropped_audio += 1
-                else:
-                    self.dropped_packets += 1
-                return False
-            self._items.append((item, size))
-            self.queued_bytes += size
-            self.peak_bytes = max(self.peak_bytes, self.queued_bytes)
-            self._cond.notify()
-            return True
+        return self._broadcast.put(item)
 
     def get(self, timeout: float | None = None) -> MediaItem | None:
         """Next item; None on timeout; raises QueueClosed when closed and empty."""
-        with self._cond:
-            if not self._items and not self._closed:
-                self._cond.wait(timeout)
-            if self._items:
-                item, size = self._items.popleft()
-                self.queued_bytes -= size
-                return item
-            if self._closed:
-                raise QueueClosed("media queue closed")
-            return None
+        return self.reader.get(timeout)
 
     def close(self) -> None:
         """No more items; the consumer drains what is queued then gets QueueClosed."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._broadcast.close()
+
+    @property
+    def dropped_video(self) -> int:
+        return self.reader.dropped["video"]
+
+    @property
+    def dropped_audio(self) -> int:
+        return self.reader.dropped["audio"]
+
+    @property
+    def dropped_packets(self) -> int:
+        return self.reader.dropped["packet"]
 
     @property
     def dropped(self) -> int:
-        return self.dropped_video + self.dropped_audio + self.dropped_packets
+        return self.reader.dropped_total
 
     def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
+        return len(self.reader)

@@ -49,6 +49,18 @@ class AudioPacket:
 
 
 @dataclass(frozen=True)
+class VideoPacket:
+    """One encoded video access unit, immutable (timestamps in 90 kHz ticks on the job's
+    output timeline), so that any number of readers can share it."""
+
+    data: bytes
+    pts: int
+    dts: int
+    duration: int
+    keyframe: bool
+
+
+@dataclass(frozen=True)
 class Segment:
     """One MPEG-TS segment of one rendition, starting on a keyframe."""
 

@@ -2,7 +2,7 @@
 
 A probe held 420 idle RTMP sockets open: the file descriptors ran out and the API
 stopped answering. Here the whole service (RTMP ingest and API on one loop, as
-`api.service.build_app` assembles it) faces the same 420 sockets, from a process of
+`api.app.create_app` assembles it) faces the same 420 sockets, from a process of
 their own, on a host whose descriptor limit leaves room for the pending-connection
 limit (64) and little more. The API must keep answering, and afterwards a real
 publisher (the ffmpeg CLI) must still go live.
@@ -25,8 +25,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from api.service import build_app
-from api.views import JOBS_KEY
+from api.app import RTMP_KEY, create_app
 from packager.s3server import EmbeddedS3
 from tests.api.conftest import make_projects, test_settings
 from tests.conftest import free_port
@@ -161,9 +160,9 @@ async def test_420_idle_rtmp_sockets_leave_the_api_answering_and_publishing_poss
         tmp_path, s3_server, rtmp_host="127.0.0.1", rtmp_port=free_port()
     )  # the RTMP limits are the defaults: 64 pending, 8 per IP
     [project] = make_projects(settings.db_path, 1)
-    server = TestServer(build_app(settings), host="127.0.0.1")
+    server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
-    rtmp = server.app[JOBS_KEY].runtime.rtmp
+    rtmp = server.app[RTMP_KEY]
     stranger = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",

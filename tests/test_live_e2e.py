@@ -20,7 +20,7 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestServer
 
-from api.service import build_app
+from api.app import create_app
 from api.settings import Settings
 from packager.s3server import EmbeddedS3
 from tests.api.conftest import Project, make_projects, test_settings
@@ -100,7 +100,7 @@ async def start_live(
         tmp_path, s3_server, rtmp_host="127.0.0.1", rtmp_port=free_port(), **overrides
     )
     project = make_projects(settings.db_path, 1)[0]
-    server = TestServer(build_app(settings), host="127.0.0.1")
+    server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as session:
         yield Live(settings, server, session, project, s3_client)
@@ -332,7 +332,7 @@ async def short_window_live(
         reconnect_window_seconds=1.5,
     )
     project = make_projects(settings.db_path, 1)[0]
-    server = TestServer(build_app(settings), host="127.0.0.1")
+    server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as session:
         yield Live(settings, server, session, project, s3_client)

@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from botocore.config import Config
 
-from api.service import build_app
+from api.app import create_app
 from packager.s3server import EmbeddedS3
 from tests.api.conftest import make_projects, test_settings
 from tests.conftest import free_port, free_port_block
@@ -48,7 +48,7 @@ async def outage_live(tmp_path: Path, own_s3: EmbeddedS3) -> AsyncIterator[Live]
         config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}),
     )  # fmt: skip
     project = make_projects(settings.db_path, 1)[0]
-    server = TestServer(build_app(settings), host="127.0.0.1")
+    server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as session:
         yield Live(settings, server, session, project, client)

@@ -15,9 +15,10 @@ from aiohttp.test_utils import TestServer
 
 from api.app import RouteAccessLogger, create_app
 from api.cli import create_project
+from api.database import Database
 from api.settings import Settings, load_settings
-from api.store import Store
 from packager.s3server import EmbeddedS3
+from tests.conftest import free_port
 
 CREATE_BODY: dict[str, Any] = {
     "jobTemplateId": 2,
@@ -51,7 +52,7 @@ class Api:
     session: aiohttp.ClientSession
     settings: Settings
     projects: list[Project]
-    app: web.Application  # the running app: its JobManager is app[JOBS_KEY]
+    app: web.Application  # the running app: its LiveJobs is app[LIVE_JOBS_KEY]
 
     @property
     def project(self) -> Project:
@@ -84,24 +85,30 @@ class Api:
 
 
 def make_projects(db_path: Path, count: int) -> list[Project]:
-    store = Store(db_path)
+    database = Database(db_path)
     try:
         return [
             Project(**{"id": p["projectId"], "key": p["apiKey"]})
-            for p in (create_project(store, f"p{i}") for i in range(count))
+            for p in (create_project(database, f"p{i}") for i in range(count))
         ]
     finally:
-        store.close()
+        database.close()
 
 
 def test_settings(tmp_path: Path, s3_server: EmbeddedS3, **overrides: Any) -> Settings:
+    """Settings on the test S3; the RTMP ingest (the app is the whole service) on a free
+    loopback port unless `overrides` say otherwise."""
     return load_settings(
         {},
-        data_dir=tmp_path / "data",
-        s3_endpoint=s3_server.endpoint,
-        s3_access_key=s3_server.access_key,
-        s3_secret_key=s3_server.secret_key,
-        **overrides,
+        **{
+            "data_dir": tmp_path / "data",
+            "s3_endpoint": s3_server.endpoint,
+            "s3_access_key": s3_server.access_key,
+            "s3_secret_key": s3_server.secret_key,
+            "rtmp_host": "127.0.0.1",
+            "rtmp_port": free_port(),
+            **overrides,
+        },
     )
 
 

@@ -18,14 +18,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from api.app import (
-    STORE_KEY,
-    HttpListener,
-    RouteAccessLogger,
-    SharedCheck,
-    create_app,
-    listen_http,
-)
+from api.app import DATABASE_KEY, HttpListener, RouteAccessLogger, create_app, listen_http
+from api.health import SharedCheck
 from api.keys import stream_key_digest
 from api.settings import Settings, load_settings
 from tests.api.conftest import Project, make_projects, start_api
@@ -34,8 +28,9 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: onair\r\n\r\n"
 
 
 def plain_settings(tmp_path: Path) -> Settings:
-    """Settings for the API alone (no media runtime, so no S3 is needed)."""
-    return load_settings({}, data_dir=tmp_path / "data")
+    """Settings with no S3 (nothing here publishes, so none is asked); the RTMP ingest on
+    a port of its own choosing (two apps share these settings)."""
+    return load_settings({}, data_dir=tmp_path / "data", rtmp_host="127.0.0.1", rtmp_port=0)
 
 
 @asynccontextmanager
@@ -244,7 +239,7 @@ async def test_a_healthz_flood_pings_storage_once_and_leaves_admission_alone(
 ) -> None:
     ping = SlowPing(0.3)
     server = await start_api(plain_settings(tmp_path), storage_ping=ping)
-    store = server.app[STORE_KEY]
+    database = server.app[DATABASE_KEY]
     try:
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -256,10 +251,10 @@ async def test_a_healthz_flood_pings_storage_once_and_leaves_admission_alone(
 
             flood = [asyncio.create_task(healthz()) for _ in range(200)]
             await asyncio.sleep(0.05)  # the flood is in flight
-            # What admission does meanwhile: a store lookup, and work on the default
+            # What admission does meanwhile: a database lookup, and work on the default
             # executor (asyncio.to_thread, e.g. building a pipeline).
             started = time.monotonic()
-            job = await store.call(store.get_job_by_digest, stream_key_digest("no-such-key"))
+            job = await database.call(database.get_job_by_digest, stream_key_digest("no-such-key"))
             await asyncio.to_thread(lambda: None)
             admission_seconds = time.monotonic() - started
             statuses = await asyncio.gather(*flood)

@@ -41,7 +41,7 @@ async def test_create_answers_201_with_every_documented_field(api: Api) -> None:
     assert job["name"] != job["key"]
     assert job["projectId"] == api.project.id
     assert job["status"] == 1  # Offline until toggled online
-    assert job["rtmpServer"] == "rtmp://127.0.0.1:1935/live/"
+    assert job["rtmpServer"] == f"rtmp://127.0.0.1:{api.settings.rtmp_port}/live/"
     assert job["destination"] == "shows/news" and job["bucket"] == "onair-test"
     storage = f"{api.settings.s3_endpoint}/onair-test/shows/news/2026/ep1"
     assert job["storageMasterFile"] == f"{storage}/master.m3u8"

@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from api.database import MIGRATIONS, Database, utcnow
 from api.errors import ValidationFailed
 from api.settings import DOCUMENTED, ConfigError, load_settings
-from api.store import MIGRATIONS, Store, utcnow
 from packager.s3server import EmbeddedS3
 from tests.api.conftest import (
     CREATE_BODY,
@@ -74,29 +74,29 @@ async def test_another_project_is_refused_on_a_bucket_it_does_not_own(api: Api) 
     assert status == 201
     status, _ = await create(api, place("shows", "news", "tenant-b-media"), api.other)
     assert status == 201
-    store: Store = Store(api.settings.db_path)
+    database: Database = Database(api.settings.db_path)
     try:
-        owner = store.bucket("tenant-a-media")
+        owner = database.bucket("tenant-a-media")
         assert owner is not None and owner["project_id"] == api.project.id
         assert owner["created_by_onair"] is False
-        assert store.bucket("tenant-b-media")["project_id"] == api.other.id  # type: ignore[index]
-        assert store.bucket("never-used") is None
+        assert database.bucket("tenant-b-media")["project_id"] == api.other.id  # type: ignore[index]
+        assert database.bucket("never-used") is None
     finally:
-        store.close()
+        database.close()
 
 
-async def test_the_runtime_marks_the_buckets_it_created(api: Api) -> None:
+async def test_the_database_marks_the_buckets_onair_created(api: Api) -> None:
     await api.create_job(bucket="made-by-onair")
-    store = Store(api.settings.db_path)
+    database = Database(api.settings.db_path)
     try:
-        assert store.mark_bucket_created("made-by-onair") is True
-        claim = store.bucket("made-by-onair")
+        assert database.mark_bucket_created("made-by-onair") is True
+        claim = database.bucket("made-by-onair")
         assert claim is not None and claim["created_by_onair"] is True
         assert claim["project_id"] == api.project.id and claim["created_at"]
-        assert store.mark_bucket_created("unclaimed-bucket") is False
-        assert store.bucket("unclaimed-bucket") is None
+        assert database.mark_bucket_created("unclaimed-bucket") is False
+        assert database.bucket("unclaimed-bucket") is None
     finally:
-        store.close()
+        database.close()
 
 
 # -- no two jobs share a place ------------------------------------------------------------
@@ -168,11 +168,11 @@ async def test_two_projects_racing_for_a_new_bucket_one_wins(api: Api) -> None:
         (won,) = [body for status, body in results if status == 201]
         (refused,) = [body for status, body in results if status == 400]
         assert refused["errors"] == [OWNED]
-        store = Store(api.settings.db_path)
+        database = Database(api.settings.db_path)
         try:
-            claim = store.bucket(bucket)
+            claim = database.bucket(bucket)
         finally:
-            store.close()
+            database.close()
         assert claim is not None and claim["project_id"] == won["result"]["projectId"]
 
 
@@ -186,11 +186,11 @@ def test_two_store_connections_racing_for_a_new_bucket_one_wins(tmp_path: Path) 
     interleaving, thanks to the write lock taken before the check."""
     db_path = tmp_path / "data" / "onair.sqlite3"
     projects = make_projects(db_path, 2)
-    stores = [Store(db_path) for _ in projects]
-    barrier = threading.Barrier(len(stores))
+    databases = [Database(db_path) for _ in projects]
+    barrier = threading.Barrier(len(databases))
     outcomes: list[str] = []
 
-    def insert(store: Store, project: Project, index: int) -> None:
+    def insert(database: Database, project: Project, index: int) -> None:
         row = {
             "project_id": project.id,
             "name": f"00000000-0000-4000-8000-00000000000{index}",
@@ -211,7 +211,7 @@ def test_two_store_connections_racing_for_a_new_bucket_one_wins(tmp_path: Path) 
         }
         barrier.wait()
         try:
-            store.insert_job(row, ["720p"])
+            database.insert_job(row, ["720p"])
             outcomes.append(project.id)
         except ValidationFailed as refused:  # BucketOwned: a 400 naming `bucket`
             assert refused.errors == [OWNED]
@@ -219,8 +219,8 @@ def test_two_store_connections_racing_for_a_new_bucket_one_wins(tmp_path: Path) 
 
     try:
         threads = [
-            threading.Thread(target=insert, args=(store, project, i))
-            for i, (store, project) in enumerate(zip(stores, projects, strict=True))
+            threading.Thread(target=insert, args=(database, project, i))
+            for i, (database, project) in enumerate(zip(databases, projects, strict=True))
         ]
         for thread in threads:
             thread.start()
@@ -228,11 +228,11 @@ def test_two_store_connections_racing_for_a_new_bucket_one_wins(tmp_path: Path) 
             thread.join(30)
         assert len(outcomes) == 2 and outcomes.count("refused") == 1, outcomes
         (winner,) = [o for o in outcomes if o != "refused"]
-        claim = stores[0].bucket("contested-bucket")
+        claim = databases[0].bucket("contested-bucket")
         assert claim is not None and claim["project_id"] == winner
     finally:
-        for store in stores:
-            store.close()
+        for database in databases:
+            database.close()
 
 
 # -- the operator's allow-list ------------------------------------------------------------
@@ -275,9 +275,9 @@ async def test_an_old_data_dir_claims_each_bucket_for_its_earliest_job(
 ) -> None:
     settings = test_settings(tmp_path, s3_server)
     # The schema and code before buckets had owners: the probe's B could append to A's.
-    monkeypatch.setattr("api.store.MIGRATIONS", MIGRATIONS[:2])
-    monkeypatch.setattr("api.store.Store._claim_bucket", lambda *_: None)
-    monkeypatch.setattr("api.store.Store._check_prefix_free", lambda *_: None)
+    monkeypatch.setattr("api.database.MIGRATIONS", MIGRATIONS[:2])
+    monkeypatch.setattr("api.database.Database._claim_bucket", lambda *_: None)
+    monkeypatch.setattr("api.database.Database._check_prefix_free", lambda *_: None)
     a, b = make_projects(settings.db_path, 2)
     old = [
         (a, place("shows", "news", "legacy-a")),
@@ -305,12 +305,12 @@ async def test_an_old_data_dir_claims_each_bucket_for_its_earliest_job(
         server = await start_api(settings)
         base = str(server.make_url("")).rstrip("/")
         try:
-            store = Store(settings.db_path)
+            database = Database(settings.db_path)
             try:
-                assert store.schema_version == len(MIGRATIONS)
-                owners = {n: store.bucket(n) for n in ("legacy-a", "legacy-b", "mixed-bucket")}
+                assert database.schema_version == len(MIGRATIONS)
+                owners = {n: database.bucket(n) for n in ("legacy-a", "legacy-b", "mixed-bucket")}
             finally:
-                store.close()
+                database.close()
             assert {n: c["project_id"] for n, c in owners.items() if c} == {
                 "legacy-a": a.id,
                 "legacy-b": b.id,

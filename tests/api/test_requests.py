@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from api.views import JOBS_KEY
+from api.views import LIVE_JOBS_KEY
 from tests.api.conftest import Api
 
 
@@ -89,7 +89,7 @@ async def test_no_log_line_carries_a_stream_key(
     async def fail(*args: object) -> None:
         raise RuntimeError("the store went away")
 
-    monkeypatch.setattr(api.app[JOBS_KEY], "set_online", fail)
+    monkeypatch.setattr(api.app[LIVE_JOBS_KEY], "set_online", fail)
     status, body = await api.call("POST", f"/livejobs/{key}", json={"online": True})
     assert status == 500 and body["errors"] == ["internal server error"]
     status, _ = await api.call("POST", f"/livejobs/{key}", data="[" * 100_000)

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from api import cli
+from api.database import Database
 from api.settings import DOCUMENTED, ConfigError, Settings, load_settings
-from api.store import Store
 from packager.s3server import EmbeddedS3
 from tests.api.conftest import Api
 from tests.api.test_service import ONAIR, service_env
@@ -60,36 +60,36 @@ def test_an_existing_loose_data_dir_is_tightened_at_start(tmp_path: Path) -> Non
         for path in db_files(db_path):
             path.chmod(0o644)
         data_dir.chmod(0o755)
-        store = Store(db_path)
+        database = Database(db_path)
         try:
             assert mode(data_dir) == 0o700
             for path in db_files(db_path):
                 assert mode(path) == 0o600, path
         finally:
-            store.close()
+            database.close()
     finally:
         holder.close()
 
 
 def test_the_data_dir_is_created_0700_even_with_its_parents(tmp_path: Path) -> None:
-    store = Store(tmp_path / "deep" / "data" / "onair.sqlite3")
-    store.close()
+    database = Database(tmp_path / "deep" / "data" / "onair.sqlite3")
+    database.close()
     assert mode(tmp_path / "deep" / "data") == 0o700
     assert mode(tmp_path / "deep" / "data" / "onair.sqlite3") == 0o600
 
 
 def test_the_key_files_in_the_data_dir_are_0600(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
-    store = Store(settings.db_path)
+    database = Database(settings.db_path)
     try:
-        first = cli.dev_project(settings, store)
+        first = cli.dev_project(settings, database)
         path = settings.data_dir / cli.DEV_PROJECT_FILE
         assert mode(path) == 0o600
         path.chmod(0o644)  # as a copy or an older onair may have left it
-        assert cli.dev_project(settings, store) == first
+        assert cli.dev_project(settings, database) == first
         assert mode(path) == 0o600
     finally:
-        store.close()
+        database.close()
     cli.with_s3_credentials(settings)
     credentials = settings.data_dir / cli.S3_CREDENTIALS_FILE
     assert mode(credentials) == 0o600

@@ -7,8 +7,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from api.store import MIGRATIONS, Store
-from api.views import JOBS_KEY
+from api.database import MIGRATIONS, Database
+from api.views import LIVE_JOBS_KEY
 from packager.s3server import EmbeddedS3
 from tests.api.conftest import CREATE_BODY, Api, elsewhere, make_projects, start_api, test_settings
 
@@ -25,7 +25,7 @@ async def test_skipped_renditions_are_marked_and_not_listed(api: Api) -> None:
     job = await api.create_job(jobTemplateId=1)
     other = await api.create_job(jobTemplateId=1, **elsewhere("2026/ep2"))
     assert list(job["outputManifests"]) == LADDER
-    jobs = api.app[JOBS_KEY]
+    jobs = api.app[LIVE_JOBS_KEY]
 
     await jobs.mark_skipped(job["id"], {"1080p": "source is 1280x720"})
     _, body = await api.call("GET", f"/livejobs/{job['id']}")
@@ -62,9 +62,9 @@ async def test_a_data_dir_of_the_previous_schema_migrates_in_place(
     tmp_path: Path, s3_server: EmbeddedS3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = test_settings(tmp_path, s3_server)
-    monkeypatch.setattr("api.store.MIGRATIONS", MIGRATIONS[:1])  # the schema before skips
+    monkeypatch.setattr("api.database.MIGRATIONS", MIGRATIONS[:1])  # the schema before skips
     # ... and its code: no bucket claims (migration 3) yet.
-    monkeypatch.setattr("api.store.Store._claim_bucket", lambda *_: None)
+    monkeypatch.setattr("api.database.Database._claim_bucket", lambda *_: None)
     project = make_projects(settings.db_path, 1)[0]
     server = await start_api(settings)
     base = str(server.make_url("")).rstrip("/") + f"/api/v1/projects/{project.id}/livejobs"
@@ -83,15 +83,15 @@ async def test_a_data_dir_of_the_previous_schema_migrates_in_place(
             assert [(row["name"], row["skipped"], row["skipReason"]) for row in rows] == [
                 (name, False, None) for name in LADDER
             ]
-            await server.app[JOBS_KEY].mark_skipped(job["id"], {"1080p": "source is 1280x720"})
+            await server.app[LIVE_JOBS_KEY].mark_skipped(job["id"], {"1080p": "source is 1280x720"})
             async with session.get(f"{base}/livejobs/{job['id']}") as r:
                 detail = (await r.json())["result"]
             assert list(detail["outputManifests"]) == LADDER[1:]
             assert detail["key"] == job["key"]
         finally:
             await server.close()
-    store = Store(settings.db_path)
+    database = Database(settings.db_path)
     try:
-        assert store.schema_version == len(MIGRATIONS)
+        assert database.schema_version == len(MIGRATIONS)
     finally:
-        store.close()
+        database.close()

@@ -26,7 +26,7 @@ def _input(**changes: object) -> dict[str, object]:
 
 async def test_only_rtmp_jobs_have_an_rtmp_server(api: Api) -> None:
     rtmp = await api.create_job()
-    assert rtmp["rtmpServer"] == "rtmp://127.0.0.1:1935/live/"
+    assert rtmp["rtmpServer"] == f"rtmp://127.0.0.1:{api.settings.rtmp_port}/live/"
     for server_type in (1, 2):  # SRT, HLS: no ingest yet, so nowhere to connect
         job = await api.create_job(**_input(serverType=server_type, filePath=f"t{server_type}"))
         assert job["rtmpServer"] is None, server_type
@@ -34,7 +34,7 @@ async def test_only_rtmp_jobs_have_an_rtmp_server(api: Api) -> None:
         assert body["result"]["rtmpServer"] is None
         assert body["result"]["input"]["serverType"] == server_type
     _, body = await api.call("GET", f"/livejobs/{rtmp['id']}")
-    assert body["result"]["rtmpServer"] == "rtmp://127.0.0.1:1935/live/"
+    assert body["result"]["rtmpServer"] == f"rtmp://127.0.0.1:{api.settings.rtmp_port}/live/"
 
 
 async def test_the_dvr_master_sits_next_to_the_master(api: Api) -> None:

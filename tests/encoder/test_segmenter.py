@@ -10,6 +10,7 @@ import numpy as np
 from av.video.frame import PictureType
 
 from encoder.audio import AacEncoder
+from encoder.encoded import video_packet
 from encoder.segmenter import TS_PTS_OFFSET, Segmenter
 from media.segments import Segment
 
@@ -84,7 +85,7 @@ def test_cuts_on_boundary_keyframes_and_splits_audio_by_time() -> None:
     for packet in packets:
         if packet.pts == 150 * FRAME:
             segmenter.mark_discontinuity(150 * FRAME)
-        segmenter.add_video(packet)
+        segmenter.add_video(video_packet(packet))
     segmenter.flush()
 
     starts = [s.start_seconds for s in segments]
@@ -111,7 +112,7 @@ def test_waits_for_a_keyframe_and_bounds_a_keyframeless_segment() -> None:
     segments: list[Segment] = []
     segmenter = Segmenter("test", 0.5, template, None, segments.append, frame_ticks=FRAME)
     for packet in packets:
-        segmenter.add_video(packet)
+        segmenter.add_video(video_packet(packet))
     segmenter.flush()
     # A segment never holds more than 6 x 0.5 s: cut at the first frame past 3 s, then
     # frames are dropped (counted) until a keyframe can start the next one.

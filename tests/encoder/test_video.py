@@ -14,6 +14,7 @@ import pytest
 from av.video.frame import PictureType
 
 from encoder.codecs import H264_NAL_IDR, annexb_nal_units
+from encoder.encoded import encoded_broadcast, with_hls_writer
 from encoder.host import EncoderHost, EncoderTuning
 from encoder.ladder import plan_ladder
 from encoder.templates import get_template
@@ -120,15 +121,20 @@ def run_paced_worker(
         segments.append(segment)
         emitted_at.append(offered)
 
-    host = EncoderHost(
-        label="paced",
-        tuning=tuning,
-        start_sink=lambda variants: None,
-        emit_segment=emit,
-        event=lambda status, message, rendition: None,
-        fail=lambda exc: None,
-        abort=threading.Event(),
+    track = encoded_broadcast("paced")
+    host, hls = with_hls_writer(
+        EncoderHost(
+            label="paced",
+            tuning=tuning,
+            start_sink=lambda variants: None,
+            emit_segment=emit,
+            event=lambda status, message, rendition: None,
+            fail=lambda exc: None,
+            abort=threading.Event(),
+        ),
+        track,
     )
+    hls.start()
     plan = plan_ladder(get_template(2), 640, 360)[0]
     worker = RenditionWorker(
         plan,
@@ -156,10 +162,12 @@ def run_paced_worker(
             drain=keyframe and tuning.drain_at_keyframes,
         )
         deadline = time.monotonic() + 10
-        while worker.queued_frames and time.monotonic() < deadline:
+        while (worker.queued_frames or not hls.caught_up) and time.monotonic() < deadline:
             time.sleep(0.001)
     worker.end_input()
     assert worker.join(30)
+    track.close()
+    assert hls.join(30)
     worker.close()
     return worker, segments, emitted_at
 

@@ -17,11 +17,12 @@ import av
 from ingest.adapter import DecoderSession
 from ingest.decode import LiveDecoder
 from ingest.formats import amf0
-from ingest.media import MediaQueue, QueueClosed, SessionEnd, SessionStart
+from ingest.media import MediaQueue, SessionEnd, SessionStart
 from ingest.rtmp import handshake, messages
 from ingest.rtmp.chunk import ChunkReader, ChunkWriter
 from ingest.rtmp.messages import Message
 from ingest.session import PublishRefused, PublishRequest, PublishSession
+from media.fanout import QueueClosed
 
 PYAV_PUBLISHER = Path(__file__).with_name("pyav_publisher.py")
 

@@ -1,6 +1,6 @@
 """One real live for the players tier, run on an event loop of its own in a thread.
 
-The service (``build_app``, as in ``tests/test_live_e2e.py``), a template-2 job, and
+The service (``create_app``, as in ``tests/test_live_e2e.py``), a template-2 job, and
 the ffmpeg CLI publishing to it in real time: 20 s, a disconnect, 8 s more on the
 same key within the reconnect window (one real discontinuity), then the job is put
 offline, which ends the live (``EXT-X-ENDLIST``). The players under test are
@@ -31,7 +31,7 @@ import m3u8
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from api.service import build_app
+from api.app import create_app
 from packager.s3server import EmbeddedS3
 from tests.api.conftest import make_projects, test_settings
 from tests.conftest import free_port
@@ -189,7 +189,7 @@ class LiveRig:
             reconnect_window_seconds=RECONNECT_WINDOW_SECONDS,
         )
         project = make_projects(settings.db_path, 1)[0]
-        server = TestServer(build_app(settings), host="127.0.0.1")
+        server = TestServer(create_app(settings), host="127.0.0.1")
         await server.start_server()
         page = web.AppRunner(page_app(self.page_html, self.hls_js))
         await page.setup()

@@ -1,7 +1,8 @@
-"""The job store: SQLite (WAL) under ONAIR_DATA_DIR, with versioned migrations.
+"""The database: SQLite (WAL) under ONAIR_DATA_DIR, with versioned migrations.
 
-All access goes through one connection guarded by a lock; the API runs store calls
-on a worker thread (`Store.call`) so the event loop never waits on the disk. Other
+(Not the object store, `packager.object_store`, where the media goes.) All access goes
+through one connection guarded by a lock; the API runs database calls on a worker
+thread of its own (`Database.call`) so the event loop never waits on the disk. Other
 processes (the `onair project create` CLI) open their own connection: WAL plus a
 busy timeout keeps concurrent writers safe.
 
@@ -103,8 +104,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outputs ADD COLUMN skip_reason TEXT;
     """,
     # 3: buckets belong to the project whose job first used them. Existing buckets go
-    # to the project of their earliest job. `created_by_onair` is set by the media
-    # runtime when it creates the bucket; claims migrated here are trusted as onair's
+    # to the project of their earliest job. `created_by_onair` is set when a job's
+    # pipeline creates the bucket; claims migrated here are trusted as onair's
     # (earlier versions created the buckets their jobs used, or used them as found).
     # No ON DELETE: a bucket is never released, its media stays its owner's.
     """
@@ -148,7 +149,7 @@ def restrict_mode(path: Path, mode: int) -> None:
 
 def secure_data_dir(data_dir: Path) -> None:
     """Create the data dir with mode 0700, or tighten an existing one: it holds the
-    store (every stream key), the S3 credentials and the development project's key."""
+    database (every stream key), the S3 credentials and the development project's key."""
     data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
     restrict_mode(data_dir, DATA_DIR_MODE)
 
@@ -178,7 +179,7 @@ class Page:
     total_count: int
 
 
-class Store:
+class Database:
     """SQLite state of projects, keys, buckets, live jobs, outputs and timings.
 
     `path` is in the data dir (`Settings.db_path`), which is made private (0700) here,
@@ -250,9 +251,9 @@ class Store:
             return rowid
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a store method on the store's own thread."""
+        """Run a database method on the database's own thread."""
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="database")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
@@ -383,7 +384,7 @@ class Store:
         return row
 
     def mark_bucket_created(self, name: str) -> bool:
-        """Record that onair created this bucket (the media runtime calls it after
+        """Record that onair created this bucket (a job's pipeline calls it after
         CreateBucket succeeded). False if the bucket is not claimed by any project."""
         with self._lock:
             cursor = self._conn.execute(

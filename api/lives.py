@@ -1,0 +1,232 @@
+"""The one owner of every live job: its record, its status, its timings and its pipeline.
+
+HTTP handlers ask `LiveJobs` (`create`, `get`, `set_online`, `statistics`, ...); every
+ingest server's admit callback is `LiveJobs.admit`. It composes three parts, none of
+which knows it: `JobRecords` (the only writer of the database), `Admission` (the
+checks, a lock per job, the host's capacity) and `RunningPipelines` (starting,
+finishing, recovering and flushing pipelines).
+
+Admission of one job never waits on another job's I/O. A publisher's job is looked up
+without any lock; then, under that job's own lock only: the job is read again (the
+toggle may just have changed it), a failed pipeline is taken down in the background
+(this job's publisher waits for it a little, no other job's does), capacity is
+claimed in one plain call (no `await` between the check and the claim) and the new
+pipeline starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from encoder.templates import get_template
+from ingest.session import PublishRefused, PublishRequest, PublishSession
+from packager.object_store import S3Storage
+
+from .admission import INGEST_APP, Admission, default_capacity
+from .database import Database, Page, utcnow
+from .errors import AdmissionRefused, AlreadyPublishing, StillFinishing, UnknownStreamKey
+from .records import EMPTY_STATISTICS, JobRecords, job_statistics
+from .running import OFFLINE_WAIT_SECONDS, RunningPipelines
+from .settings import Settings
+from .status import LiveStatus
+from .validation import NewLiveJob, Paging, Toggle
+
+logger = logging.getLogger(__name__)
+
+# A publisher that finds its job's pipeline failed waits this long for it to stop, then
+# starts the next one; past it the stop goes on in the background and the publisher is
+# refused (StillFinishing), as every publisher of that job until it is done.
+RESTART_WAIT_SECONDS = 5.0
+
+
+class LiveJobs:
+    """Owns live jobs: records, status transitions, timings, admission and pipelines."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        object_store: S3Storage,
+        registry: CollectorRegistry,
+    ) -> None:
+        self._settings = settings
+        self._records = JobRecords(database)
+        capacity = settings.capacity if settings.capacity is not None else default_capacity()
+        self._admission = Admission(capacity)
+        self._running = RunningPipelines(settings, self._records, object_store, registry)
+        units = Gauge(
+            "onair_capacity_units",
+            "Host capacity, in template-2 720p lives",
+            ["kind"],
+            registry=registry,
+        )
+        units.labels("total").set(capacity)
+        units.labels("used").set_function(lambda: self._admission.capacity.used_units)
+
+    async def start(self) -> None:
+        """Jobs that were online wait for their publisher again; what the last run left
+        in the spool is uploaded (in the background)."""
+        await self._records.restore()
+        await self._running.start()
+
+    async def stop(self) -> None:
+        """Finish every live, bounded (the ingest servers are stopped first)."""
+        await self._running.stop()
+
+    # -- queries --------------------------------------------------------------------
+
+    async def create(self, project_id: str, new: NewLiveJob) -> dict[str, Any]:
+        """A new job (BucketOwned or PrefixTaken, 400, if its storage is not free)."""
+        return await self._records.create(project_id, new)
+
+    async def get(self, project_id: str, ref: str) -> dict[str, Any]:
+        """A job of this project by its integer id or its name (UUID); else JobNotFound."""
+        return await self._records.get(project_id, ref)
+
+    async def get_with_outputs(
+        self, project_id: str, ref: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return await self._records.get_with_outputs(project_id, ref)
+
+    async def list_jobs(self, project_id: str, search: str | None, paging: Paging) -> Page:
+        return await self._records.list_jobs(project_id, search, paging)
+
+    async def outputs(self, project_id: str, job_id: int | None, paging: Paging) -> Page:
+        return await self._records.outputs(project_id, job_id, paging)
+
+    async def timings(self, job: dict[str, Any], output_id: int | None, paging: Paging) -> Page:
+        return await self._records.timings(job, output_id, paging)
+
+    def statistics(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Input statistics: live from the running pipeline, else the last recorded."""
+        live = self._running.input_statistics(job["id"])
+        if live is not None:
+            return {**EMPTY_STATISTICS, **live}
+        return job_statistics(job)
+
+    def dropped_frames(self, job: dict[str, Any]) -> int:
+        """Frames dropped between decoder and encoder (the encoder fell behind)."""
+        return self._running.dropped_frames(job["id"])
+
+    def output_statistics(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """Per rendition, what the running pipeline measured and published."""
+        return list(self._running.output_statistics(job["id"]))
+
+    # -- state changes --------------------------------------------------------------
+
+    async def set_online(self, project_id: str, stream_key: str, toggle: Toggle) -> dict[str, Any]:
+        """The online toggle, by stream key: online waits for a publisher; offline drops
+        it and finishes the output (waiting at most OFFLINE_WAIT_SECONDS, then in the
+        background: the job's new publishers are refused until it is done)."""
+        job = await self._records.get_by_key(project_id, stream_key)
+        job_id = int(job["id"])
+        if toggle.online and not job["online"]:
+            await self._records.set_status(
+                job_id,
+                LiveStatus.PROCESSING,
+                "WentOnline",
+                "job online: waiting for the publisher"
+                + (f" (cut window {toggle.start} .. {toggle.finish})" if toggle.start else ""),
+                online=1,
+                start_date_time=utcnow(),
+                end_date_time=None,
+                cut_start=toggle.start,
+                cut_finish=toggle.finish,
+            )
+        elif not toggle.online and job["online"]:
+            async with self._admission.serialised(job_id):  # not while it is being admitted
+                finishing = self._running.take_down(job_id, "job went offline")
+                self._admission.capacity.release(job_id)
+            if finishing is not None:
+                await asyncio.wait({finishing}, timeout=OFFLINE_WAIT_SECONDS)
+            await self._records.set_status(
+                job_id,
+                LiveStatus.OFFLINE,
+                "WentOffline",
+                "job offline: publisher refused from now on",
+                online=0,
+                end_date_time=utcnow(),
+            )
+        return await self._records.get(project_id, str(job_id))
+
+    async def rotate_key(self, project_id: str, ref: str) -> dict[str, Any]:
+        """A new stream key for a job (by id or name); the old one is refused from now
+        on (a live already publishing with it is not cut)."""
+        return await self._records.rotate_key(project_id, ref)
+
+    async def mark_skipped(self, job_id: int, skipped: dict[str, str]) -> None:
+        """Record the renditions the job's pipeline does not encode (name -> reason)."""
+        await self._records.mark_skipped(job_id, skipped)
+
+    # -- admission (every ingest server's admit callback) -----------------------------
+
+    async def admit(self, request: PublishRequest) -> PublishSession:
+        """Decide at publish, before any media is read: the app, a known key, an online
+        job of the publisher's protocol, no other publisher on it, room on the host.
+
+        A refusal is a `PublishRefused` with the kind's status (`AdmissionRefused`),
+        which the ingest server tells its publisher in its own terms; on a known job it
+        is also a `PublisherRefused` timing.
+        """
+        try:
+            Admission.check_app(request)
+            job = await self._records.by_stream_key(request.stream_key)
+            if job is None:
+                raise UnknownStreamKey("unknown stream key")  # the server logs it, rate-limited
+        except AdmissionRefused as refused:
+            raise PublishRefused(refused.description, refused.status) from None
+        job_id = int(job["id"])
+        try:
+            Admission.check_job(job, request)  # at once, before waiting for the job's lock
+            async with self._admission.serialised(job_id):
+                session, reconnect = await self._admit_to(job_id, request)
+        except AdmissionRefused as refused:
+            detail = refused.detail or refused.description
+            await self._records.add_timing(
+                job_id, "PublisherRefused", f"{request.remote}: {detail}"
+            )
+            raise PublishRefused(refused.description, refused.status) from None
+        await self._records.add_timing(
+            job_id,
+            "PublisherReconnected" if reconnect else "PublisherConnected",
+            f"{request.remote} publishing to /{INGEST_APP}/ (app {request.app})",
+        )
+        return session
+
+    async def _admit_to(self, job_id: int, request: PublishRequest) -> tuple[PublishSession, bool]:
+        """Under the job's lock: its pipeline (started, or restarted after a failure)
+        and the publisher's session on it."""
+        job = Admission.check_job(await self._records.by_id(job_id), request)
+        running = self._running
+        pipeline = running.get(job_id)
+        if pipeline is not None and pipeline.publishing:
+            raise AlreadyPublishing(
+                "this stream key is already publishing", "the stream key is already publishing"
+            )
+        finishing = running.finishing(job_id)
+        if pipeline is not None and pipeline.failed is not None and finishing is None:
+            # Its capacity stays claimed: the next pipeline takes its place.
+            finishing = running.take_down(job_id, "restarting after a failure")
+            pipeline = None
+            if finishing is not None:
+                await asyncio.wait({finishing}, timeout=RESTART_WAIT_SECONDS)
+                if finishing.done():
+                    finishing = None
+        if finishing is not None:
+            if pipeline is None:
+                self._admission.capacity.release(job_id)
+            raise StillFinishing("the previous live of this job is still being published")
+        if pipeline is None:
+            units = get_template(job["job_template_id"]).capacity_units
+            self._admission.capacity.claim(job_id, units)
+            try:
+                await running.launch(job)
+            except BaseException:
+                self._admission.capacity.release(job_id)
+                raise
+        session, reconnect = running.attach(job_id, request)
+        return session, reconnect or job["status"] == LiveStatus.INTERRUPTED

@@ -1,0 +1,313 @@
+"""Live job records: the jobs, their outputs and timings in the database, and the one
+place that writes them.
+
+`JobRecords` is a part of the jobs' owner (`api.lives.LiveJobs`), shared with the
+running pipelines (`api.running`) it composes; nothing else writes a job. Every change
+of a job's status goes through `set_status`, which appends the timing row in the same
+transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from encoder.templates import get_template
+
+from .database import Database, Page, utcnow
+from .errors import JobNotFound
+from .keys import new_stream_key, stream_key_digest, stream_keys_equal
+from .status import LiveStatus
+from .validation import NewLiveJob, Paging, ascii_int
+
+logger = logging.getLogger(__name__)
+
+EMPTY_STATISTICS: dict[str, Any] = {
+    "width": 0,
+    "height": 0,
+    "framerate": 0,
+    "videoDataRate": 0,
+    "videoCodecId": 0,
+    "audioDataRate": 0,
+    "audioSampleRate": 0,
+    "audioSampleSize": 0,
+    "audioCodecId": 0,
+    "audioChannels": 0,
+    "stereo": False,
+    "encoder": "",
+}
+
+
+def job_statistics(job: dict[str, Any]) -> dict[str, Any]:
+    """The job's last recorded input statistics (zeros before any media)."""
+    if job.get("statistics"):
+        return {**EMPTY_STATISTICS, **json.loads(job["statistics"])}
+    return dict(EMPTY_STATISTICS)
+
+
+class JobRecords:
+    """Reads and writes live jobs, their outputs and timings.
+
+    Coroutines run their queries on the database's thread; the storage claims at the
+    end are plain calls, made on the upload workers' threads (the database is
+    thread-safe).
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    # -- jobs -------------------------------------------------------------------
+
+    async def create(self, project_id: str, new: NewLiveJob) -> dict[str, Any]:
+        """Create a job; BucketOwned or PrefixTaken (400) if its storage is not free.
+
+        The database claims the bucket for the project and checks the prefix in the
+        transaction that inserts the job.
+        """
+        db = self._db
+        template = get_template(new.job_template_id)
+        key = new_stream_key()
+        row = {
+            "project_id": project_id,
+            "name": str(uuid.uuid4()),
+            "stream_key": key,
+            "key_digest": stream_key_digest(key),
+            "destination": new.destination,
+            "description": new.description,
+            "bucket": new.bucket,
+            "cdn_distribution": int(new.cdn_distribution),
+            "job_template_id": new.job_template_id,
+            "file_path": new.file_path,
+            "server_type": new.server_type,
+            "input_class": new.input_class,
+            "callback_url": new.callback_url,
+            "status": int(LiveStatus.OFFLINE),
+            "online": 0,
+            "insert_date": utcnow(),
+        }
+        job_id = await db.call(db.insert_job, row, [r.name for r in template.renditions])
+        await db.call(
+            db.add_timing,
+            job_id,
+            LiveStatus.OFFLINE.label,
+            "Created",
+            f"live job created with template {template.id} ({template.name})",
+        )
+        return await self.get(project_id, str(job_id))
+
+    def _find(self, project_id: str, ref: str) -> dict[str, Any] | None:
+        """On the database's thread: a job by its integer id (ASCII digits) or its name."""
+        job_id = ascii_int(ref)
+        if job_id is not None:
+            return self._db.get_job(project_id, job_id) if 0 < job_id < 2**63 else None
+        try:
+            name = str(uuid.UUID(ref))
+        except ValueError:
+            return None
+        return self._db.get_job_by_name(project_id, name)
+
+    async def get(self, project_id: str, ref: str) -> dict[str, Any]:
+        """A job of this project by its integer id or its name (UUID); else JobNotFound."""
+        job = await self._db.call(self._find, project_id, ref)
+        if job is None:
+            raise JobNotFound(ref)
+        return job
+
+    async def get_with_outputs(
+        self, project_id: str, ref: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """`get`, and the job's outputs, in one trip to the database."""
+
+        def load() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+            job = self._find(project_id, ref)
+            return job, (self._db.job_outputs(job["id"]) if job is not None else [])
+
+        job, outputs = await self._db.call(load)
+        if job is None:
+            raise JobNotFound(ref)
+        return job, outputs
+
+    async def get_by_key(self, project_id: str, stream_key: str) -> dict[str, Any]:
+        """A job of this project by its stream key; else JobNotFound (never naming it)."""
+        job = await self.by_stream_key(stream_key)
+        if job is None or job["project_id"] != project_id:
+            raise JobNotFound()  # never the key: it is a secret, and errors get logged
+        return job
+
+    async def by_stream_key(self, stream_key: str) -> dict[str, Any] | None:
+        """Any project's job with this stream key (looked up by its digest, then compared
+        in constant time), None if there is none."""
+        db = self._db
+        job = await db.call(db.get_job_by_digest, stream_key_digest(stream_key))
+        if job is None or not stream_keys_equal(stream_key, job["stream_key"]):
+            return None
+        return job
+
+    async def by_id(self, job_id: int) -> dict[str, Any] | None:
+        return await self._db.call(self._db.get_job_by_id, job_id)
+
+    async def list_jobs(self, project_id: str, search: str | None, paging: Paging) -> Page:
+        db = self._db
+        return await db.call(db.list_jobs, project_id, search, paging.offset, paging.page_size)
+
+    async def outputs(self, project_id: str, job_id: int | None, paging: Paging) -> Page:
+        db = self._db
+        return await db.call(db.list_outputs, project_id, job_id, paging.offset, paging.page_size)
+
+    async def timings(self, job: dict[str, Any], output_id: int | None, paging: Paging) -> Page:
+        db = self._db
+        return await db.call(db.list_timings, job["id"], output_id, paging.offset, paging.page_size)
+
+    async def output_id(self, job_id: int, rendition: str | None) -> int | None:
+        """The output row of `rendition` (None for an event about the whole job)."""
+        if rendition is None:
+            return None
+        for output in await self._db.call(self._db.job_outputs, job_id):
+            if output["rendition"] == rendition:
+                return int(output["output_id"])
+        return None
+
+    # -- state changes -----------------------------------------------------------
+
+    async def set_status(
+        self,
+        job_id: int,
+        status: LiveStatus,
+        child_status: str,
+        message: str,
+        **job_values: Any,
+    ) -> None:
+        """Change a job's status (and its outputs'), appending the timing row."""
+        db = self._db
+        await db.call(
+            lambda: db.set_status(
+                job_id, int(status), status.label, child_status, message, None, **job_values
+            )
+        )
+        outputs = await db.call(db.job_outputs, job_id)
+        await db.call(
+            db.update_outputs,
+            job_id,
+            [{"output_id": o["output_id"], "status": int(status)} for o in outputs],
+        )
+        logger.info("[job %s] %s: %s (%s)", job_id, status.label, child_status, message)
+
+    async def add_timing(
+        self, job_id: int, child_status: str, message: str, output_id: int | None = None
+    ) -> None:
+        """A timing row at the job's current status (an event that does not change it)."""
+        db = self._db
+        job = await db.call(db.get_job_by_id, job_id)
+        if job is None:
+            return
+        await db.call(
+            db.add_timing, job_id, LiveStatus(job["status"]).label, child_status, message, output_id
+        )
+
+    async def rotate_key(self, project_id: str, ref: str) -> dict[str, Any]:
+        """Give a job (by id or name) a new stream key; the old one is refused from now on.
+
+        New publishers and the online toggle look the key up by its digest, so the old
+        key stops working at once. A publisher already admitted keeps its session: the
+        running pipeline is not touched.
+        """
+        db = self._db
+        job = await self.get(project_id, ref)
+        key = new_stream_key()
+        await db.call(
+            db.replace_stream_key,
+            job["id"],
+            key,
+            stream_key_digest(key),
+            LiveStatus(job["status"]).label,
+            "stream key rotated: the previous key is refused from now on",
+        )
+        logger.info("[job %s] stream key rotated", job["id"])
+        return await self.get(project_id, str(job["id"]))
+
+    async def mark_skipped(self, job_id: int, skipped: dict[str, str]) -> None:
+        """Record the renditions a pipeline will not encode (rendition name -> reason).
+
+        Called when the encoder has planned its ladder for the source (a 720p source
+        skips `1080p`). Renditions not in `skipped` are marked encoded: each pipeline
+        plans anew, so what a previous one skipped may be encoded now.
+        """
+        unknown = await self._db.call(self._db.mark_skipped, job_id, skipped)
+        if unknown:
+            logger.warning(
+                "[job %s] cannot mark unknown renditions skipped: %s", job_id, sorted(unknown)
+            )
+        applied = sorted((name, reason) for name, reason in skipped.items() if name not in unknown)
+        if applied:
+            logger.info(
+                "[job %s] renditions skipped: %s",
+                job_id,
+                ", ".join(f"{name} ({reason})" for name, reason in applied),
+            )
+
+    async def record_lease(self, job_id: int, lock_key: str, encoder_id: int) -> None:
+        """Every output of the job is run by this host (`encoder_id`) under `lock_key`."""
+        db = self._db
+        outputs = await db.call(db.job_outputs, job_id)
+        leases = [
+            {"output_id": o["output_id"], "lock_key": lock_key, "encoder_id": encoder_id}
+            for o in outputs
+        ]
+        await db.call(db.update_outputs, job_id, leases)
+
+    async def record_progress(
+        self,
+        job_id: int,
+        input_statistics: dict[str, Any],
+        published: dict[str, dict[str, Any]],
+    ) -> None:
+        """The job's input statistics (once media was seen) and each output's progress
+        (`published`: rendition -> {"seconds", "segments"})."""
+        db = self._db
+        if input_statistics.get("width") or input_statistics.get("audioSampleRate"):
+            await db.call(lambda: db.update_job(job_id, statistics=input_statistics))
+        updates = []
+        for output in await db.call(db.job_outputs, job_id):
+            row = published.get(output["rendition"])
+            if row is None:
+                continue
+            updates.append(
+                {
+                    "output_id": output["output_id"],
+                    "progress": int(row.get("seconds", 0)),
+                    "counter": int(row.get("segments", 0)),
+                }
+            )
+        await db.call(db.update_outputs, job_id, updates)
+
+    async def restore(self) -> None:
+        """After a restart: jobs that were online wait for their publisher again."""
+        for job in await self._db.call(self._db.online_jobs):
+            if job["status"] != LiveStatus.PROCESSING:
+                await self.set_status(
+                    job["id"],
+                    LiveStatus.PROCESSING,
+                    "ServiceRestarted",
+                    "service restarted: waiting for the publisher",
+                )
+
+    # -- storage claims (plain calls, on an upload worker's thread) ---------------
+
+    def mark_bucket_created(self, bucket: str) -> None:
+        """onair created this bucket: its jobs may write it."""
+        self._db.mark_bucket_created(bucket)
+
+    def bucket_created_by_onair(self, bucket: str) -> bool:
+        owned = self._db.bucket(bucket)
+        return owned is not None and bool(owned["created_by_onair"])
+
+    def prefix_claimed(self, job_id: int) -> bool:
+        """Whether the job's pipelines ever wrote at its prefix (so what is there is its
+        own); True for a job that no longer exists (nothing to protect)."""
+        current = self._db.get_job_by_id(job_id)
+        return current is None or bool(current["prefix_claimed_at"])
+
+    def claim_prefix(self, job_id: int) -> None:
+        self._db.claim_prefix(job_id)

@@ -1,0 +1,403 @@
+"""The pipelines running on this host: started, fed, finished, recovered and flushed.
+
+`RunningPipelines` is a part of the jobs' owner (`api.lives.LiveJobs`), which decides
+when a job's pipeline starts and ends; this module does the work. It holds each live
+job's `JobPipeline` from its first publisher until the job goes offline; turns what
+media threads report (`PipelineEvent`) into status changes and timings on the event
+loop, through `JobRecords` (the one writer of the database); finishes a pipeline in
+the background, as one of the job's `finishing` tasks (that job's next publisher waits
+for it, no other job's does); uploads what a stopped service left in the spool; and
+records statistics and progress every `STATS_FLUSH_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from encoder.host import RENDITION_SKIPPED
+from encoder.templates import get_template
+from ingest.adapter import DecoderSession
+from ingest.session import PublishRequest
+from packager.hls import HlsWriter
+from packager.layout import object_prefix
+from packager.object_store import S3Storage
+from packager.recovery import Leftover, read_leftover
+from packager.spool import SpoolBudget
+
+from .ownership import StorageOwnership
+from .pipeline import JobPipeline, PipelineEvent, PipelineLimits
+from .records import JobRecords
+from .settings import Settings
+from .status import LiveStatus
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATS_FLUSH_SECONDS = 2.0
+# Going offline waits this long for the last uploads and ENDLIST, then answers and
+# lets them finish in the background (a storage outage must not hang the API).
+OFFLINE_WAIT_SECONDS = 15.0
+# A stopping service gives every live this long in all (the encoders' flush, then the
+# uploads); what is left stays in the spool, listed in its manifest for the next start.
+SHUTDOWN_SECONDS = 12.0
+SHUTDOWN_ENCODER_SECONDS = 3.0
+OFFLINE_FINISH_SECONDS = 3600.0
+RECOVERY_FINISH_SECONDS = 3600.0
+
+
+class RunningPipelines:
+    """Every running pipeline of this host, its reconnect window and its finishing."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        records: JobRecords,
+        object_store: S3Storage,
+        registry: CollectorRegistry,
+    ) -> None:
+        self._settings = settings
+        self._records = records
+        self._object_store = object_store
+        self._ownership = StorageOwnership(records, object_store, settings.s3_buckets)
+        self._spool_budget = SpoolBudget(settings.spool_max_bytes)
+        self._given_up = Counter(
+            "onair_spool_segments_given_up",
+            "Segments given up, not yet uploaded, for the spool's limits",
+            registry=registry,
+        )
+        self._reader_dropped = Counter(
+            "onair_reader_dropped",
+            "Items a reader of a live's track was too slow to take, dropped for it only",
+            ["track", "reader", "kind"],
+            registry=registry,
+        )
+        self._given_up_seen: dict[int, int] = {}  # job -> segments already counted
+        spooled = Gauge("onair_spool_bytes", "Bytes in every job's upload spool", registry=registry)
+        spooled.set_function(lambda: self._spool_budget.used_bytes)
+        self._pipelines: dict[int, JobPipeline] = {}
+        self._skipped: dict[int, dict[str, str]] = {}  # job -> rendition -> reason
+        self._reconnect_timers: dict[int, asyncio.TimerHandle] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._finishing: dict[int, asyncio.Task[None]] = {}
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Upload what the last run left in the spool (in the background), start
+        recording statistics."""
+        self._loop = asyncio.get_running_loop()
+        await self._recover_spools()
+        self._flusher = asyncio.create_task(self._flush_forever())
+
+    async def stop(self) -> None:
+        """Finish every live at once, each bounded: SHUTDOWN_SECONDS at most in all."""
+        self._stopping = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        taken_down = [self.take_down(job, "service stopping") for job in list(self._pipelines)]
+        finishing = [task for task in taken_down if task is not None]
+        if finishing:
+            await asyncio.wait(finishing, timeout=OFFLINE_WAIT_SECONDS)
+        pending = [*self._finishing.values(), *self._tasks]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=SHUTDOWN_SECONDS)
+            for task in late:
+                task.cancel()  # a recovery or a database write: redone at the next start
+            if late:
+                logger.warning("%d tasks cancelled at shutdown", len(late))
+
+    # -- one job's pipeline ---------------------------------------------------------
+
+    def get(self, job_id: int) -> JobPipeline | None:
+        return self._pipelines.get(job_id)
+
+    def finishing(self, job_id: int) -> asyncio.Task[None] | None:
+        """The job's previous pipeline (or its spool's recovery), still finishing."""
+        task = self._finishing.get(job_id)
+        return task if task is not None and not task.done() else None
+
+    async def launch(self, job: dict[str, Any]) -> JobPipeline:
+        """Start the job's pipeline (it has none): it plans its ladder anew, and runs
+        its outputs under a new lease."""
+        job_id = int(job["id"])
+        pipeline = await asyncio.to_thread(self._new_pipeline, job)
+        self._pipelines[job_id] = pipeline
+        self._skipped[job_id] = {}
+        try:
+            await self._records.mark_skipped(job_id, {})
+            await self._records.record_lease(job_id, pipeline.lock_key, self._settings.encoder_id)
+        except BaseException:
+            self.take_down(job_id, "could not be recorded")
+            raise
+        return pipeline
+
+    def attach(self, job_id: int, request: PublishRequest) -> tuple[DecoderSession, bool]:
+        """The publisher's session on the job's pipeline, and whether it came back within
+        the reconnect window."""
+        timer = self._reconnect_timers.pop(job_id, None)
+        if timer is not None:
+            timer.cancel()
+        return self._pipelines[job_id].attach(request), timer is not None
+
+    def take_down(self, job_id: int, reason: str) -> asyncio.Task[None] | None:
+        """Drop the job's publisher and finish its pipeline in the background; returns
+        the finishing task (None without a pipeline). The job's next publisher waits for
+        it (`finishing`)."""
+        timer = self._reconnect_timers.pop(job_id, None)
+        if timer is not None:
+            timer.cancel()
+        pipeline = self._pipelines.pop(job_id, None)
+        self._skipped.pop(job_id, None)
+        if pipeline is None:
+            return None
+        if pipeline.session is not None:
+            pipeline.session.close(reason)
+        return self._track_finishing(job_id, self._finish(job_id, pipeline, reason))
+
+    def _track_finishing(self, job_id: int, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._finishing[job_id] = task
+        task.add_done_callback(lambda done: self._forget_finishing(job_id, done))
+        return task
+
+    def _forget_finishing(self, job_id: int, task: asyncio.Task[None]) -> None:
+        if self._finishing.get(job_id) is task:
+            del self._finishing[job_id]
+
+    async def _finish(self, job_id: int, pipeline: JobPipeline, reason: str) -> None:
+        if self._stopping:
+            encoder = SHUTDOWN_ENCODER_SECONDS
+            finish = SHUTDOWN_SECONDS - SHUTDOWN_ENCODER_SECONDS - 3.0  # - the workers' stop
+        else:
+            encoder, finish = 30.0, OFFLINE_FINISH_SECONDS
+        try:
+            await self._flush(job_id, pipeline)
+            # A daemon thread, not the loop's executor: a stop that overruns its
+            # bounds must never hold the process at exit, nor take an executor
+            # thread another job's admission needs.
+            await in_daemon_thread(pipeline.stop, reason, finish, encoder)
+            await self._flush(job_id, pipeline)
+        except Exception:
+            logger.exception("[job %s] finishing the live failed", job_id)
+        finally:
+            self._given_up_seen.pop(job_id, None)
+
+    def _new_pipeline(self, job: dict[str, Any]) -> JobPipeline:
+        settings = self._settings
+        limits = PipelineLimits(
+            dvr_window_seconds=settings.dvr_window_seconds,
+            max_input_pixels=settings.max_input_pixels,
+            spool_max_bytes_per_job=settings.spool_max_bytes_per_job,
+            spool_budget=self._spool_budget,
+        )
+        return JobPipeline(
+            job,
+            get_template(job["job_template_id"]),
+            self._object_store,
+            settings.spool_dir,
+            self._from_thread,
+            limits=limits,
+            prepare=partial(self._ownership.prepare, job),
+            on_reader_drop=self._count_reader_drops,
+        )
+
+    def _count_reader_drops(self, track: str, reader: str, count: int, kind: str) -> None:
+        self._reader_dropped.labels(track, reader, kind).inc(count)
+
+    # -- events from media threads ----------------------------------------------------
+
+    def _from_thread(self, event: PipelineEvent) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._spawn, event)
+
+    def _spawn(self, event: PipelineEvent) -> None:
+        self._background(self._apply(event))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _apply(self, event: PipelineEvent) -> None:
+        records = self._records
+        job = await records.by_id(event.job_id)
+        if job is None or not job["online"]:
+            return
+        if event.kind == "media":
+            await records.set_status(
+                event.job_id, LiveStatus.LIVE, event.child_status, event.message
+            )
+        elif event.kind == "closed":
+            if event.job_id not in self._pipelines:
+                return
+            await records.set_status(
+                event.job_id, LiveStatus.INTERRUPTED, event.child_status, event.message
+            )
+            self._arm_reconnect_window(event.job_id)
+        elif event.kind == "failed":
+            pipeline = self._pipelines.get(event.job_id)
+            if pipeline is not None and pipeline.session is not None:
+                pipeline.session.close("pipeline failed")
+            await records.set_status(
+                event.job_id, LiveStatus.INTERRUPTED, event.child_status, event.message
+            )
+        else:
+            output_id = await records.output_id(event.job_id, event.rendition)
+            if event.child_status == RENDITION_SKIPPED and event.rendition is not None:
+                skipped = self._skipped.setdefault(event.job_id, {})
+                skipped[event.rendition] = event.message
+                await records.mark_skipped(event.job_id, dict(skipped))
+            await records.add_timing(event.job_id, event.child_status, event.message, output_id)
+
+    def _arm_reconnect_window(self, job_id: int) -> None:
+        assert self._loop is not None
+        old = self._reconnect_timers.pop(job_id, None)
+        if old is not None:
+            old.cancel()
+        window = self._settings.reconnect_window_seconds
+        self._reconnect_timers[job_id] = self._loop.call_later(
+            window, self._spawn_window_expired, job_id
+        )
+
+    def _spawn_window_expired(self, job_id: int) -> None:
+        self._reconnect_timers.pop(job_id, None)
+        self._background(self._window_expired(job_id))
+
+    async def _window_expired(self, job_id: int) -> None:
+        job = await self._records.by_id(job_id)
+        if job is None or job["status"] != LiveStatus.INTERRUPTED or not job["online"]:
+            return
+        window = self._settings.reconnect_window_seconds
+        await self._records.set_status(
+            job_id,
+            LiveStatus.PROCESSING,
+            "ReconnectWindowExpired",
+            f"no publisher for {window:g} s: waiting for input",
+        )
+
+    # -- statistics ---------------------------------------------------------------------
+
+    def input_statistics(self, job_id: int) -> dict[str, Any] | None:
+        pipeline = self._pipelines.get(job_id)
+        return pipeline.input_statistics() if pipeline is not None else None
+
+    def dropped_frames(self, job_id: int) -> int:
+        pipeline = self._pipelines.get(job_id)
+        return pipeline.ingest_dropped_frames if pipeline is not None else 0
+
+    def output_statistics(self, job_id: int) -> list[dict[str, Any]]:
+        pipeline = self._pipelines.get(job_id)
+        return pipeline.output_statistics() if pipeline is not None else []
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_FLUSH_SECONDS)
+            for job_id, pipeline in list(self._pipelines.items()):
+                try:
+                    await self._flush(job_id, pipeline)
+                except Exception:
+                    logger.exception("[job %s] could not record statistics", job_id)
+
+    async def _flush(self, job_id: int, pipeline: JobPipeline) -> None:
+        """Record input statistics and output progress in the database."""
+        given_up = pipeline.writer.dropped_segments
+        self._given_up.inc(max(0, given_up - self._given_up_seen.get(job_id, 0)))
+        self._given_up_seen[job_id] = given_up
+        published = {row["name"]: row for row in pipeline.output_statistics()}
+        await self._records.record_progress(job_id, pipeline.input_statistics(), published)
+
+    # -- what the last run left in the spool ----------------------------------------------
+
+    async def _recover_spools(self) -> None:
+        """Upload, in order, what a stopped service could not: each job's spool
+        manifest (`packager.recovery`), in the background; the job's next publisher
+        waits for it (it is one of the job's `finishing` tasks)."""
+        root = self._settings.spool_dir
+        try:
+            folders = [f for f in root.iterdir() if f.is_dir() and f.name.isdigit()]
+        except OSError:
+            return
+        for folder in folders:
+            leftover = await asyncio.to_thread(read_leftover, folder)
+            if leftover is None:
+                continue
+            job = await self._records.by_id(int(folder.name))
+            if job is None:
+                logger.warning("%s: its job no longer exists; left for an operator", folder)
+                continue
+            self._track_finishing(int(job["id"]), self._recover(job, folder, leftover))
+
+    async def _recover(self, job: dict[str, Any], folder: Path, leftover: Leftover) -> None:
+        job_id = int(job["id"])
+        count = sum(1 for p in leftover.pending if p.file is not None)
+        await self._records.add_timing(
+            job_id, "SpoolRecovering", f"uploading {count} segments the last run left"
+        )
+        events: list[PipelineEvent] = []
+        writer = HlsWriter(
+            self._object_store,
+            job["bucket"],
+            object_prefix(job["destination"], job["file_path"]),
+            folder,
+            label=f"job {job_id} recovery",
+            on_event=lambda status, message, rendition: events.append(
+                PipelineEvent(job_id, "timing", status, message, rendition)
+            ),
+            spool_budget=self._spool_budget,
+        )
+        try:
+            writer.start(leftover.variants, leftover.segment_seconds, leftover=leftover)
+            await in_daemon_thread(writer.finish, RECOVERY_FINISH_SECONDS)
+        except (TimeoutError, RuntimeError) as error:
+            writer.close()  # what is still pending goes back into the manifest
+            message = f"not finished: {error}"
+        else:
+            message = f"uploaded and listed {writer.inherited_segments} segments"
+        finally:
+            for event in events:
+                self._spawn(event)
+        await self._records.add_timing(job_id, "SpoolRecovered", message)
+
+
+async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a daemon thread of its own, awaited: unlike the loop's executor,
+    a call still running when the service exits never holds the process."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn(*args)
+        except BaseException as raised:
+            error = raised
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(
+        target=run, name=f"onair-{getattr(fn, '__name__', 'call')}", daemon=True
+    ).start()
+    return await future
