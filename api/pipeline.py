@@ -95,7 +95,11 @@ class JobPipeline:
         self.source: Broadcast[SourceItem] = source_broadcast(label, partial(drops, "source"))
         self.frames: Broadcast[MediaItem] = media_broadcast(label, partial(drops, "frames"))
         self.ladder: Reader[MediaItem] = self.frames.subscribe(
-            "ladder", max_items=MEDIA_QUEUE_ITEMS, max_bytes=limits.media_queue_bytes, late=False
+            "ladder",
+            max_items=MEDIA_QUEUE_ITEMS,
+            max_bytes=limits.media_queue_bytes,
+            late=False,
+            paces=True,  # a source ahead of real time waits for the ladder (no loss)
         )
         self.failed: BaseException | None = None
         self._fail_lock = threading.Lock()

@@ -19,6 +19,7 @@ or RTMP's `on_metadata` / `on_media`), with three rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -90,6 +91,22 @@ class DecoderSession:
         if self._taking() and data:
             self._media()
             self.decoder.on_data(data)
+
+    def wait_for_room(self) -> asyncio.Future[None] | None:
+        if not self._taking():
+            return None
+        loop = self._loop
+        room: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not room.done():
+                room.set_result(None)
+
+        def from_decoder() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle)
+
+        return room if self.decoder.when_room(from_decoder) else None
 
     def on_close(self, reason: str) -> None:
         if self._closed:

@@ -12,6 +12,13 @@ passthrough), SessionEnd into the live's frames track (a `MediaSink`: the job's
 level, into its `source` track when there is one. Sessions run one after another:
 session N+1's thread waits for N's.
 
+A source faster than real time (a file pushed as fast as it goes, a publisher
+catching up) is encoded whole: a frame that finds the ladder full waits for it while
+the frame is ahead of its real-time instant (`_hold_until`), the session's feed
+fills, and the server stops reading from the publisher (`ByteFeed.when_room`, the
+session's `wait_for_room`): TCP slows the publisher. A real-time source the ladder
+cannot follow drops at the ladder instead, so its latency stays bounded.
+
 Between the demuxer and the queue, for every container (`ingest.packets`): video
 starts at the session's first keyframe, audio timestamps the demuxer left out are
 filled in, and SessionStart waits for the first packet: it carries the session's
@@ -34,7 +41,14 @@ import av
 from ingest.feed import DEFAULT_MAX_BYTES, ByteFeed
 from ingest.flvstream import FlvSessionWriter
 from ingest.formats import flv
-from ingest.media import MediaSink, SessionEnd, SessionStart, SourceItem, source_packet
+from ingest.media import (
+    MediaSink,
+    SessionEnd,
+    SessionStart,
+    SourceItem,
+    WallClockOrigin,
+    source_packet,
+)
 from ingest.packets import AudioTimestamps, KeyframeWait, SessionOpening
 from ingest.session import CONTAINERS, FLV
 from ingest.stats import SourceStats
@@ -43,6 +57,11 @@ from media.fanout import Broadcast
 logger = logging.getLogger(__name__)
 
 OPEN_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
+# A frame that finds the ladder full waits for room while its source is ahead of real
+# time, and this much past its real-time instant (a real-time source then drops)...
+PACING_SLACK_SECONDS = 0.5
+# ... but never longer than this for one item (a ladder that stopped reading).
+MAX_HOLD_SECONDS = 5.0
 
 
 class SourceTooLarge(ValueError):
@@ -67,11 +86,12 @@ class _Session:
     started: bool = False  # SessionStart was put
     refused: bool = False
     thread: threading.Thread | None = None
+    origin: WallClockOrigin | None = None  # when its media arrived (SessionStart's)
 
 
 class LiveDecoder:
     """One job's decoder: each publish session's container is demuxed/decoded by PyAV
-    in a thread; items go to the MediaQueue.
+    in a thread; items go to the frames track (`queue`), packets to `source`.
 
     `on_error` is called from the decode thread with any exception that ended a
     session early. `max_buffered_bytes` caps each session's feed. A source larger
@@ -205,6 +225,12 @@ class LiveDecoder:
             raise ValueError(f"session {session.index} is FLV: feed it tags (on_media)")
         arrived = self.wall_clock() if session.feed.recording_arrivals else None
         session.feed.write(data, arrived=arrived)
+
+    def when_room(self, callback: Callable[[], None]) -> bool:
+        """False if the current session's feed takes more now; else True, and
+        `callback()` comes (from the decode thread) once it does again (`ByteFeed`)."""
+        session = self._session
+        return session is not None and session.feed.when_room(callback)
 
     def end_session(self, reason: str) -> None:
         """End the current session: its thread drains the feed, flushes, puts SessionEnd."""
@@ -340,6 +366,7 @@ class LiveDecoder:
         if audio is not None and audio.sample_rate and not flv_config:
             self._stats.on_audio_format(audio.sample_rate, audio.channels)
         session.feed.forget_arrivals()
+        session.origin = item.wall_clock
         self._publish(item)
         session.started = True
 
@@ -363,15 +390,30 @@ class LiveDecoder:
         if packet.size and self.source is not None:
             self.source.put(source_packet(session.index, packet))
         if self.decode:
-            self._decode_packet(packet)
+            self._decode_packet(session, packet)
         elif packet.size:
             if packet.stream.type == "video":
                 self.video_frames += 1
             else:
                 self.audio_frames += 1
-            self.queue.put(packet)
+            self.queue.put(packet, self._hold_until(session, packet.pts, packet.time_base))
 
-    def _decode_packet(self, packet: av.Packet) -> None:
+    def _hold_until(
+        self, session: _Session, pts: int | None, time_base: Fraction | None
+    ) -> float | None:
+        """How long the frames track's pacing reader (the ladder) may hold this item
+        (time.monotonic()): while the source is ahead of real time (the item came
+        before the instant a real-time publisher would have sent it), and
+        PACING_SLACK_SECONDS past that; None for media late already (a real-time
+        source the ladder cannot follow drops: its latency stays bounded)."""
+        origin = session.origin
+        if origin is None or pts is None or time_base is None:
+            return None
+        lead = origin.at(pts * time_base) - self.wall_clock()
+        hold = lead + PACING_SLACK_SECONDS
+        return time.monotonic() + min(hold, MAX_HOLD_SECONDS) if hold > 0 else None
+
+    def _decode_packet(self, session: _Session, packet: av.Packet) -> None:
         try:
             frames = packet.decode()
         except av.InvalidDataError as exc:  # one bad packet must not end a live session
@@ -399,7 +441,7 @@ class LiveDecoder:
                     self._stats.on_audio_format(frame.sample_rate, channels)
             else:
                 continue
-            self.queue.put(frame)
+            self.queue.put(frame, self._hold_until(session, frame.pts, frame.time_base))
 
 
 def _declared_int(metadata: Mapping[str, Any], key: str) -> int:

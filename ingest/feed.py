@@ -5,7 +5,11 @@ decode thread reads them through PyAV.
 fewer than `n`; it returns b"" at the end, which is what PyAV's file-object reader
 expects (no buffered wrapper: that added latency).
 
-Over `max_bytes` buffered, a write is dropped whole and counted, unless it is
+Past half of `max_bytes` buffered the feed asks its writer to wait (`when_room`):
+a server stops reading from its publisher until the reader has taken the feed down
+to a quarter, so a publisher faster than the pipeline is slowed by TCP's flow
+control instead of losing media. Over `max_bytes` buffered (a writer that cannot
+wait), a write is dropped whole and counted, unless it is
 `essential` (a container header, a decoder configuration). Which bytes a format can
 afford to lose is the writer's business: the FLV writer (`ingest.flvstream`) drops
 whole tags, video until the next keyframe; a byte-stream container (MPEG-TS) loses
@@ -21,6 +25,7 @@ from __future__ import annotations
 import bisect
 import collections
 import threading
+from collections.abc import Callable
 
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 MAX_ARRIVALS = 65536  # writes remembered before the first packet at most
@@ -43,6 +48,7 @@ class ByteFeed:
         self._arrival_starts: list[int] = []
         self._arrivals: list[float] = []
         self._recording = True
+        self._room_callbacks: list[Callable[[], None]] = []
 
     @property
     def buffered_bytes(self) -> int:
@@ -63,6 +69,23 @@ class ByteFeed:
         """Whether `size` more bytes stay within `max_bytes` (the reader only frees room)."""
         with self._cond:
             return self._buffered + size <= self.max_bytes
+
+    def when_room(self, callback: Callable[[], None]) -> bool:
+        """False if the feed takes more now (at most half full); else True, and
+        `callback()` is called once (from the reader's thread) when the reader has
+        taken it down to a quarter, or the feed ended."""
+        with self._cond:
+            if self._eof or self._buffered <= self.max_bytes // 2:
+                return False
+            self._room_callbacks.append(callback)
+            return True
+
+    def _take_room_callbacks(self) -> list[Callable[[], None]]:
+        """Under the lock: the callbacks due now."""
+        if self._room_callbacks and (self._eof or self._buffered <= self.max_bytes // 4):
+            callbacks, self._room_callbacks = self._room_callbacks, []
+            return callbacks
+        return []
 
     def write(self, data: bytes, *, arrived: float | None = None, essential: bool = False) -> bool:
         """Append `data` unless it would pass `max_bytes` (essential data always goes in);
@@ -132,7 +155,10 @@ class ByteFeed:
                     self._chunks.popleft()
                     self._head_offset = 0
             self._buffered -= len(out)
-            return bytes(out)
+            due = self._take_room_callbacks()
+        for callback in due:
+            callback()
+        return bytes(out)
 
     def wait_readable(self, timeout: float | None = None) -> bool:
         """Block until bytes are buffered (True) or the feed ended empty (False)."""
@@ -145,6 +171,9 @@ class ByteFeed:
         with self._cond:
             self._eof = True
             self._cond.notify_all()
+            due = self._take_room_callbacks()
+        for callback in due:
+            callback()
 
     def abort(self) -> None:
         """End of stream now: drop what is buffered."""
@@ -154,3 +183,6 @@ class ByteFeed:
             self._head_offset = 0
             self._buffered = 0
             self._cond.notify_all()
+            due = self._take_room_callbacks()
+        for callback in due:
+            callback()

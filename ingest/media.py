@@ -211,9 +211,11 @@ def media_broadcast(
 
 
 class MediaSink(Protocol):
-    """Where a decoder puts its items: a `MediaQueue`, or a live's broadcast."""
+    """Where a decoder puts its items: a `MediaQueue`, or a live's broadcast.
+    `wait_until` (time.monotonic()): how long the decoder may be held for a pacing
+    reader's room (`media.fanout`); None: not at all."""
 
-    def put(self, item: MediaItem) -> bool: ...
+    def put(self, item: MediaItem, wait_until: float | None = None) -> bool: ...
 
 
 class MediaSource(Protocol):
@@ -236,7 +238,7 @@ class MediaQueue:
     def __init__(self, max_items: int = 120, max_bytes: int | None = None) -> None:
         self._broadcast = media_broadcast("media")
         self.reader = self._broadcast.subscribe(
-            "consumer", max_items=max_items, max_bytes=max_bytes, late=False
+            "consumer", max_items=max_items, max_bytes=max_bytes, late=False, paces=True
         )
 
     @property
@@ -255,9 +257,10 @@ class MediaQueue:
     def peak_bytes(self) -> int:
         return self.reader.peak_bytes
 
-    def put(self, item: MediaItem) -> bool:
-        """Enqueue `item`; returns False if it was dropped (queue full or closed)."""
-        return self._broadcast.put(item)
+    def put(self, item: MediaItem, wait_until: float | None = None) -> bool:
+        """Enqueue `item` (waiting for room up to `wait_until`, if given); False if it
+        was dropped (queue full or closed)."""
+        return self._broadcast.put(item, wait_until)
 
     def get(self, timeout: float | None = None) -> MediaItem | None:
         """Next item; None on timeout; raises QueueClosed when closed and empty."""

@@ -94,6 +94,12 @@ class PublishSession(Protocol):
     def on_data(self, data: bytes) -> None:
         """The next bytes of the session's container, as they came (any size)."""
 
+    def wait_for_room(self) -> Awaitable[None] | None:
+        """None while the session takes more at once; else what to await before
+        reading more from the publisher (the pipeline is behind a publisher faster than
+        real time): its transport's flow control (TCP's, SRT's) slows the publisher
+        instead of media being lost. A server bounds the wait (a stuck pipeline)."""
+
     def on_close(self, reason: str) -> None:
         """The publisher is gone (or was dropped); nothing more follows."""
 

@@ -16,6 +16,13 @@ parameters), then each stream's items from its next keyframe on (`is_keyframe`).
 (`resync_after_drop`) that had to drop one skips until the next keyframe too: a
 decoder cannot use what follows a lost reference frame.
 
+One kind of reader may hold its feeder back: a pacing reader (`paces=True`, the
+ladder encoder on the decoded frames) is waited for, up to the `wait_until` the
+feeding stage gives `put()` (the decoder gives it while its source is ahead of real
+time: a file pushed as fast as it goes is encoded whole, at the ladder's speed, and a
+real-time source that the ladder cannot follow still drops, so latency stays
+bounded). Readers that do not pace are never waited for.
+
 A reader, in ten lines::
 
     reader = live.frames.subscribe("thumbnails", max_items=30, max_bytes=16 << 20)
@@ -82,12 +89,14 @@ class Reader(Generic[T]):
     max_items: int
     max_bytes: int | None
     _broadcast: Broadcast[T]
+    paces: bool = False  # its feeder waits for room, up to put()'s wait_until
     _late: bool = False  # joined mid-live: each stream starts at its next keyframe
     _started: set[str] = field(default_factory=set)  # streams a late reader started
     _resync: set[str] = field(default_factory=set)  # streams waiting after a drop
     _items: collections.deque[tuple[T, int]] = field(default_factory=collections.deque)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _closed: bool = False
+    _feeder_waiting: bool = False
     queued_bytes: int = 0
     peak_bytes: int = 0
     received: int = 0  # items taken into the queue, ever
@@ -109,11 +118,7 @@ class Reader(Generic[T]):
                         return False  # not a drop: this stream has not (re)started yet
                     self._started.add(stream)
                     self._resync.discard(stream)
-            full = len(self._items) >= self.max_items or (
-                self.max_bytes is not None
-                and bool(self._items)
-                and self.queued_bytes + size > self.max_bytes
-            )
+            full = self._full(size)
             if control and len(self._items) >= self.max_items + STUCK_EXTRA_ITEMS:
                 # Full of what it may never drop: this reader has stopped reading.
                 self._closed = stuck = True
@@ -152,6 +157,27 @@ class Reader(Generic[T]):
             self._broadcast.unsubscribe(self)
         return taken
 
+    def _full(self, size: int) -> bool:
+        """Under the lock: whether an item of `size` bytes finds no room."""
+        return len(self._items) >= self.max_items or (
+            self.max_bytes is not None
+            and bool(self._items)
+            and self.queued_bytes + size > self.max_bytes
+        )
+
+    def _wait_for_room(self, size: int, deadline: float) -> None:
+        """From the feeding stage, for a pacing reader: until an item of `size` fits,
+        the reader ends, or `deadline` (the broadcast's clock) passes."""
+        clock = self._broadcast.clock
+        with self._cond:
+            while not self._closed and self._full(size):
+                left = deadline - clock.monotonic()
+                if left <= 0:
+                    return
+                self._feeder_waiting = True
+                self._cond.wait(left)
+            self._feeder_waiting = False
+
     def get(self, timeout: float | None = None) -> T | None:
         """The next item; None on timeout; `QueueClosed` once ended and drained."""
         with self._cond:
@@ -160,6 +186,8 @@ class Reader(Generic[T]):
             if self._items:
                 item, size = self._items.popleft()
                 self.queued_bytes -= size
+                if self._feeder_waiting:
+                    self._cond.notify_all()
                 return item
             if self._closed:
                 raise QueueClosed(f"{self._broadcast.label} ended for {self.name}")
@@ -214,11 +242,18 @@ class Broadcast(Generic[T]):
         self._closed = False
 
     def subscribe(
-        self, name: str, *, max_items: int, max_bytes: int | None = None, late: bool = True
+        self,
+        name: str,
+        *,
+        max_items: int,
+        max_bytes: int | None = None,
+        late: bool = True,
+        paces: bool = False,
     ) -> Reader[T]:
         """A new reader. With `late` (the default) and a live already under way, it
-        starts with the track's configuration, then at the next keyframe."""
-        reader: Reader[T] = Reader(name, max(1, max_items), max_bytes, self)
+        starts with the track's configuration, then at the next keyframe. With
+        `paces`, `put()` waits for room in it (up to its `wait_until`)."""
+        reader: Reader[T] = Reader(name, max(1, max_items), max_bytes, self, paces=paces)
         with self._lock:
             if self._closed:
                 reader.end()
@@ -235,8 +270,11 @@ class Broadcast(Generic[T]):
             if reader in self._readers:
                 self._readers.remove(reader)
 
-    def put(self, item: T) -> bool:
-        """Publish `item` to every reader; False if no reader took it (or ended)."""
+    def put(self, item: T, wait_until: float | None = None) -> bool:
+        """Publish `item` to every reader; False if no reader took it (or ended).
+
+        `wait_until` (this broadcast's `clock.monotonic()`): how long the caller may be
+        held for its pacing readers to make room; without it nobody waits."""
         rules = self.rules
         size = rules.size_of(item)
         with self._lock:
@@ -245,6 +283,10 @@ class Broadcast(Generic[T]):
             if rules.is_config(item):
                 self._configs[rules.stream_of(item)] = item
             readers = list(self._readers)
+        if wait_until is not None and not rules.is_control(item):
+            for reader in readers:
+                if reader.paces:
+                    reader._wait_for_room(size, wait_until)
         taken = False
         for reader in readers:
             taken = reader._offer(item, size) or taken

@@ -10,6 +10,7 @@ import asyncio
 import json
 import secrets
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -415,3 +416,45 @@ async def test_passthrough_keeps_the_source_codec(live: Live, bucket: str, tmp_p
     )
     video = next(s for s in ffprobe(path)["streams"] if s["codec_type"] == "video")
     assert (video["codec_name"], video["profile"], video["width"]) == ("h264", "Main", 640)
+
+
+async def test_a_publisher_faster_than_real_time_is_encoded_whole(
+    live: Live, bucket: str, tmp_path: Path
+) -> None:
+    """ffmpeg pushing as fast as it encodes (no `-re`, several times real time): the
+    service slows it down (TCP flow control) instead of dropping; every frame is in
+    the bucket and the publisher's session ends as it ended it."""
+    job = await live.create_online_job(2, bucket, "fast")
+    done = await publish(live.rtmp_url(job["key"]), 8, size="320x240", realtime=False)
+    assert done.returncode == 0, done.stderr
+
+    async def encoded() -> int:
+        stats = (await live.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
+        return min((o.get("framesEncoded", 0) for o in stats["outputs"]), default=0)
+
+    deadline = time.monotonic() + 60
+    while await encoded() < 240:
+        assert time.monotonic() < deadline, f"{await encoded()} of 240 frames encoded"
+        await asyncio.sleep(0.2)
+    await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
+    disconnects = [
+        t["messageComment"]
+        for t in await live.timings(job)
+        if t["childStatus"] == "PublisherDisconnected"
+    ]
+    assert len(disconnects) == 1 and disconnects[0].endswith("unpublished"), disconnects
+    master = m3u8.loads(live.get_text(bucket, "live/fast/master.m3u8"))
+    [variant] = master.playlists
+    folder = variant.uri.rsplit("/", 1)[0]
+    event = m3u8.loads(live.get_text(bucket, f"live/fast/{variant.uri}"))
+    path = tmp_path / "whole.ts"
+    path.write_bytes(
+        b"".join(
+            live.s3.get_object(Bucket=bucket, Key=f"live/fast/{folder}/{s.uri}")["Body"].read()
+            for s in event.segments
+        )
+    )
+    packets = ffprobe(path)["packets"]
+    assert sum(1 for p in packets if p["codec_type"] == "video") == 240
+    stats = (await live.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
+    assert stats["droppedFrames"] == 0

@@ -89,6 +89,7 @@ class RtmpServer:
         idle_timeout_seconds: float = 10.0,
         handshake_timeout_seconds: float = 5.0,
         max_message_bytes: int = 16 * 1024 * 1024,
+        room_timeout_seconds: float = 30.0,
         max_pending: int = DEFAULT_MAX_PENDING,
         max_pending_per_ip: int = DEFAULT_MAX_PENDING_PER_IP,
         per_ip_exempt_loopback: bool = True,
@@ -101,6 +102,9 @@ class RtmpServer:
         self.idle_timeout_seconds = idle_timeout_seconds
         self.handshake_timeout_seconds = handshake_timeout_seconds
         self.max_message_bytes = max_message_bytes
+        # How long a publisher faster than its pipeline may be held unread (the
+        # session's `wait_for_room`) before the pipeline counts as stuck.
+        self.room_timeout_seconds = room_timeout_seconds
         # Connections that have not published yet; the limiter counts them. Loopback
         # peers (a local RTMPS terminator, local encoders) share one address: for them
         # only the total applies.
@@ -281,6 +285,7 @@ class _Connection:
         self._session: PublishSession | None = None
         self._session_open = False
         self._admitting = False
+        self._waiting_room = False  # held unread while the pipeline catches up
         self._bytes_before_publish = 0
         self._started_at = self._loop.time()
         self._last_activity = self._started_at
@@ -389,7 +394,7 @@ class _Connection:
             self._timed_out = True
             self.close(f"no handshake within {handshake_timeout:g} s")
             return
-        if self._admitting:
+        if self._admitting or self._waiting_room:  # the wait is ours, not the peer's
             self._last_activity = now
         elif now >= self._last_activity + self.server.idle_timeout_seconds:
             self._timed_out = True
@@ -440,10 +445,36 @@ class _Connection:
                 if message is None:
                     break
                 await self._dispatch(message)
-            sequence = self._chunks.take_acknowledgement()
-            if sequence is not None:
-                self._send(messages.CONTROL_CHUNK_STREAM, messages.acknowledgement(sequence))
+            # Acknowledge only once caught up with the socket (this read did not fill
+            # the buffer): a publisher far ahead (a file pushed as fast as it goes)
+            # has sent its last write and closes without reading what comes then,
+            # and a close with unread data is a TCP reset, which throws away what the
+            # kernel still holds of its stream. Caught up, nothing is in flight.
+            if len(data) < READ_SIZE:
+                sequence = self._chunks.take_acknowledgement()
+                if sequence is not None:
+                    ack = messages.acknowledgement(sequence)
+                    self._send(messages.CONTROL_CHUNK_STREAM, ack)
             await self._writer.drain()
+            if self._session_open:
+                await self._wait_for_room()
+
+    async def _wait_for_room(self) -> None:
+        """Read nothing more while the pipeline is behind (a publisher faster than real
+        time): TCP's flow control slows the publisher; nothing is lost."""
+        assert self._session is not None
+        room = self._session.wait_for_room()
+        if room is None:
+            return
+        self._waiting_room = True
+        try:
+            await asyncio.wait_for(room, self.server.room_timeout_seconds)
+        except TimeoutError:
+            timeout = self.server.room_timeout_seconds
+            raise _SessionFailed(f"the pipeline took no media for {timeout:g} s") from None
+        finally:
+            self._waiting_room = False
+            self._last_activity = self._loop.time()
 
     async def _dispatch(self, message: Message) -> None:
         type_id = message.type_id

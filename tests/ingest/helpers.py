@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,6 +270,9 @@ class _TrackedSession(PublishSession):
 
     def on_data(self, data: bytes) -> None:
         self.inner.on_data(data)
+
+    def wait_for_room(self) -> Awaitable[None] | None:
+        return self.inner.wait_for_room()
 
     def on_close(self, reason: str) -> None:
         self.job.closes.append(reason)

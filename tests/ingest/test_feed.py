@@ -78,3 +78,29 @@ def test_arrivals_map_stream_positions_to_when_their_bytes_came() -> None:
     feed.write(b"c", arrived=101.0)
     assert not feed.recording_arrivals
     assert feed.arrival_at(7) is None
+
+
+def test_past_half_full_the_writer_is_asked_to_wait_until_a_quarter() -> None:
+    """The server stops reading from its publisher (`when_room`) instead of the feed
+    dropping: the callback comes once the reader took the feed down to a quarter."""
+    feed = ByteFeed(max_bytes=1000)
+    called: list[int] = []
+    assert feed.write(b"x" * 500)
+    assert not feed.when_room(lambda: called.append(feed.buffered_bytes))  # half: room
+    assert feed.write(b"x" * 100)
+    assert feed.when_room(lambda: called.append(feed.buffered_bytes))
+    assert feed.read(200) and called == []  # 400 left: still above a quarter
+    assert feed.read(150) and called == [250]
+    assert feed.read(10) and called == [250]  # once
+    assert feed.dropped_writes == 0
+
+
+def test_a_writer_waiting_for_room_is_released_when_the_feed_ends() -> None:
+    for end in (ByteFeed.close, ByteFeed.abort):
+        feed = ByteFeed(max_bytes=100)
+        feed.write(b"x" * 90)
+        released = threading.Event()
+        assert feed.when_room(released.set)
+        end(feed)
+        assert released.is_set()
+        assert not feed.when_room(released.set)  # ended: nothing to wait for

@@ -206,3 +206,45 @@ def test_a_burst_that_goes_on_is_reported_every_two_seconds() -> None:
     assert drops == [21, 21]  # at 2.1 s and 4.2 s: every 2 s of the burst
     live.close()
     assert drops == [21, 21, 18]  # and what was left, at the end
+
+
+def test_a_pacing_reader_holds_the_feeder_until_it_has_room_the_others_drop() -> None:
+    """A source ahead of real time waits for the ladder (nothing lost); a reader that
+    does not pace still drops for itself, and is never waited for."""
+    track: Broadcast[Item] = Broadcast("paced", RULES)
+    ladder = track.subscribe("ladder", max_items=2, paces=True)
+    viewer = track.subscribe("viewer", max_items=2)
+    taken: list[int] = []
+
+    def read_slowly() -> None:
+        while len(taken) < 6:
+            item = ladder.get(timeout=1)
+            if item is not None:
+                taken.append(item.n)
+                time.sleep(0.02)
+
+    reading = threading.Thread(target=read_slowly)
+    reading.start()
+    for n in range(6):
+        assert track.put(Item(n), wait_until=time.monotonic() + 5)
+    reading.join(5)
+    assert taken == [0, 1, 2, 3, 4, 5]
+    assert ladder.dropped_total == 0
+    assert drain(viewer) == [0, 1] and viewer.dropped["media"] == 4
+
+
+def test_past_its_wait_until_an_item_drops_even_for_a_pacing_reader() -> None:
+    """A real-time source the ladder cannot follow: no wait (None) or a short one, then
+    the item is dropped and counted, as for any reader."""
+    track: Broadcast[Item] = Broadcast("late", RULES)
+    ladder = track.subscribe("ladder", max_items=1, paces=True)
+    track.put(Item(0))
+    started = time.monotonic()
+    assert not track.put(Item(1))  # no wait_until: never waits
+    assert not track.put(Item(2), wait_until=time.monotonic() + 0.05)
+    assert time.monotonic() - started >= 0.05
+    assert ladder.dropped["media"] == 2
+    assert track.put(Item(3, control=True), wait_until=time.monotonic() + 5)  # never held
+    ladder.close()
+    assert not track.put(Item(4), wait_until=time.monotonic() + 5)  # an ended reader: no wait
+    assert time.monotonic() - started < 2
