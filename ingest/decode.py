@@ -58,8 +58,10 @@ logger = logging.getLogger(__name__)
 
 OPEN_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
 # A frame that finds the ladder full waits for room while its source is ahead of real
-# time, and this much past its real-time instant (a real-time source then drops)...
-PACING_SLACK_SECONDS = 0.5
+# time, and this much past its real-time instant: a file pushed to a ladder a little
+# slower than real time (a loaded host) still loses nothing for its first minutes; a
+# real-time source the ladder cannot follow drops once 2 s behind...
+PACING_SLACK_SECONDS = 2.0
 # ... but never longer than this for one item (a ladder that stopped reading).
 MAX_HOLD_SECONDS = 5.0
 
