@@ -6,6 +6,7 @@ unread data is a TCP reset, which throws the stream's tail away) are not sent.""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 import time
@@ -145,3 +146,36 @@ async def test_a_source_in_real_time_that_the_reader_cannot_follow_still_drops(
     decoder.stop()
     assert queue.dropped_video > 30
     assert closes == ["unpublished"]
+
+
+async def test_a_pipeline_that_takes_nothing_ends_the_connection(
+    start_server: StartServer, dense_source: Path
+) -> None:
+    """Held back without end (a stuck pipeline): the connection is closed after the
+    server's `room_timeout_seconds`, with the reason; the server goes on."""
+    closes: list[str] = []
+
+    class Stuck:
+        def on_metadata(self, metadata: object) -> None: ...
+
+        def on_media(self, kind: int, timestamp_ms: int, payload: bytes) -> None: ...
+
+        def on_data(self, data: bytes) -> None: ...
+
+        def wait_for_room(self) -> Awaitable[None] | None:
+            return asyncio.get_running_loop().create_future()  # never done
+
+        def on_close(self, reason: str) -> None:
+            closes.append(reason)
+
+    async def admit(request: PublishRequest) -> PublishSession:
+        return Stuck()  # type: ignore[return-value]
+
+    server = await start_server(admit=admit, room_timeout_seconds=0.5)
+    url = f"rtmp://127.0.0.1:{server.port}/live/stuck"
+    started = time.monotonic()
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(dense_source)]
+    rc, _ = await run_process([*cmd, "-c", "copy", "-f", "flv", url], within=30)
+    assert rc != 0
+    assert time.monotonic() - started < 10
+    assert closes == ["session error: the pipeline took no media for 0.5 s"]
