@@ -11,7 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 
 from ingest.connlimit import ConnectionLimiter, GatedProtocol, is_loopback
 from ingest.ratelog import RateLimitedLog
@@ -222,6 +228,16 @@ def create_app(
             max_pending_per_ip=settings.rtmp_max_pending_per_ip,
         )
         app[RTMP_KEY] = rtmp
+        connections = Gauge(
+            "onair_rtmp_connections",
+            "RTMP connections: pending (not published yet) or publishing",
+            ["state"],
+            registry=registry,
+        )
+        connections.labels("pending").set_function(lambda: rtmp.pending_count)
+        connections.labels("publishing").set_function(
+            lambda: max(0, rtmp.connection_count - rtmp.pending_count)
+        )
         try:
             await lives.start()
             await rtmp.start()

@@ -74,6 +74,7 @@ class AdmissionRefused(OnairError):
     """
 
     status: ClassVar[HTTPStatus] = HTTPStatus.FORBIDDEN
+    reason: ClassVar[str] = "refused"  # the metric's label (`onair_admissions_refused`)
 
     def __init__(self, description: str, detail: str | None = None) -> None:
         super().__init__(description)
@@ -86,26 +87,33 @@ class UnknownStreamKey(AdmissionRefused):
     (404: the same answer as the online toggle's for an unknown key)."""
 
     status = HTTPStatus.NOT_FOUND
+    reason = "unknown_key"
 
 
 class JobOffline(AdmissionRefused):
     """The job is offline: put it online first (403)."""
 
+    reason = "offline"
+
 
 class WrongIngestProtocol(AdmissionRefused):
     """The job's `serverType` is another protocol than the publisher's (403)."""
+
+    reason = "wrong_protocol"
 
 
 class AlreadyPublishing(AdmissionRefused):
     """Another publisher is on the job's stream key (409)."""
 
     status = HTTPStatus.CONFLICT
+    reason = "already_publishing"
 
 
 class HostAtCapacity(AdmissionRefused):
     """A new live would take the host past `ONAIR_CAPACITY` (503: try another host)."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
+    reason = "at_capacity"
 
 
 class StillFinishing(AdmissionRefused):
@@ -113,3 +121,4 @@ class StillFinishing(AdmissionRefused):
     a stopped service left (503: try again later)."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
+    reason = "still_finishing"

@@ -20,7 +20,7 @@ import asyncio
 import logging
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from encoder.templates import get_template
 from ingest.session import PublishRefused, PublishRequest, PublishSession
@@ -62,6 +62,12 @@ class LiveJobs:
             "onair_capacity_units",
             "Host capacity, in template-2 720p lives",
             ["kind"],
+            registry=registry,
+        )
+        self._refused = Counter(
+            "onair_admissions_refused",
+            "Publishers refused at admission, by reason",
+            ["reason"],
             registry=registry,
         )
         units.labels("total").set(capacity)
@@ -178,6 +184,7 @@ class LiveJobs:
             if job is None:
                 raise UnknownStreamKey("unknown stream key")  # the server logs it, rate-limited
         except AdmissionRefused as refused:
+            self._refused.labels(refused.reason).inc()
             raise PublishRefused(refused.description, refused.status) from None
         job_id = int(job["id"])
         try:
@@ -185,6 +192,7 @@ class LiveJobs:
             async with self._admission.serialised(job_id):
                 session, reconnect = await self._admit_to(job_id, request)
         except AdmissionRefused as refused:
+            self._refused.labels(refused.reason).inc()
             detail = refused.detail or refused.description
             await self._records.add_timing(
                 job_id, "PublisherRefused", f"{request.remote}: {detail}"

@@ -198,6 +198,21 @@ class JobPipeline:
         published = self.writer.stats()
         return [{**published.get(row["name"], {}), **row} for row in self.encoder.stats()]
 
+    def track_readers(self) -> list[tuple[str, list[Reader[Any]]]]:
+        """The readers of the live's tracks now, by track."""
+        return [
+            ("source", list(self.source.readers)),
+            ("frames", list(self.frames.readers)),
+            ("encoded", list(self.encoder.encoded.readers)),
+        ]
+
+    @property
+    def state(self) -> str:
+        """ "failed", "publishing" or "waiting" (for its publisher)."""
+        if self.failed is not None:
+            return "failed"
+        return "publishing" if self.session is not None else "waiting"
+
     @property
     def ingest_dropped_frames(self) -> int:
         """Decoded frames the encoder was too slow to take (dropped before any rendition)."""

@@ -33,6 +33,7 @@ from packager.object_store import S3Storage
 from packager.recovery import Leftover, read_leftover
 from packager.spool import SpoolBudget
 
+from .metrics import JobMetrics
 from .ownership import StorageOwnership
 from .pipeline import JobPipeline, PipelineEvent, PipelineLimits
 from .records import JobRecords
@@ -84,6 +85,7 @@ class RunningPipelines:
         spooled = Gauge("onair_spool_bytes", "Bytes in every job's upload spool", registry=registry)
         spooled.set_function(lambda: self._spool_budget.used_bytes)
         self._pipelines: dict[int, JobPipeline] = {}
+        registry.register(JobMetrics(lambda: list(self._pipelines.items())))
         self._skipped: dict[int, dict[str, str]] = {}  # job -> rendition -> reason
         self._reconnect_timers: dict[int, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -287,6 +287,23 @@ def security_toml(keys: dict[str, str], tls: TlsFiles) -> str:
     return "\n".join(lines)
 
 
+def connect_to_listener(host: str, port: int) -> socket.socket | None:
+    """A connection to what listens on `port`, or None while nothing does.
+
+    On loopback, a port in the ephemeral range that nobody listens on yet can be
+    picked as the connection's own source port: the socket then connects to itself
+    (TCP simultaneous open) and would read its own TLS ClientHello back. That is
+    "nothing listens" too."""
+    try:
+        raw = socket.create_connection((host, port), timeout=1.0)
+    except OSError:
+        return None
+    if raw.getsockname() == raw.getpeername():
+        raw.close()
+        return None
+    return raw
+
+
 class EmbeddedS3:
     """A SeaweedFS server with S3 API on 127.0.0.1, storing under `data_dir`.
 
@@ -460,9 +477,8 @@ class EmbeddedS3:
         always requires a client certificate): a port that accepts the connection but not
         this handshake stops the start.
         """
-        try:
-            raw = socket.create_connection((self.host, port), timeout=1.0)
-        except OSError:
+        raw = connect_to_listener(self.host, port)
+        if raw is None:
             return False
         try:
             context.wrap_socket(raw).close()  # the handshake verifies the server, too

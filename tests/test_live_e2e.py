@@ -20,6 +20,7 @@ import aiohttp
 import m3u8
 import pytest
 from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from api.settings import Settings
@@ -458,3 +459,62 @@ async def test_a_publisher_faster_than_real_time_is_encoded_whole(
     assert sum(1 for p in packets if p["codec_type"] == "video") == 240
     stats = (await live.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
     assert stats["droppedFrames"] == 0
+
+
+async def scrape(live: Live) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """`/metrics`, parsed: (sample name, sorted labels) -> value."""
+    async with live.session.get(live.server.make_url("/metrics")) as response:
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_show_a_live_while_it_runs_and_forget_it_after(
+    live: Live, bucket: str
+) -> None:
+    job = await live.create_online_job(2, bucket, "metrics")
+    publishing = asyncio.create_task(
+        publish(live.rtmp_url(job["key"]), 8, size="320x240", realtime=True)
+    )
+    await live.wait_status(job, 3)  # Live
+    ours = ("job", str(job["id"]))
+    deadline = time.monotonic() + 20
+    while True:
+        metrics = await scrape(live)
+        segments = [
+            value
+            for (name, labels), value in metrics.items()
+            if name == "onair_job_segments_published_total" and ours in labels
+        ]
+        if segments and min(segments) >= 1:
+            break
+        assert time.monotonic() < deadline, "no segment in the metrics"
+        await asyncio.sleep(0.3)
+    assert metrics[("onair_job_frames_decoded_total", (ours,))] > 0
+    assert metrics[("onair_job_pipeline_state", (ours, ("state", "publishing")))] == 1
+    assert metrics[("onair_job_input_bitrate_bits_per_second", (ours, ("kind", "video")))] > 0
+    assert metrics[("onair_active_lives", ())] == 1
+    assert metrics[("onair_job_upload_seconds_count", (ours,))] >= 1
+    assert metrics[("onair_job_upload_seconds_bucket", (ours, ("le", "+Inf")))] >= 1
+    assert metrics[("onair_rtmp_connections", (("state", "publishing"),))] == 1
+    readers = {
+        dict(labels)["reader"]
+        for (name, labels), _ in metrics.items()
+        if name == "onair_job_reader_dropped_total" and ours in labels
+    }
+    assert readers == {"ladder", "hls"}
+    assert not any(job["key"] in str(labels) for _, labels in metrics)  # no stream key
+
+    refused = await publish(live.rtmp_url("00000000-0000-4000-8000-000000000000"), 1)
+    assert refused.returncode != 0
+    metrics = await scrape(live)
+    assert metrics[("onair_admissions_refused_total", (("reason", "unknown_key"),))] == 1
+
+    assert (await publishing).returncode == 0
+    await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
+    metrics = await scrape(live)
+    assert not [key for key in metrics if ours in key[1]]  # the job's series are gone
+    assert metrics[("onair_active_lives", ())] == 0

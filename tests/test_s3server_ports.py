@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from api.settings import ConfigError, load_settings
-from packager.s3server import EmbeddedS3, S3Ports
+from packager.s3server import EmbeddedS3, S3Ports, connect_to_listener
+from tests.conftest import free_port
 
 ONAIR = str(Path(sys.executable).parent / "onair")
 # P + 3 (the filer) + 10000 (its gRPC port) is the highest port SeaweedFS derives from P.
@@ -42,3 +44,24 @@ def test_onair_run_refuses_it_in_one_line_before_starting_anything(tmp_path: Pat
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1 and "ONAIR_S3_PORT='60000'" in done.stderr
     assert not (tmp_path / "data").exists()  # nothing started, nothing written
+
+
+def test_a_socket_connected_to_itself_is_not_a_listener(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Polling a loopback port in the ephemeral range can connect the socket to itself
+    (TCP simultaneous open): SeaweedFS's TLS check then read its own ClientHello and
+    refused to start ("does not serve mutual TLS"), now and then, in the suite."""
+    own = socket.socket()
+    own.bind(("127.0.0.1", 0))
+    own.connect(own.getsockname())  # what the kernel did by chance
+    assert own.getsockname() == own.getpeername()
+    monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: own)
+    assert connect_to_listener("127.0.0.1", own.getsockname()[1]) is None
+    assert own.fileno() == -1  # closed
+
+
+def test_a_real_listener_is_connected_to() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        connection = connect_to_listener("127.0.0.1", server.getsockname()[1])
+        assert connection is not None
+        connection.close()
+    assert connect_to_listener("127.0.0.1", free_port()) is None

@@ -20,6 +20,7 @@ called with it held, or takes it.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import logging
@@ -91,6 +92,37 @@ class UploadHandler(Protocol):
         """Report events (called without the lock)."""
 
 
+# Upper bounds (seconds) of the segment upload latency histogram's buckets.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class LatencyHistogram:
+    """How long segment uploads took (one store call each, retries apart): bucket
+    counts, sum and count, for a metric. Thread-safe."""
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)  # the last: above every bound
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        index = bisect.bisect_left(self.bounds, seconds)
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += seconds
+
+    def snapshot(self) -> tuple[list[tuple[str, int]], float]:
+        """Cumulative (upper bound, count) pairs, "+Inf" last, and the sum."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), counts, strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        return buckets, total
+
+
 class UploadQueue:
     """Jobs in order, the workers that run them, and the storage's health."""
 
@@ -113,6 +145,7 @@ class UploadQueue:
         self.health = health
         self._handler = handler
         self._log_prefix = log_prefix
+        self.latency = LatencyHistogram()
         self._heap: list[tuple[int, int, QueueItem]] = []
         self._orders = itertools.count()
         self._workers: list[threading.Thread] = []
@@ -221,9 +254,11 @@ class UploadQueue:
                     return
                 if job.clear_indicators:
                     data = _without_indicators(data)
+                started = self._clock.monotonic()
                 self._store.put(
                     self._bucket, job.key, data, SEGMENT_CONTENT_TYPE, SEGMENT_CACHE_CONTROL
                 )
+                self.latency.observe(self._clock.monotonic() - started)
                 if job.spool_path is not None:
                     self._spool.remove(job.spool_path)
                 logger.debug("%s stored %s", self._log_prefix, job.key)

@@ -322,6 +322,16 @@ class HlsWriter:
                 for name, state in self._listing.renditions.items()
             }
 
+    def upload_latency(self) -> tuple[list[tuple[str, int]], float]:
+        """Segment upload latencies: cumulative buckets and the sum (`LatencyHistogram`)."""
+        return self._queue.latency.snapshot()
+
+    @property
+    def spooled_bytes(self) -> int:
+        """Bytes of this writer's segments in the spool, not yet uploaded."""
+        with self._cond:
+            return self._listing.limits.spooled_bytes
+
     @property
     def dropped_segments(self) -> int:
         """Segments given up: after a refusal, or for the spool's limits."""

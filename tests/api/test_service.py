@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from api.settings import ConfigError, load_settings
-from packager.s3server import EmbeddedS3, S3Ports
+from packager.s3server import EmbeddedS3, S3Ports, connect_to_listener
 from tests.api.conftest import CREATE_BODY, Project, make_projects, start_api, test_settings
 from tests.conftest import free_port, free_port_block
 
@@ -93,8 +92,11 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    connection = connect_to_listener("127.0.0.1", port)  # not a socket connected to itself
+    if connection is None:
+        return False
+    connection.close()
+    return True
 
 
 def test_onair_run_serves_and_stops_seaweedfs_too(tmp_path: Path) -> None:
