@@ -52,9 +52,9 @@ $(NODE_STAMP): package-lock.json package.json
 test: test-deps $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-## make test-fast: the edit loop, everything but the players tier (-m "not players").
+## make test-fast: the edit loop, everything but the players tier and the slow modules (tests/conftest.py).
 test-fast: test-deps $(STAMP)
-	$(VENV)/bin/pytest -m "not players" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not players and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

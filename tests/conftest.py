@@ -79,3 +79,39 @@ def bucket(s3_client) -> str:  # type: ignore[no-untyped-def]
 
 def media_tmp(tmp_path: Path, name: str) -> Path:
     return tmp_path / name
+
+
+# Modules whose tests take seconds each (real-time publishers, the whole service,
+# SeaweedFS restarts, long fuzzing or simulated days): marked `slow`, which
+# `make test-fast` leaves out (`make test` runs them). Measured with --durations.
+SLOW_MODULES = frozenset(
+    {
+        "test_live_e2e.py",
+        "test_outage_e2e.py",
+        "test_shutdown_e2e.py",
+        "test_limits_e2e.py",
+        "test_admission_e2e.py",
+        "test_ownership_e2e.py",
+        "test_connection_limits_e2e.py",
+        "test_s3server.py",
+        "test_s3server_lifecycle.py",
+        "test_s3server_security.py",
+        "api/test_service.py",
+        "api/test_http_limits.py",
+        "api/test_key_rotation.py",
+        "api/test_ownership.py",
+        "encoder/test_live_encoder.py",
+        "encoder/test_bandwidth.py",
+        "ingest/test_fuzz.py",
+        "ingest/test_server_publishers.py",
+        "ingest/test_backpressure.py",
+        "packager/test_day.py",
+    }
+)
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.relative_to(TESTS).as_posix() in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
