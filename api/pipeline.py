@@ -67,8 +67,6 @@ class PipelineEvent:
 
 
 EventSink = Callable[[PipelineEvent], None]
-# (track, reader, count, kind): a reader of one of the live's tracks dropped items
-ReaderDrops = Callable[[str, str, int, str], None]
 
 
 class JobPipeline:
@@ -84,16 +82,14 @@ class JobPipeline:
         *,
         limits: PipelineLimits,
         prepare: Callable[[], object] | None = None,
-        on_reader_drop: ReaderDrops | None = None,
     ) -> None:
         self.job_id = int(job["id"])
         self.template = template
         self.events = events
         self.lock_key = str(uuid.uuid4())
         label = f"job {self.job_id}"
-        drops = on_reader_drop or (lambda track, reader, count, kind: None)
-        self.source: Broadcast[SourceItem] = source_broadcast(label, partial(drops, "source"))
-        self.frames: Broadcast[MediaItem] = media_broadcast(label, partial(drops, "frames"))
+        self.source: Broadcast[SourceItem] = source_broadcast(label)
+        self.frames: Broadcast[MediaItem] = media_broadcast(label)
         self.ladder: Reader[MediaItem] = self.frames.subscribe(
             "ladder",
             max_items=MEDIA_QUEUE_ITEMS,
@@ -136,7 +132,6 @@ class JobPipeline:
             label=label,
             on_event=self._timing,
             on_failure=self._on_error,
-            on_reader_drop=partial(drops, "encoded"),
         )
         self.encoder.start()
 

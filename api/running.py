@@ -75,12 +75,6 @@ class RunningPipelines:
             "Segments given up, not yet uploaded, for the spool's limits",
             registry=registry,
         )
-        self._reader_dropped = Counter(
-            "onair_reader_dropped",
-            "Items a reader of a live's track was too slow to take, dropped for it only",
-            ["track", "reader", "kind"],
-            registry=registry,
-        )
         self._given_up_seen: dict[int, int] = {}  # job -> segments already counted
         spooled = Gauge("onair_spool_bytes", "Bytes in every job's upload spool", registry=registry)
         spooled.set_function(lambda: self._spool_budget.used_bytes)
@@ -212,11 +206,7 @@ class RunningPipelines:
             self._from_thread,
             limits=limits,
             prepare=partial(self._ownership.prepare, job),
-            on_reader_drop=self._count_reader_drops,
         )
-
-    def _count_reader_drops(self, track: str, reader: str, count: int, kind: str) -> None:
-        self._reader_dropped.labels(track, reader, kind).inc(count)
 
     # -- events from media threads ----------------------------------------------------
 

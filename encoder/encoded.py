@@ -95,10 +95,8 @@ def video_packet(packet: av.Packet) -> VideoPacket:
     return VideoPacket(bytes(packet), pts, dts, packet.duration or 0, bool(packet.is_keyframe))
 
 
-def encoded_broadcast(
-    label: str, on_drop: Callable[[str, int, str], None] | None = None
-) -> Broadcast[EncodedItem]:
-    return Broadcast(f"{label} encoded", ENCODED_RULES, on_drop=on_drop)
+def encoded_broadcast(label: str) -> Broadcast[EncodedItem]:
+    return Broadcast(f"{label} encoded", ENCODED_RULES)
 
 
 class RenditionOutput:

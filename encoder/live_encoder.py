@@ -66,8 +66,7 @@ class LiveEncoder:
     hands Segments to the sink.
 
     `tuning`: the measured defaults (bench/throughput.py) unless given; `clock`: the wall
-    clock for segments whose session did not say when its media arrived;
-    `on_reader_drop(reader, count, kind)`: a reader of `encoded` was too slow.
+    clock for segments whose session did not say when its media arrived.
     """
 
     def __init__(
@@ -81,7 +80,6 @@ class LiveEncoder:
         label: str = "",
         on_event: Callable[[str, str, str | None], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
-        on_reader_drop: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self._template = template
         self._tuning = tuning or EncoderTuning()
@@ -104,7 +102,7 @@ class LiveEncoder:
         self._mode: _Mode | None = None
         self._dispatcher: threading.Thread | None = None
         # Every rendition's packets, for any number of readers; the HLS writer is one.
-        self.encoded = encoded_broadcast(self._label, on_reader_drop)
+        self.encoded = encoded_broadcast(self._label)
         self._hls: SegmentingReader | None = None
 
     # -- public API ----------------------------------------------------------

@@ -253,22 +253,12 @@ class Segmenter:
             # shared AudioPacket is immutable; av.Packet is not).
             queue: list[tuple[int, int, av.Packet]] = []
             for order, frame in enumerate(video):
-                packet = av.Packet(frame.data)
-                packet.stream = video_stream
-                packet.time_base = TICK_TIME_BASE
-                packet.pts = frame.pts
-                packet.dts = frame.dts
-                packet.duration = frame.duration
+                packet = _packet(frame.data, video_stream, TICK_TIME_BASE, frame)
                 packet.is_keyframe = frame.keyframe
                 queue.append((frame.dts, order, packet))
             if audio_stream is not None:
                 for order, item in enumerate(audio, start=len(video)):
-                    packet = av.Packet(item.data)
-                    packet.stream = audio_stream
-                    packet.time_base = item.time_base
-                    packet.pts = item.pts
-                    packet.dts = item.dts
-                    packet.duration = item.duration
+                    packet = _packet(item.data, audio_stream, item.time_base, item)
                     queue.append((item.dts_ticks, order, packet))
             queue.sort(key=lambda entry: (entry[0], entry[1]))
             for _, _, packet in queue:
@@ -276,3 +266,16 @@ class Segmenter:
         finally:
             container.close()
         return buffer.getvalue()
+
+
+def _packet(
+    data: bytes, stream: Stream, time_base: Fraction, timing: VideoPacket | AudioPacket
+) -> av.Packet:
+    """A packet to mux into `stream`, with `timing`'s pts, dts and duration."""
+    packet = av.Packet(data)
+    packet.stream = stream
+    packet.time_base = time_base
+    packet.pts = timing.pts
+    packet.dts = timing.dts
+    packet.duration = timing.duration
+    return packet

@@ -16,7 +16,6 @@ sessions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Protocol
@@ -160,10 +159,8 @@ SOURCE_RULES: TrackRules[SourceItem] = TrackRules(
 )
 
 
-def source_broadcast(
-    label: str, on_drop: Callable[[str, int, str], None] | None = None
-) -> Broadcast[SourceItem]:
-    return Broadcast(f"{label} source", SOURCE_RULES, on_drop=on_drop)
+def source_broadcast(label: str) -> Broadcast[SourceItem]:
+    return Broadcast(f"{label} source", SOURCE_RULES)
 
 
 def media_item_bytes(item: MediaItem) -> int:
@@ -203,11 +200,9 @@ MEDIA_RULES: TrackRules[MediaItem] = TrackRules(
 )
 
 
-def media_broadcast(
-    label: str, on_drop: Callable[[str, int, str], None] | None = None
-) -> Broadcast[MediaItem]:
+def media_broadcast(label: str) -> Broadcast[MediaItem]:
     """The decoded track of a live (`media.fanout`): the decoder `put()`s into it."""
-    return Broadcast(label, MEDIA_RULES, on_drop=on_drop)
+    return Broadcast(label, MEDIA_RULES)
 
 
 class MediaSink(Protocol):

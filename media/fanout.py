@@ -2,11 +2,11 @@
 
 A `Broadcast` is fed by one stage (the decoder's frames, the source's packets, the
 ladder's encoded packets) and read by any number of others, each through its own
-`Reader`: a queue bounded by items and by bytes. `put()` never blocks: a reader that
-is full drops the item for itself only and counts it ("reader X too slow, dropped
-N", logged when a burst ends, every 2 s while one goes on, and at the end, with
-`on_drop` for a metric); nothing a reader does slows the stage that feeds the track
-or the other readers. Control items (a session's start and end) are never dropped;
+`Reader`: a queue bounded by items and by bytes. A reader that is full drops the
+item for itself only and counts it (`Reader.dropped`, per kind; "reader X too slow,
+dropped N" logged when a burst ends, every 2 s while one goes on, and at the end);
+nothing a reader does slows the stage that feeds the track or the other readers,
+except a pacing reader, below. Control items (a session's start and end) are never dropped;
 a reader whose queue fills with them too has stopped reading and is dropped from the
 live (its `get()` then ends with `QueueClosed`).
 
@@ -221,7 +221,7 @@ class Broadcast(Generic[T]):
     """One track: `put()` hands each item to every reader's own bounded queue.
 
     `on_drop(reader_name, count, kind)` is called at the end of each burst of drops
-    (from the feeding thread): for a metric.
+    (from the feeding thread), as the log line is written.
     """
 
     def __init__(

@@ -35,6 +35,23 @@ class Run:
     failures: list[BaseException] = field(default_factory=list)
 
 
+def joined_packets(segments: list[Segment], path: Path) -> list[dict[str, Any]]:
+    """The segments joined, as ffprobe reads them: no error, and each kind's dts
+    strictly increasing across the joins. Returns the packets (type, pts, dts, flags)."""
+    info, errors = ffprobe(
+        b"".join(s.data for s in segments),
+        path,
+        "-show_entries",
+        "packet=codec_type,pts,dts,flags",
+    )
+    assert errors == ""
+    packets: list[dict[str, Any]] = info["packets"]
+    for kind in ("video", "audio"):
+        dts = [p["dts"] for p in packets if p["codec_type"] == kind]
+        assert dts == sorted(dts) and len(set(dts)) == len(dts)
+    return packets
+
+
 def make_encoder(
     template_id: int,
     label: str,
@@ -166,16 +183,7 @@ def test_template2_ladder_segments(source_720p: Path, tmp_path: Path) -> None:
 def test_concatenated_rendition_plays_through(source_720p: Path, tmp_path: Path) -> None:
     run = encode(2, [source_720p], "concat")
     segments = run.sink.by_rendition()["360p"]
-    info, errors = ffprobe(
-        b"".join(s.data for s in segments),
-        tmp_path / "all.ts",
-        "-show_entries",
-        "packet=codec_type,pts,dts",
-    )
-    assert errors == ""
-    for kind in ("video", "audio"):
-        dts = [p["dts"] for p in info["packets"] if p["codec_type"] == kind]
-        assert dts == sorted(dts) and len(set(dts)) == len(dts)
+    joined_packets(segments, tmp_path / "all.ts")
 
 
 def test_drains_x264_at_boundaries_only_when_keeping_up(
@@ -196,16 +204,9 @@ def test_drains_x264_at_boundaries_only_when_keeping_up(
     run.encoder.stop(timeout_seconds=60)
     assert run.encoder.failed is None and run.encoder.drains > 0
     segments = run.sink.by_rendition()["360p"]
-    info, errors = ffprobe(
-        b"".join(s.data for s in segments),
-        tmp_path / "paced.ts",
-        "-show_entries",
-        "packet=codec_type,pts,dts,flags",
-    )
-    assert errors == ""
-    video = [p for p in info["packets"] if p["codec_type"] == "video"]
-    dts = [p["dts"] for p in video]
-    assert dts == sorted(dts) and len(set(dts)) == len(dts)
+    video = [
+        p for p in joined_packets(segments, tmp_path / "paced.ts") if p["codec_type"] == "video"
+    ]
     with av.open(str(source_360p)) as source:
         assert len(video) == sum(1 for _ in source.demux(video=0) if _.size)  # every frame
     keys = [p["pts"] for p in video if "K" in p["flags"]]
@@ -246,17 +247,8 @@ def test_reconnect_continues_the_timeline(source_360p: Path, tmp_path: Path) -> 
     _, video = probe_segment(reconnect, tmp_path)
     assert video[0]["key_frame"] == 1
     assert abs(sum(s.duration_seconds for s in segments) - 6.0) < 2
-    info, errors = ffprobe(
-        b"".join(s.data for s in segments),
-        tmp_path / "all.ts",
-        "-show_entries",
-        "packet=codec_type,pts,dts",
-    )
-    assert errors == ""
-    for kind in ("video", "audio"):
-        dts = [p["dts"] for p in info["packets"] if p["codec_type"] == kind]
-        assert dts == sorted(dts) and len(set(dts)) == len(dts)
-    assert sum(1 for p in info["packets"] if p["codec_type"] == "video") == 180
+    packets = joined_packets(segments, tmp_path / "all.ts")
+    assert sum(1 for p in packets if p["codec_type"] == "video") == 180
     assert any(status == "EncoderSessionStarted" for status, _ in run.events)
 
 

@@ -42,6 +42,20 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str = "condi
         time.sleep(0.01)
 
 
+def items_until_a_video_frame(queue: MediaQueue, within: float) -> list[Any]:
+    """What the queue gives until its first video frame (no end of stream sent)."""
+    got: list[Any] = []
+
+    def a_video_frame() -> bool:
+        item = queue.get(0.01)
+        if item is not None:
+            got.append(item)
+        return any(isinstance(i, av.VideoFrame) for i in got)
+
+    wait_until(a_video_frame, within, "the first video frame (no end of stream sent)")
+    return got
+
+
 async def async_wait_until(
     predicate: Callable[[], bool], within: float, what: str = "condition"
 ) -> None:

@@ -16,7 +16,12 @@ from ingest.decode import LiveDecoder
 from ingest.formats import amf0, flv
 from ingest.media import MediaQueue, SessionEnd, SessionStart
 from ingest.session import FLV, MPEGTS
-from tests.ingest.helpers import Collector, decode_file_pts, wait_until
+from tests.ingest.helpers import (
+    Collector,
+    decode_file_pts,
+    items_until_a_video_frame,
+    wait_until,
+)
 
 
 def sample_tags(path: Path) -> tuple[dict[str, Any], list[flv.Tag]]:
@@ -93,15 +98,7 @@ def test_frames_come_out_at_once_not_after_probing(flv_sample: Path, queue: Medi
         started = time.monotonic()
         for tag in first_frames:
             decoder.on_media(tag.kind, tag.timestamp_ms, tag.payload)
-        got: list[Any] = []
-
-        def a_video_frame() -> bool:
-            item = queue.get(0.01)
-            if item is not None:
-                got.append(item)
-            return any(isinstance(i, av.VideoFrame) for i in got)
-
-        wait_until(a_video_frame, 1.0, "the first video frame (no end of stream sent)")
+        got = items_until_a_video_frame(queue, 1.0)
         assert time.monotonic() - started < 1.0
         assert isinstance(got[0], SessionStart)
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import av
 import pytest
@@ -13,7 +12,11 @@ import pytest
 from ingest.decode import OPEN_OPTIONS, LiveDecoder
 from ingest.media import MediaQueue, SessionEnd
 from ingest.session import MPEGTS
-from tests.ingest.helpers import Collector, decode_file_pts, wait_until
+from tests.ingest.helpers import (
+    Collector,
+    decode_file_pts,
+    items_until_a_video_frame,
+)
 
 SRT_PAYLOAD = 1316  # 7 TS packets: what a live SRT stream delivers at a time
 TS_PACKET = 188
@@ -132,15 +135,7 @@ def test_frames_come_out_at_once_not_after_probing(ts_sample: Path, queue: Media
         decoder.start_session(MPEGTS)
         started = time.monotonic()
         feed_bytes(decoder, data[:end], SRT_PAYLOAD)
-        got: list[Any] = []
-
-        def a_video_frame() -> bool:
-            item = queue.get(0.01)
-            if item is not None:
-                got.append(item)
-            return any(isinstance(i, av.VideoFrame) for i in got)
-
-        wait_until(a_video_frame, 1.0, "the first video frame (no end of stream sent)")
+        items_until_a_video_frame(queue, 1.0)
         assert time.monotonic() - started < 1.0
     finally:
         decoder.stop()
