@@ -7,9 +7,11 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 # The ffmpeg CLI is the tests' real publisher and prober; GStreamer publishes with rtmp2sink
-# and plays with playbin; Chromium runs hls.js (the players tier, tests/players).
+# and plays with playbin; Chromium runs hls.js (the players tier, tests/players); the store
+# tests start Debian's PostgreSQL server as an unprivileged user in a temporary directory.
 TEST_APT_PACKAGES := ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly chromium
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly chromium \
+	postgresql
 # hls.js, pinned in package-lock.json; npm writes this file at each install.
 NODE_STAMP := node_modules/.package-lock.json
 PYTEST_ARGS ?=
@@ -37,6 +39,7 @@ test-deps: $(NODE_STAMP)
 	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing=1; \
 	command -v gst-launch-1.0 >/dev/null && gst-inspect-1.0 rtmp2sink >/dev/null 2>&1 || missing=1; \
 	command -v chromium >/dev/null || missing=1; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	if [ -n "$$missing" ]; then \
 		$(APT) update -qq && $(APT) install -y -qq --no-install-recommends $(TEST_APT_PACKAGES); \
 	fi
@@ -48,13 +51,15 @@ $(NODE_STAMP): package-lock.json package.json
 	@touch $@
 
 ## make test: install what the tests need (ffmpeg CLI, GStreamer, Chromium, hls.js, SeaweedFS)
-## and run them all, the players tier included.
+## and run them all, the players tier included, on one pytest-xdist worker per core (a
+## module's tests spread over the workers; the players tier's one live on a single worker).
 test: test-deps $(STAMP)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n auto --dist loadgroup $(PYTEST_ARGS)
 
-## make test-fast: the edit loop, everything but the players tier and the slow modules (tests/conftest.py).
+## make test-fast: the edit loop, everything but the players tier and the tests marked slow
+## (real-time end-to-end scenarios, `pytestmark = pytest.mark.slow` in their modules), in parallel too.
 test-fast: test-deps $(STAMP)
-	$(VENV)/bin/pytest -m "not players and not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n auto --dist loadgroup -m "not players and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

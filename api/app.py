@@ -27,12 +27,13 @@ from packager.object_store import S3Storage
 from .auth import authenticate
 from .database import Database
 from .errors import Forbidden, JobNotFound, Unauthorized, ValidationFailed
-from .health import HEALTH_CACHE_SECONDS, HEALTH_KEY, HealthChecks, StoragePing, healthz
+from .health import HEALTH_CACHE_SECONDS, HEALTH_KEY, HealthChecks, StoragePing
 from .lives import LiveJobs
-from .openapi import openapi_document
+from .openapi import JSON, Route, openapi_document
 from .present import envelope
 from .settings import Settings
-from .views import LIVE_JOBS_KEY, SETTINGS_KEY, routes
+from .views import LIVE_JOBS_KEY, ROUTES, SETTINGS_KEY
+from .webhooks.sender import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ RTMP_KEY = web.AppKey("rtmp", RtmpServer)  # the RTMP ingest server (admits thro
 PROJECT_KEY = web.RequestKey("project_id", str)  # the authenticated project
 STORAGE_PING_KEY: web.AppKey[StoragePing] = web.AppKey("storage_ping")
 METRICS_KEY = web.AppKey("metrics", CollectorRegistry)
+WEBHOOKS_KEY = web.AppKey("webhooks", WebhookSender)  # delivers the store's webhook queue
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC_PATHS = ("/healthz", "/metrics", "/api/openapi.json")
@@ -128,12 +130,20 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(request.app[SETTINGS_KEY]))
+    return web.json_response(openapi_document(request.app[SETTINGS_KEY], APP_ROUTES))
 
 
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[METRICS_KEY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# Everything the app serves: the API's routes and its own.
+APP_ROUTES = (
+    *ROUTES,
+    Route("GET", "/metrics", metrics, "Prometheus metrics", public=True, media_type="text/plain"),
+    Route("GET", "/api/openapi.json", openapi, "This document", public=True, media_type=JSON),
+)
 
 
 def body_deadline(timeout_seconds: float) -> Middleware:
@@ -216,7 +226,7 @@ def create_app(
     app.middlewares.insert(0, count_requests)
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        database = Database(settings.db_path)
+        database = Database.for_settings(settings)
         app[DATABASE_KEY] = database
         lives = LiveJobs(settings, database, media_store, registry)
         app[LIVE_JOBS_KEY] = lives
@@ -238,26 +248,34 @@ def create_app(
         connections.labels("publishing").set_function(
             lambda: max(0, rtmp.connection_count - rtmp.pending_count)
         )
+        webhooks = WebhookSender(
+            database,
+            settings.outbound,
+            registry,
+            retry_initial_seconds=settings.webhook_retry_initial_seconds,
+            retry_hours=settings.webhook_retry_hours,
+        )
+        app[WEBHOOKS_KEY] = webhooks
         try:
             await lives.start()
             await rtmp.start()
+            await webhooks.start()
         except BaseException:
             await rtmp.stop()
-            await lives.stop()
+            await asyncio.gather(lives.stop(), webhooks.stop())
             database.close()
             raise
         logger.info("RTMP ingest listening on %s:%s", settings.rtmp_host, rtmp.port)
         yield
         await app[HEALTH_KEY].close()
         await rtmp.stop()  # no new publisher, every session closed
-        await lives.stop()
+        # The lives finish (bounded) while the sender stops (bounded): events they
+        # queue now are delivered after the next start, or by another host.
+        await asyncio.gather(lives.stop(), webhooks.stop())
         database.close()
 
     app.cleanup_ctx.append(service_ctx)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/openapi.json", openapi)
-    app.router.add_routes(routes)
+    app.router.add_routes(web.route(r.method, r.path, r.handler) for r in APP_ROUTES)
     return app
 
 

@@ -1,4 +1,5 @@
-"""The `onair` command: `onair run` (the service) and `onair project create NAME`."""
+"""The `onair` command: `onair run` (the service), `onair project create NAME` and
+`onair project rotate-webhook-secret PROJECT_ID`."""
 
 from __future__ import annotations
 
@@ -10,25 +11,33 @@ import os
 import secrets
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from packager.s3server import EmbeddedS3, S3ServerError
 
 from .app import RouteAccessLogger, create_app, listen_http
 from .database import Database, restrict_mode, secure_data_dir
+from .database.engines import shown
+from .database.store import utc_at
 from .keys import new_api_key
 from .settings import ConfigError, Settings, load_settings
+from .webhooks.signing import new_webhook_secret
 
 logger = logging.getLogger("onair")
 
 DEV_PROJECT_FILE = "dev-project.json"
 S3_CREDENTIALS_FILE = "s3-credentials.json"
 PRIVATE_FILE_MODE = 0o600
+# After `onair project rotate-webhook-secret`, the previous secret signs too, this long.
+WEBHOOK_SECRET_GRACE_HOURS = 24.0
 
 
 def _write_private(path: Path, data: dict[str, str]) -> None:
@@ -46,11 +55,25 @@ def _read_private(path: Path) -> dict[str, str]:
 
 
 def create_project(database: Database, name: str) -> dict[str, str]:
-    """A new project and its API key (shown once: only its hash is stored)."""
+    """A new project, its API key (shown once: only its hash is stored) and its webhook
+    signing secret (`whsec_...`; the store keeps it, it must sign)."""
     project_id = str(uuid.uuid4())
     key = new_api_key()
-    database.create_project(project_id, name, key.key_id, key.secret_hash)
-    return {"projectId": project_id, "apiKey": key.api_key}
+    secret = new_webhook_secret()
+    database.create_project(project_id, name, key.key_id, key.secret_hash, secret)
+    return {"projectId": project_id, "apiKey": key.api_key, "webhookSecret": secret}
+
+
+def rotate_webhook_secret(
+    database: Database, project_id: str, grace_hours: float, now_unix: float
+) -> dict[str, str] | None:
+    """A new webhook secret for the project; the previous one signs too for
+    `grace_hours` (both signatures are sent). None if there is no such project."""
+    secret = new_webhook_secret()
+    until = utc_at(now_unix + grace_hours * 3600.0)
+    if not database.rotate_webhook_secret(project_id, secret, until):
+        return None
+    return {"projectId": project_id, "webhookSecret": secret, "previousSecretValidUntil": until}
 
 
 def dev_project(settings: Settings, database: Database) -> dict[str, str]:
@@ -59,8 +82,17 @@ def dev_project(settings: Settings, database: Database) -> dict[str, str]:
     path = settings.data_dir / DEV_PROJECT_FILE
     if path.exists():
         saved = _read_private(path)
-        if database.get_project(saved.get("projectId", "")) is not None:
-            return {"projectId": saved["projectId"], "apiKey": saved["apiKey"]}
+        found = database.get_project(saved.get("projectId", ""))
+        if found is not None:
+            # The store's secret: it may have been rotated since the file was written.
+            project = {
+                "projectId": saved["projectId"],
+                "apiKey": saved["apiKey"],
+                "webhookSecret": found["webhook_secret"] or "",
+            }
+            if saved != project:
+                _write_private(path, project)
+            return project
     project = create_project(database, "development")
     _write_private(path, project)
     return project
@@ -80,7 +112,7 @@ def dev_project_banner(settings: Settings) -> list[str]:
             "No development project (ONAIR_DEV_PROJECT=false): create one with"
             " `onair project create NAME`"
         ]
-    database = Database(settings.db_path)
+    database = Database.for_settings(settings)
     try:
         project = dev_project(settings, database)
     finally:
@@ -88,6 +120,7 @@ def dev_project_banner(settings: Settings) -> list[str]:
     return [
         f"Development project:  {project['projectId']}",
         f"Development API key:  {project['apiKey']}",
+        f"Development webhook secret:  {project['webhookSecret']}",
     ]
 
 
@@ -188,6 +221,9 @@ def _run(settings: Settings) -> int:
             return 1
     try:
         asyncio.run(serve(settings, embedded=embedded))
+    except SQLAlchemyError as exc:
+        print(store_error(settings, exc), file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"onair: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -198,15 +234,59 @@ def _run(settings: Settings) -> int:
     return 0
 
 
+def store_error(settings: Settings, exc: SQLAlchemyError) -> str:
+    """One line for a store that cannot be opened: the driver's first line, never the
+    URL's password nor SQLAlchemy's statement and background link."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    text = lines[0]
+    if settings.database_url:
+        password = make_url(settings.database_url).password
+        if password:
+            text = text.replace(str(password), "***")
+        where = f"PostgreSQL at {shown(settings.database_url)}"
+    else:
+        where = f"SQLite at {settings.db_path}"
+    return f"onair: cannot open the store ({where}): {text}"
+
+
+def _open_store(settings: Settings) -> Database | None:
+    try:
+        return Database.for_settings(settings)
+    except SQLAlchemyError as exc:
+        print(store_error(settings, exc), file=sys.stderr)
+        return None
+
+
 def cmd_project_create(settings: Settings, name: str) -> int:
     if not name.strip():
         print("onair: the project name must not be empty", file=sys.stderr)
         return 2
-    database = Database(settings.db_path)
+    database = _open_store(settings)
+    if database is None:
+        return 1
     try:
         print(json.dumps(create_project(database, name.strip())))
     finally:
         database.close()
+    return 0
+
+
+def cmd_rotate_webhook_secret(settings: Settings, project_id: str, grace_hours: float) -> int:
+    if not 0 <= grace_hours <= 24 * 365:
+        print("onair: --grace-hours must be between 0 and 8760", file=sys.stderr)
+        return 2
+    database = _open_store(settings)
+    if database is None:
+        return 1
+    try:
+        rotated = rotate_webhook_secret(database, project_id, grace_hours, time.time())
+    finally:
+        database.close()
+    if rotated is None:
+        print(f"onair: no project {project_id}", file=sys.stderr)
+        return 1
+    print(json.dumps(rotated))
     return 0
 
 
@@ -216,8 +296,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("run", help="start the service (and the embedded S3 unless ONAIR_S3_ENDPOINT)")
     project = sub.add_parser("project", help="manage projects")
     project_sub = project.add_subparsers(dest="project_command", required=True)
-    create = project_sub.add_parser("create", help="create a project; prints its id and API key")
+    create = project_sub.add_parser(
+        "create", help="create a project; prints its id, API key and webhook secret"
+    )
     create.add_argument("name")
+    rotate = project_sub.add_parser(
+        "rotate-webhook-secret",
+        help="a new webhook signing secret; the previous one signs too for a grace period",
+    )
+    rotate.add_argument("project_id", metavar="PROJECT_ID")
+    rotate.add_argument(
+        "--grace-hours",
+        type=float,
+        default=WEBHOOK_SECRET_GRACE_HOURS,
+        help="how long the previous secret still signs (default %(default)g)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -230,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "run":
         return cmd_run(settings)
+    if args.project_command == "rotate-webhook-secret":
+        return cmd_rotate_webhook_secret(settings, args.project_id, args.grace_hours)
     return cmd_project_create(settings, args.name)
 
 

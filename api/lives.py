@@ -24,14 +24,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from encoder.templates import get_template
 from ingest.session import PublishRefused, PublishRequest, PublishSession
+from ingest.stats import SourceStatistics
 from packager.object_store import S3Storage
 
 from .admission import INGEST_APP, Admission, default_capacity
 from .database import Database, Page, utcnow
 from .errors import AdmissionRefused, AlreadyPublishing, StillFinishing, UnknownStreamKey
-from .records import EMPTY_STATISTICS, JobRecords, job_statistics
+from .records import JobRecords
 from .running import OFFLINE_WAIT_SECONDS, RunningPipelines
 from .settings import Settings
+from .statistics import OutputStatistics, from_record
 from .status import LiveStatus
 from .validation import NewLiveJob, Paging, Toggle
 
@@ -70,6 +72,8 @@ class LiveJobs:
             ["reason"],
             registry=registry,
         )
+        for refusal in AdmissionRefused.__subclasses__():  # from 0: rate() sees the first
+            self._refused.labels(refusal.reason)
         units.labels("total").set(capacity)
         units.labels("used").set_function(lambda: self._admission.capacity.used_units)
 
@@ -107,18 +111,22 @@ class LiveJobs:
     async def timings(self, job: dict[str, Any], output_id: int | None, paging: Paging) -> Page:
         return await self._records.timings(job, output_id, paging)
 
-    def statistics(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def webhook_deliveries(self, project_id: str, job_id: int | None, paging: Paging) -> Page:
+        """The project's webhook deliveries (or one job's: JobNotFound if not its)."""
+        if job_id is not None:
+            await self._records.get(project_id, str(job_id))
+        return await self._records.webhook_deliveries(project_id, job_id, paging)
+
+    def statistics(self, job: dict[str, Any]) -> SourceStatistics:
         """Input statistics: live from the running pipeline, else the last recorded."""
         live = self._running.input_statistics(job["id"])
-        if live is not None:
-            return {**EMPTY_STATISTICS, **live}
-        return job_statistics(job)
+        return live if live is not None else from_record(job["statistics"])
 
     def dropped_frames(self, job: dict[str, Any]) -> int:
         """Frames dropped between decoder and encoder (the encoder fell behind)."""
         return self._running.dropped_frames(job["id"])
 
-    def output_statistics(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+    def output_statistics(self, job: dict[str, Any]) -> list[OutputStatistics]:
         """Per rendition, what the running pipeline measured and published."""
         return list(self._running.output_statistics(job["id"]))
 

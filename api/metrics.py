@@ -3,7 +3,8 @@
 A custom collector rather than labelled counters kept up to date: each series exists
 while its job's pipeline runs and is gone once the job goes offline (no series left
 behind over days of jobs), and nothing is counted twice. Labels are bounded: the job
-id, a rendition name, a track and reader name, a reason; never a stream key or a URL.
+id (`live_job`: Prometheus keeps `job` for the scrape job), a rendition name, a track
+and reader name, a reason; never a stream key or a URL.
 Counters restart at 0 with a new pipeline (Prometheus reads that as a reset).
 """
 
@@ -35,52 +36,62 @@ class JobMetrics(Collector):
         bitrate = GaugeMetricFamily(
             "onair_job_input_bitrate_bits_per_second",
             "Source bitrate as measured at ingest",
-            labels=["job", "kind"],
+            labels=["live_job", "kind"],
         )
-        fps = GaugeMetricFamily("onair_job_input_fps", "Source frame rate", labels=["job"])
+        fps = GaugeMetricFamily("onair_job_input_fps", "Source frame rate", labels=["live_job"])
+        output_bitrate = GaugeMetricFamily(
+            "onair_job_output_bitrate_bits_per_second",
+            "Each rendition's bitrate over its last segments (video, audio and TS)",
+            labels=["live_job", "rendition"],
+        )
         decoded = CounterMetricFamily(
-            "onair_job_frames_decoded", "Video frames the decoder produced", labels=["job"]
+            "onair_job_frames_decoded", "Video frames the decoder produced", labels=["live_job"]
         )
         dropped = CounterMetricFamily(
             "onair_job_frames_dropped",
             "Video frames dropped: before the ladder (ladder_behind) or by one rendition"
             " (rendition_behind)",
-            labels=["job", "rendition", "reason"],
+            labels=["live_job", "rendition", "reason"],
         )
         reader_dropped = CounterMetricFamily(
             "onair_job_reader_dropped",
             "Items a reader of one of the live's tracks was too slow to take",
-            labels=["job", "track", "reader"],
+            labels=["live_job", "track", "reader"],
         )
         segments = CounterMetricFamily(
             "onair_job_segments_published",
             "Segments stored and listed, the whole recording",
-            labels=["job", "rendition"],
+            labels=["live_job", "rendition"],
         )
         encoded = CounterMetricFamily(
-            "onair_job_frames_encoded", "Video frames encoded", labels=["job", "rendition"]
+            "onair_job_frames_encoded", "Video frames encoded", labels=["live_job", "rendition"]
         )
         latency = HistogramMetricFamily(
             "onair_job_upload_seconds",
             "How long each segment's upload to the object store took",
-            labels=["job"],
+            labels=["live_job"],
         )
         spool = GaugeMetricFamily(
-            "onair_job_spool_bytes", "Bytes spooled, not yet uploaded", labels=["job"]
+            "onair_job_spool_bytes", "Bytes spooled, not yet uploaded", labels=["live_job"]
+        )
+        outage = GaugeMetricFamily(
+            "onair_job_storage_outage",
+            "1 while the job's uploads fail (between StorageOutage and StorageRecovered)",
+            labels=["live_job"],
         )
         state = GaugeMetricFamily(
             "onair_job_pipeline_state",
             "1 for the pipeline's state: publishing, waiting (no publisher) or failed",
-            labels=["job", "state"],
+            labels=["live_job", "state"],
         )
         lives = 0
         for job_id, pipeline in self._pipelines():
             lives += 1
             job = str(job_id)
             source = pipeline.input_statistics()
-            bitrate.add_metric([job, "video"], 1000.0 * float(source.get("videoDataRate") or 0))
-            bitrate.add_metric([job, "audio"], 1000.0 * float(source.get("audioDataRate") or 0))
-            fps.add_metric([job], float(source.get("framerate") or 0))
+            bitrate.add_metric([job, "video"], 1000.0 * source.video_data_rate)
+            bitrate.add_metric([job, "audio"], 1000.0 * source.audio_data_rate)
+            fps.add_metric([job], float(source.framerate))
             decoded.add_metric([job], pipeline.decoder.video_frames)
             dropped.add_metric([job, "", "ladder_behind"], pipeline.ingest_dropped_frames)
             for track, readers in pipeline.track_readers():
@@ -88,19 +99,21 @@ class JobMetrics(Collector):
                     reader_dropped.add_metric([job, track, reader.name], reader.dropped_total)
             published = pipeline.writer.stats()
             for row in pipeline.encoder.stats():
-                name = str(row["name"])
-                encoded.add_metric([job, name], int(row.get("framesEncoded", 0)))
-                dropped.add_metric(
-                    [job, name, "rendition_behind"], int(row.get("droppedFrames", 0))
-                )
-                segments.add_metric([job, name], int(published.get(name, {}).get("segments", 0)))
+                name = row.name
+                encoded.add_metric([job, name], row.frames_encoded)
+                output_bitrate.add_metric([job, name], row.bitrate_bps)
+                dropped.add_metric([job, name, "rendition_behind"], row.dropped_frames)
+                rendition = published.get(name)
+                segments.add_metric([job, name], rendition.segments if rendition else 0)
             buckets, total = pipeline.writer.upload_latency()
             latency.add_metric([job], buckets, total)
             spool.add_metric([job], pipeline.writer.spooled_bytes)
+            outage.add_metric([job], 1.0 if pipeline.writer.outage else 0.0)
             current = pipeline.state
             for name in ("publishing", "waiting", "failed"):
                 state.add_metric([job, name], 1.0 if name == current else 0.0)
         active = GaugeMetricFamily("onair_active_lives", "Live jobs with a running pipeline")
         active.add_metric([], lives)
-        yield from (bitrate, fps, decoded, dropped, reader_dropped, encoded, segments)
-        yield from (latency, spool, state, active)
+        yield from (bitrate, fps, output_bitrate, decoded, dropped, reader_dropped, encoded)
+        yield segments
+        yield from (latency, spool, outage, state, active)

@@ -29,11 +29,14 @@ from ingest.adapter import DecoderSession
 from ingest.decode import LiveDecoder
 from ingest.media import MediaItem, SourceItem, media_broadcast, source_broadcast
 from ingest.session import PublishRequest
+from ingest.stats import SourceStatistics
 from media.fanout import Broadcast, Reader
 from packager.hls import HlsWriter
 from packager.layout import object_prefix
 from packager.object_store import S3Storage
 from packager.spool import SpoolBudget
+
+from .statistics import OutputStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -185,13 +188,13 @@ class JobPipeline:
 
     # -- statistics ---------------------------------------------------------------
 
-    def input_statistics(self) -> dict[str, Any]:
+    def input_statistics(self) -> SourceStatistics:
         return self.decoder.stats()
 
-    def output_statistics(self) -> list[dict[str, Any]]:
-        """Per rendition: what the encoder measured, merged with what was published."""
+    def output_statistics(self) -> list[OutputStatistics]:
+        """Per rendition: what the encoder measured, and what was published."""
         published = self.writer.stats()
-        return [{**published.get(row["name"], {}), **row} for row in self.encoder.stats()]
+        return [OutputStatistics(row, published.get(row.name)) for row in self.encoder.stats()]
 
     def track_readers(self) -> list[tuple[str, list[Reader[Any]]]]:
         """The readers of the live's tracks now, by track."""

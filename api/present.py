@@ -1,4 +1,5 @@
-"""How database rows become the reference's JSON: the envelope and each result shape."""
+"""How database rows become the reference's JSON: each result as its model (`api.models`),
+and the envelope that sends it."""
 
 from __future__ import annotations
 
@@ -10,11 +11,23 @@ from urllib.parse import quote
 from aiohttp import web
 
 from encoder.templates import JobTemplate, get_template
+from ingest.stats import SourceStatistics
 from packager.layout import dvr_master_key, live_playlist_key, master_key, object_prefix
 
-from .database import Page
-from .records import job_statistics
+from .models import (
+    Envelope,
+    JobTemplateRow,
+    LiveJob,
+    LiveJobInputView,
+    LiveJobSummary,
+    Option,
+    Output,
+    Paged,
+    PageInfo,
+    Timing,
+)
 from .settings import Settings
+from .statistics import from_record, source_view
 from .status import LiveStatus
 from .validation import INPUT_CLASSES, RTMP_SERVER_TYPE, SERVER_TYPES, Paging
 
@@ -23,31 +36,33 @@ def envelope(
     result: Any,
     *,
     status: int = 200,
-    result_info: dict[str, Any] | None = None,
+    page: PageInfo | None = None,
     errors: list[str] | None = None,
     messages: list[str] | None = None,
 ) -> web.Response:
-    body = {
+    """The response: `result` (a model, a list of them, or None) in the envelope, with
+    `page` as its `resultInfo` for a paged list."""
+    fields: dict[str, Any] = {
         "success": 200 <= status < 300,
         "errors": errors or [],
         "messages": messages or [],
         "result": result,
-        "resultInfo": result_info,
-        "statusCode": status,
+        "status_code": status,
     }
-    return web.json_response(body, status=status)
+    body = Paged[Any](**fields, result_info=page) if page else Envelope[Any](**fields)
+    return web.json_response(body.model_dump(mode="json", by_alias=True), status=status)
 
 
-def page_info(page: Page, paging: Paging) -> dict[str, Any]:
-    total_pages = math.ceil(page.total_count / paging.page_size) if page.total_count else 0
-    return {
-        "totalCount": page.total_count,
-        "pageIndex": paging.page_index,
-        "pageSize": paging.page_size,
-        "totalPages": total_pages,
-        "hasNextPage": paging.page_index < total_pages,
-        "hasPreviousPage": paging.page_index > 1,
-    }
+def page_info(total_count: int, paging: Paging) -> PageInfo:
+    total_pages = math.ceil(total_count / paging.page_size) if total_count else 0
+    return PageInfo(
+        total_count=total_count,
+        page_index=paging.page_index,
+        page_size=paging.page_size,
+        total_pages=total_pages,
+        has_next_page=paging.page_index < total_pages,
+        has_previous_page=paging.page_index > 1,
+    )
 
 
 def url_path(*parts: str) -> str:
@@ -100,108 +115,110 @@ def job_urls(
         encoded = {o["rendition"] for o in outputs if not o["skipped"]}
         renditions = [name for name in renditions if name in encoded]
     return {
-        "rtmpServer": _rtmp_server(settings, job),
-        "webSocketConnection": (
+        "rtmp_server": _rtmp_server(settings, job),
+        "web_socket_connection": (
             f"ws://{settings.public_host}:{settings.http_port}/api/v1/projects/"
             f"{job['project_id']}/livejobs/{job['name']}/events"
         ),
         "cdn": _cdn_url(settings, job, master_key(prefix)),
-        "storageMasterFile": _storage_url(settings, job["bucket"], master_key(prefix)),
-        "storageDvrMasterFile": _storage_url(settings, job["bucket"], dvr_master_key(prefix)),
-        "outputManifests": {
+        "storage_master_file": _storage_url(settings, job["bucket"], master_key(prefix)),
+        "storage_dvr_master_file": _storage_url(settings, job["bucket"], dvr_master_key(prefix)),
+        "output_manifests": {
             name: _storage_url(settings, job["bucket"], live_playlist_key(prefix, name))
             for name in renditions
         },
     }
 
 
-def _options(choices: dict[int, str], chosen: int) -> list[dict[str, Any]]:
-    return [{"id": k, "value": v, "enabled": k == chosen} for k, v in choices.items()]
+def _options(choices: dict[int, str], chosen: int) -> list[Option]:
+    return [Option(id=k, value=v, enabled=k == chosen) for k, v in choices.items()]
 
 
-def job_summary(job: dict[str, Any]) -> dict[str, Any]:
+def job_summary(job: dict[str, Any]) -> LiveJobSummary:
     """A row of the live-jobs list: status by name."""
-    return {
-        "id": job["id"],
-        "name": job["name"],
-        "key": job["stream_key"],
-        "status": LiveStatus(job["status"]).label,
-        "description": job["description"],
-        "filePath": job["file_path"],
-        "insertDate": job["insert_date"],
-        "startDateTime": job["start_date_time"],
-        "endDateTime": job["end_date_time"],
-    }
+    return LiveJobSummary(
+        id=job["id"],
+        name=job["name"],
+        key=job["stream_key"],
+        status=LiveStatus(job["status"]).label,
+        description=job["description"],
+        file_path=job["file_path"],
+        insert_date=job["insert_date"],
+        start_date_time=job["start_date_time"],
+        end_date_time=job["end_date_time"],
+    )
 
 
 def job_detail(
     settings: Settings,
     job: dict[str, Any],
-    statistics: dict[str, Any] | None = None,
+    statistics: SourceStatistics | None = None,
     outputs: Sequence[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+) -> LiveJob:
     """A live job in full: status by number. `outputs`: see `job_urls`."""
     template = get_template(job["job_template_id"])
-    return {
-        "id": job["id"],
-        "name": job["name"],
-        "key": job["stream_key"],
-        "destination": job["destination"],
-        "description": job["description"],
-        "projectId": job["project_id"],
-        "status": job["status"],
-        "online": bool(job["online"]),
-        "insertDate": job["insert_date"],
-        "startDateTime": job["start_date_time"],
-        "endDateTime": job["end_date_time"],
-        "jobTemplateId": job["job_template_id"],
-        "argoResourceName": None,
-        "resourceName": f"livejob-{job['id']}",
-        "bucket": job["bucket"],
-        "cdnDistribution": bool(job["cdn_distribution"]),
+    return LiveJob(
+        id=job["id"],
+        name=job["name"],
+        key=job["stream_key"],
+        destination=job["destination"],
+        description=job["description"],
+        project_id=job["project_id"],
+        status=job["status"],
+        online=bool(job["online"]),
+        insert_date=job["insert_date"],
+        start_date_time=job["start_date_time"],
+        end_date_time=job["end_date_time"],
+        job_template_id=job["job_template_id"],
+        argo_resource_name=None,
+        resource_name=f"livejob-{job['id']}",
+        bucket=job["bucket"],
+        cdn_distribution=bool(job["cdn_distribution"]),
         **job_urls(settings, job, template, outputs),
-        "input": {
-            "filePath": job["file_path"],
-            "serverType": job["server_type"],
-            "serverTypeOptions": _options(SERVER_TYPES, job["server_type"]),
-            "inputClass": job["input_class"],
-            "inputClassOptions": _options(INPUT_CLASSES, job["input_class"]),
-            "callbackUrl": job["callback_url"],
-        },
-        "statistics": statistics if statistics is not None else job_statistics(job),
-    }
+        input=LiveJobInputView(
+            file_path=job["file_path"],
+            server_type=job["server_type"],
+            server_type_options=_options(SERVER_TYPES, job["server_type"]),
+            input_class=job["input_class"],
+            input_class_options=_options(INPUT_CLASSES, job["input_class"]),
+            callback_url=job["callback_url"],
+        ),
+        statistics=source_view(
+            statistics if statistics is not None else from_record(job["statistics"])
+        ),
+    )
 
 
-def output_row(output: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "liveJobId": output["live_job_id"],
-        "outputId": output["output_id"],
-        "name": output["rendition"],
-        "progress": output["progress"],
-        "status": output["status"],
-        "lockKey": output["lock_key"],
-        "counter": output["counter"],
-        "encoderId": output["encoder_id"],
-        "skipped": bool(output["skipped"]),
-        "skipReason": output["skip_reason"],
-    }
+def output_row(output: dict[str, Any]) -> Output:
+    return Output(
+        live_job_id=output["live_job_id"],
+        output_id=output["output_id"],
+        name=output["rendition"],
+        progress=output["progress"],
+        status=output["status"],
+        lock_key=output["lock_key"],
+        counter=output["counter"],
+        encoder_id=output["encoder_id"],
+        skipped=bool(output["skipped"]),
+        skip_reason=output["skip_reason"],
+    )
 
 
-def timing_row(timing: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "status": timing["status"],
-        "childStatus": timing["child_status"],
-        "startDateTime": timing["start_date_time"],
-        "messageComment": timing["message_comment"],
-        "outputId": timing["output_id"],
-    }
+def timing_row(timing: dict[str, Any]) -> Timing:
+    return Timing(
+        status=timing["status"],
+        child_status=timing["child_status"],
+        start_date_time=timing["start_date_time"],
+        message_comment=timing["message_comment"],
+        output_id=timing["output_id"],
+    )
 
 
-def template_row(template: JobTemplate) -> dict[str, Any]:
-    return {
-        "id": template.id,
-        "name": template.name,
-        "jobTemplateType": template.template_type,
-        "category": template.category,
-        "description": template.description,
-    }
+def template_row(template: JobTemplate) -> JobTemplateRow:
+    return JobTemplateRow(
+        id=template.id,
+        name=template.name,
+        job_template_type=template.template_type,
+        category=template.category,
+        description=template.description,
+    )

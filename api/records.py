@@ -4,47 +4,29 @@ place that writes them.
 `JobRecords` is a part of the jobs' owner (`api.lives.LiveJobs`), shared with the
 running pipelines (`api.running`) it composes; nothing else writes a job. Every change
 of a job's status goes through `set_status`, which appends the timing row in the same
-transaction.
+transaction, and, for a job with a callbackUrl, queues its webhook event in it too
+(`api.webhooks`; a failed rendition's timing likewise).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from encoder.templates import get_template
+from ingest.stats import SourceStatistics
+from packager.hls import PublishedRendition
 
 from .database import Database, Page, utcnow
 from .errors import JobNotFound
 from .keys import new_stream_key, stream_key_digest, stream_keys_equal
+from .statistics import to_record
 from .status import LiveStatus
 from .validation import NewLiveJob, Paging, ascii_int
 
 logger = logging.getLogger(__name__)
-
-EMPTY_STATISTICS: dict[str, Any] = {
-    "width": 0,
-    "height": 0,
-    "framerate": 0,
-    "videoDataRate": 0,
-    "videoCodecId": 0,
-    "audioDataRate": 0,
-    "audioSampleRate": 0,
-    "audioSampleSize": 0,
-    "audioCodecId": 0,
-    "audioChannels": 0,
-    "stereo": False,
-    "encoder": "",
-}
-
-
-def job_statistics(job: dict[str, Any]) -> dict[str, Any]:
-    """The job's last recorded input statistics (zeros before any media)."""
-    if job.get("statistics"):
-        return {**EMPTY_STATISTICS, **json.loads(job["statistics"])}
-    return dict(EMPTY_STATISTICS)
 
 
 class JobRecords:
@@ -160,6 +142,16 @@ class JobRecords:
         db = self._db
         return await db.call(db.list_timings, job["id"], output_id, paging.offset, paging.page_size)
 
+    async def webhook_deliveries(self, project_id: str, job_id: int | None, paging: Paging) -> Page:
+        """A page of the project's webhook deliveries (or one job's), newest first.
+
+        They are queued by the store in the transactions of `set_status` and
+        `add_timing` (the events they tell) and sent by `api.webhooks.sender`."""
+        db = self._db
+        return await db.call(
+            db.list_webhook_deliveries, project_id, job_id, paging.offset, paging.page_size
+        )
+
     async def output_id(self, job_id: int, rendition: str | None) -> int | None:
         """The output row of `rendition` (None for an event about the whole job)."""
         if rendition is None:
@@ -179,7 +171,8 @@ class JobRecords:
         message: str,
         **job_values: Any,
     ) -> None:
-        """Change a job's status (and its outputs'), appending the timing row."""
+        """Change a job's status (and its outputs'), appending the timing row and, for a
+        job with a callbackUrl, queueing its webhook event in the same transaction."""
         db = self._db
         await db.call(
             lambda: db.set_status(
@@ -260,14 +253,14 @@ class JobRecords:
     async def record_progress(
         self,
         job_id: int,
-        input_statistics: dict[str, Any],
-        published: dict[str, dict[str, Any]],
+        input_statistics: SourceStatistics,
+        published: Mapping[str, PublishedRendition],
     ) -> None:
-        """The job's input statistics (once media was seen) and each output's progress
-        (`published`: rendition -> {"seconds", "segments"})."""
+        """The job's input statistics (once media was seen) and each output's progress."""
         db = self._db
-        if input_statistics.get("width") or input_statistics.get("audioSampleRate"):
-            await db.call(lambda: db.update_job(job_id, statistics=input_statistics))
+        if input_statistics.media_seen:
+            record = to_record(input_statistics)
+            await db.call(lambda: db.update_job(job_id, statistics=record))
         updates = []
         for output in await db.call(db.job_outputs, job_id):
             row = published.get(output["rendition"])
@@ -276,8 +269,8 @@ class JobRecords:
             updates.append(
                 {
                     "output_id": output["output_id"],
-                    "progress": int(row.get("seconds", 0)),
-                    "counter": int(row.get("segments", 0)),
+                    "progress": int(row.seconds),
+                    "counter": row.segments,
                 }
             )
         await db.call(db.update_outputs, job_id, updates)

@@ -27,6 +27,7 @@ from encoder.host import RENDITION_SKIPPED
 from encoder.templates import get_template
 from ingest.adapter import DecoderSession
 from ingest.session import PublishRequest
+from ingest.stats import SourceStatistics
 from packager.hls import HlsWriter
 from packager.layout import object_prefix
 from packager.object_store import S3Storage
@@ -38,6 +39,7 @@ from .ownership import StorageOwnership
 from .pipeline import JobPipeline, PipelineEvent, PipelineLimits
 from .records import JobRecords
 from .settings import Settings
+from .statistics import OutputStatistics
 from .status import LiveStatus
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,12 @@ class RunningPipelines:
         self._given_up_seen: dict[int, int] = {}  # job -> segments already counted
         spooled = Gauge("onair_spool_bytes", "Bytes in every job's upload spool", registry=registry)
         spooled.set_function(lambda: self._spool_budget.used_bytes)
+        limit = Gauge(
+            "onair_spool_limit_bytes",
+            "The upload spool's limit for every job together",
+            registry=registry,
+        )
+        limit.set(settings.spool_max_bytes)
         self._pipelines: dict[int, JobPipeline] = {}
         registry.register(JobMetrics(lambda: list(self._pipelines.items())))
         self._skipped: dict[int, dict[str, str]] = {}  # job -> rendition -> reason
@@ -283,7 +291,7 @@ class RunningPipelines:
 
     # -- statistics ---------------------------------------------------------------------
 
-    def input_statistics(self, job_id: int) -> dict[str, Any] | None:
+    def input_statistics(self, job_id: int) -> SourceStatistics | None:
         pipeline = self._pipelines.get(job_id)
         return pipeline.input_statistics() if pipeline is not None else None
 
@@ -291,7 +299,7 @@ class RunningPipelines:
         pipeline = self._pipelines.get(job_id)
         return pipeline.ingest_dropped_frames if pipeline is not None else 0
 
-    def output_statistics(self, job_id: int) -> list[dict[str, Any]]:
+    def output_statistics(self, job_id: int) -> list[OutputStatistics]:
         pipeline = self._pipelines.get(job_id)
         return pipeline.output_statistics() if pipeline is not None else []
 
@@ -309,8 +317,9 @@ class RunningPipelines:
         given_up = pipeline.writer.dropped_segments
         self._given_up.inc(max(0, given_up - self._given_up_seen.get(job_id, 0)))
         self._given_up_seen[job_id] = given_up
-        published = {row["name"]: row for row in pipeline.output_statistics()}
-        await self._records.record_progress(job_id, pipeline.input_statistics(), published)
+        await self._records.record_progress(
+            job_id, pipeline.input_statistics(), pipeline.writer.stats()
+        )
 
     # -- what the last run left in the spool ----------------------------------------------
 

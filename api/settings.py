@@ -6,10 +6,15 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from media.outbound import OutboundConfigError, OutboundPolicy
 
 from .validation import bucket_name_problem
 
@@ -30,6 +35,8 @@ class Settings:
     rtmp_max_pending_per_ip: int = 8  # ... and from one remote IP
     srt_port: int = 9000
     data_dir: Path = Path("./data")
+    # None: SQLite in data_dir. Never in a repr: it may hold the database's password.
+    database_url: str | None = field(default=None, repr=False)
     s3_endpoint: str | None = None  # None: start the embedded SeaweedFS
     s3_access_key: str | None = None  # None with the embedded S3: generated, kept in data_dir
     s3_secret_key: str | None = None
@@ -48,6 +55,12 @@ class Settings:
     spool_max_bytes_per_job: int = 2 * 1024**3
     spool_max_bytes: int = 8 * 1024**3  # every job's spool together
     dev_project: bool = True  # `onair run` creates and prints a development project
+    # Connections to user-supplied addresses (webhooks): ONAIR_OUTBOUND_* (media.outbound)
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    # Webhooks: a failed delivery is tried again after at most this, doubling (full
+    # jitter, capped at 1 h), until its event is webhook_retry_hours old.
+    webhook_retry_initial_seconds: float = 5.0
+    webhook_retry_hours: float = 24.0
 
     @property
     def embedded_s3(self) -> bool:
@@ -83,6 +96,8 @@ DOCUMENTED: dict[str, str] = {
     "RTMP_MAX_PENDING_PER_IP": "RTMP connections not yet publishing from one IP address",
     "SRT_PORT": "Port of the SRT ingest",
     "DATA_DIR": "State: SQLite store, upload spool, embedded S3 data",
+    "DATABASE_URL": "PostgreSQL store, postgresql://user:password@host:port/database"
+    " (unset: SQLite in DATA_DIR)",
     "S3_ENDPOINT": "S3 endpoint URL; unset starts the embedded SeaweedFS",
     "S3_ACCESS_KEY": "S3 access key (generated and kept in DATA_DIR for the embedded S3)",
     "S3_SECRET_KEY": "S3 secret key (generated likewise)",
@@ -101,6 +116,11 @@ DOCUMENTED: dict[str, str] = {
     "SPOOL_MAX_BYTES_PER_JOB": "Upload spool limit of one job, in bytes",
     "SPOOL_MAX_BYTES": "Upload spool limit of every job together, in bytes",
     "DEV_PROJECT": "true: `onair run` creates and prints a development project and its key",
+    "OUTBOUND_ALLOW_PRIVATE": "true: webhooks may reach loopback and private addresses (dev)",
+    "OUTBOUND_CA_FILE": "PEM file of a CA outbound TLS trusts beside the system store",
+    "WEBHOOK_RETRY_INITIAL_SECONDS": "Bound of the first webhook retry's delay; each next"
+    " one doubles (full jitter, at most 1 h)",
+    "WEBHOOK_RETRY_HOURS": "How long a webhook event is retried before it is given up",
 }
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
@@ -201,6 +221,25 @@ def _bucket_list(name: str, value: str) -> tuple[str, ...]:
     return tuple(buckets)
 
 
+def _database_url(name: str, value: str) -> str:
+    """A PostgreSQL URL (libpq's `postgresql://` or `postgres://`, or SQLAlchemy's
+    `postgresql+psycopg://`); errors never repeat the password."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigError(
+            f"{name}: not a URL (postgresql://user:password@host:port/database)"
+        ) from None
+    shown = url.render_as_string(hide_password=True)
+    if url.drivername not in ("postgresql", "postgres", "postgresql+psycopg"):
+        raise ConfigError(
+            f"{name}={shown!r}: only PostgreSQL (postgresql://...); unset it for SQLite"
+        )
+    if not url.database:
+        raise ConfigError(f"{name}={shown!r}: names no database (.../database)")
+    return value
+
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -222,6 +261,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "rtmp_max_pending_per_ip": _positive_int,
     "srt_port": _port,
     "data_dir": lambda _n, v: Path(v),
+    "database_url": _database_url,
     "s3_endpoint": _url,
     "s3_access_key": _nonempty,
     "s3_secret_key": _nonempty,
@@ -240,7 +280,18 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "spool_max_bytes_per_job": _positive_int,
     "spool_max_bytes": _positive_int,
     "dev_project": _bool,
+    "webhook_retry_initial_seconds": _positive_float,
+    "webhook_retry_hours": _positive_float,
 }
+
+
+def _outbound(environ: Mapping[str, str]) -> OutboundPolicy:
+    # ONAIR_OUTBOUND_ALLOW_PRIVATE and ONAIR_OUTBOUND_CA_FILE, read by the guard itself
+    # (media/ knows nothing of api/), their errors made this module's.
+    try:
+        return OutboundPolicy.from_env(environ)
+    except OutboundConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -249,9 +300,10 @@ def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
     for f in fields(Settings):
         env_name = ENV_PREFIX + f.name.upper()
         raw = environ.get(env_name)
-        if raw is None or raw == "":
+        if raw is None or raw == "" or f.name not in _PARSERS:
             continue
         values[f.name] = _PARSERS[f.name](env_name, raw)
+    values["outbound"] = _outbound(environ)
     values.update(overrides)
     settings = Settings(**values)
     if settings.embedded_s3 and settings.s3_port in (

@@ -1,15 +1,35 @@
-"""Request validation: every bad field gets its own message, named by its JSON path."""
+"""What a request may carry: the request models (bodies and query strings) and their rules.
+
+camelCase on the wire, snake_case in Python; unknown fields are ignored; nothing is
+coerced (`"2"` is not an integer, `1` is not `true`). `parse` validates a model and
+answers every bad field with its own message, named by its JSON path
+(`input.filePath: ...`), as `ValidationFailed` (400).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
 from encoder.templates import TemplateNotFound, get_template
+from media.outbound import HTTP_SCHEMES, OutboundRefused, check_url
 from packager.layout import object_prefix
 
 from .errors import ValidationFailed
@@ -26,6 +46,7 @@ MAX_KEY_BYTES = 1024
 KEY_SUFFIX_MARGIN_BYTES = 128
 MAX_PREFIX_BYTES = MAX_KEY_BYTES - KEY_SUFFIX_MARGIN_BYTES
 MAX_DESCRIPTION_CHARS = 2000
+MAX_URL_CHARS = 2048
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 10
 
@@ -39,35 +60,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # and int() takes other scripts' digits ('\u0661' is 1) and '1_0': no client means those.
 _ASCII_INTEGER = re.compile(r"-?[0-9]+")
 
-
-@dataclass(frozen=True)
-class NewLiveJob:
-    job_template_id: int
-    destination: str
-    description: str | None
-    bucket: str
-    cdn_distribution: bool
-    file_path: str
-    server_type: int
-    input_class: int
-    callback_url: str | None
-
-
-@dataclass(frozen=True)
-class Toggle:
-    online: bool
-    start: str | None
-    finish: str | None
-
-
-@dataclass(frozen=True)
-class Paging:
-    page_index: int  # 1-based
-    page_size: int
-
-    @property
-    def offset(self) -> int:
-        return (self.page_index - 1) * self.page_size
+# -- the rules --------------------------------------------------------------------------
 
 
 def ascii_int(text: str) -> int | None:
@@ -78,30 +71,6 @@ def ascii_int(text: str) -> int | None:
         return int(text)
     except ValueError:  # more digits than int() converts
         return None
-
-
-def check_key_path(field: str, value: Any, errors: list[str], *, required: bool) -> str:
-    """A relative object-key path that cannot escape its prefix."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            errors.append(f"{field}: is required and must not be empty")
-        return ""
-    if not isinstance(value, str):
-        errors.append(f"{field}: must be a string")
-        return ""
-    if len(value) > MAX_PATH_CHARS:
-        errors.append(f"{field}: at most {MAX_PATH_CHARS} characters")
-    elif _CONTROL.search(value):
-        errors.append(f"{field}: must not contain control characters")
-    elif value.startswith("/") or "\\" in value or re.match(r"^[A-Za-z]:", value):
-        errors.append(f"{field}: must be a relative path (no leading '/', no '\\')")
-    elif any(part in ("..", ".") for part in value.split("/")):
-        errors.append(f"{field}: must not contain '.' or '..' segments")
-    elif "//" in value.rstrip("/"):
-        errors.append(f"{field}: must not contain empty segments ('//')")
-    else:
-        return value.strip("/")
-    return ""
 
 
 def bucket_name_problem(name: str) -> str | None:
@@ -125,213 +94,343 @@ def bucket_name_problem(name: str) -> str | None:
     return None
 
 
-def _bucket(value: Any, errors: list[str], allowed: tuple[str, ...] | None) -> str:
-    if not isinstance(value, str) or not value.strip():
-        errors.append("bucket: is required and must not be empty")
-        return ""
-    problem = bucket_name_problem(value)
-    if problem is not None:
-        errors.append(f"bucket: not a valid S3 bucket name: {problem}")
-        return ""
-    if allowed is not None and value not in allowed:
-        errors.append("bucket: not in ONAIR_S3_BUCKETS")
-        return ""
-    return value
+def refuse(message: str, *, at: str | None = None) -> PydanticCustomError:
+    """A field's error with onair's own `message`; `at` names another field than the
+    one validated (the JSON path the message is for)."""
+    return PydanticCustomError("onair", "{message}", {"message": message, "at": at})
 
 
-def _check_prefix_bytes(destination: str, file_path: str, errors: list[str]) -> None:
-    """Every key under the job's prefix must fit in S3's 1024 bytes (see MAX_PREFIX_BYTES).
-
-    The field named is the one that makes the prefix too long: `destination` when it
-    alone is, else `input.filePath`.
-    """
-    if not destination or not file_path:
-        return  # already refused
-    size = len(object_prefix(destination, file_path).encode())
-    if size <= MAX_PREFIX_BYTES:
-        return
-    field = "destination" if len(destination.encode()) > MAX_PREFIX_BYTES else "input.filePath"
-    errors.append(
-        f"{field}: destination/filePath is {size} bytes of UTF-8; at most {MAX_PREFIX_BYTES}"
-        f" (S3 keys are at most {MAX_KEY_BYTES} bytes, {KEY_SUFFIX_MARGIN_BYTES} are kept for"
-        " the names onair appends)"
-    )
+def _key_path(value: str) -> str:
+    """A relative object-key path that cannot escape its prefix, without outer '/'."""
+    if not value.strip():
+        raise refuse("must not be empty")
+    if _CONTROL.search(value):
+        raise refuse("must not contain control characters")
+    if value.startswith("/") or "\\" in value or re.match(r"^[A-Za-z]:", value):
+        raise refuse("must be a relative path (no leading '/', no '\\')")
+    if any(part in ("..", ".") for part in value.split("/")):
+        raise refuse("must not contain '.' or '..' segments")
+    if "//" in value.rstrip("/"):
+        raise refuse("must not contain empty segments ('//')")
+    return value.strip("/")
 
 
-def _int_choice(field: str, value: Any, choices: Mapping[int, str], errors: list[str]) -> int:
+def _one_of(choices: Mapping[int, str]) -> AfterValidator:
     allowed = ", ".join(f"{k} ({v})" for k, v in choices.items())
-    if isinstance(value, bool) or not isinstance(value, int) or value not in choices:
-        if value is None:
-            errors.append(f"{field}: is required, one of {allowed}")
-        else:
-            errors.append(f"{field}: must be one of {allowed}")
-        return -1
-    return value
+
+    def check(value: int) -> int:
+        if value not in choices:
+            raise refuse(f"must be one of {allowed}")
+        return value
+
+    return AfterValidator(check)
 
 
-def _callback_url(value: Any, errors: list[str]) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        errors.append("input.callbackUrl: must be a string")
-        return None
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError:
-        parts, host = None, None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not host
-        or _CONTROL.search(value)
-        or len(value) > 2048
-    ):
-        errors.append("input.callbackUrl: must be an http:// or https:// URL with a host")
-        return None
-    return value
-
-
-def parse_new_live_job(body: Any, allowed_buckets: tuple[str, ...] | None = None) -> NewLiveJob:
-    """Validate a create-live-job body; the `input` fields may also be given at top level.
-
-    `allowed_buckets` is the operator's allow-list (ONAIR_S3_BUCKETS), None for any bucket.
-    Who owns the bucket and whether the prefix is free are the store's to check, in the
-    transaction that inserts the job.
-    """
-    if not isinstance(body, dict):
-        raise ValidationFailed(["body: must be a JSON object"])
-    errors: list[str] = []
-    raw_input = body.get("input")
-    if raw_input is not None and not isinstance(raw_input, dict):
-        errors.append("input: must be an object")
-        raw_input = None
-    source: dict[str, Any] = {**body, **(raw_input or {})}
-
-    template_id = body.get("jobTemplateId")
-    if isinstance(template_id, bool) or not isinstance(template_id, int):
-        errors.append("jobTemplateId: is required and must be an integer")
-    else:
-        try:
-            get_template(template_id)
-        except TemplateNotFound:
-            errors.append(f"jobTemplateId: unknown job template {template_id}")
-
-    destination = check_key_path("destination", body.get("destination"), errors, required=True)
-    bucket = _bucket(body.get("bucket"), errors, allowed_buckets)
-
-    description = body.get("description")
-    if description is not None and not isinstance(description, str):
-        errors.append("description: must be a string")
-        description = None
-    elif description is not None and len(description) > MAX_DESCRIPTION_CHARS:
-        errors.append(f"description: at most {MAX_DESCRIPTION_CHARS} characters")
-
-    cdn = body.get("cdnDistribution", False)
-    if cdn is None:
-        cdn = False
-    if not isinstance(cdn, bool):
-        errors.append("cdnDistribution: must be true or false")
-
-    file_path = check_key_path("input.filePath", source.get("filePath"), errors, required=True)
-    server_type = _int_choice("input.serverType", source.get("serverType"), SERVER_TYPES, errors)
-    input_class = _int_choice("input.inputClass", source.get("inputClass"), INPUT_CLASSES, errors)
-    callback_url = _callback_url(source.get("callbackUrl"), errors)
-    _check_prefix_bytes(destination, file_path, errors)
-
-    if errors:
-        raise ValidationFailed(errors)
-    assert isinstance(template_id, int)
-    return NewLiveJob(
-        job_template_id=template_id,
-        destination=destination,
-        description=description,
-        bucket=bucket,
-        cdn_distribution=bool(cdn),
-        file_path=file_path,
-        server_type=server_type,
-        input_class=input_class,
-        callback_url=callback_url,
-    )
-
-
-def _datetime(field: str, value: Any, errors: list[str]) -> datetime | None:
+def _aware_date_time(value: Any) -> str | None:
+    """An ISO 8601 date-time with a time zone, as `datetime.isoformat` writes it."""
     if value is None:
         return None
     if not isinstance(value, str):
-        errors.append(f"{field}: must be an ISO 8601 date-time string")
-        return None
+        raise refuse("must be an ISO 8601 date-time string")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        errors.append(f"{field}: must be an ISO 8601 date-time such as 2022-01-28T23:33:39.961Z")
-        return None
+        raise refuse("must be an ISO 8601 date-time such as 2022-01-28T23:33:39.961Z") from None
     if parsed.tzinfo is None:
-        errors.append(f"{field}: must carry a time zone (e.g. a trailing Z)")
-        return None
-    return parsed
+        raise refuse("must carry a time zone (e.g. a trailing Z)")
+    return parsed.isoformat()
 
 
-def parse_toggle(body: Any) -> Toggle:
-    if not isinstance(body, dict):
-        raise ValidationFailed(["body: must be a JSON object"])
-    errors: list[str] = []
-    online = body.get("online")
-    if not isinstance(online, bool):
-        errors.append("online: is required and must be true or false")
-    start = _datetime("startDateTime", body.get("startDateTime"), errors)
-    finish = _datetime("finishDateTime", body.get("finishDateTime"), errors)
-    if start and finish and finish <= start:
-        errors.append("finishDateTime: must be later than startDateTime")
-    if errors:
-        raise ValidationFailed(errors)
-    assert isinstance(online, bool)
-    return Toggle(
-        online,
-        start.isoformat() if start else None,
-        finish.isoformat() if finish else None,
-    )
-
-
-def _query_int(
-    query: Mapping[str, str], name: str, errors: list[str], *, minimum: int, maximum: int
-) -> int | None:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    value = ascii_int(raw)
-    if value is None:
-        errors.append(f"{name}: must be an integer")
-        return None
-    if not minimum <= value <= maximum:
-        errors.append(f"{name}: must be between {minimum} and {maximum}")
-        return None
+def _query_int(value: Any) -> Any:
+    """A query string's integer: ASCII digits only (`ascii_int`)."""
+    if isinstance(value, str):
+        number = ascii_int(value)
+        if number is None:
+            raise refuse("must be an integer")
+        return number
     return value
 
 
-def _lookup(query: Mapping[str, str], name: str) -> str | None:
-    """Query parameters are matched case-insensitively (`pageIndex`, `PageIndex`)."""
-    for key, value in query.items():
-        if key.lower() == name.lower():
-            return value
-    return None
+KeyPath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_key_path)]
+ServerType = Annotated[
+    int,
+    _one_of(SERVER_TYPES),
+    Field(json_schema_extra={"enum": list(SERVER_TYPES)}, description="0 RTMP, 1 SRT, 2 HLS"),
+]
+InputClass = Annotated[
+    int,
+    _one_of(INPUT_CLASSES),
+    Field(json_schema_extra={"enum": list(INPUT_CLASSES)}, description="0 Single, 1 Standard"),
+]
+DateTimeText = Annotated[
+    str | None, BeforeValidator(_aware_date_time), Field(json_schema_extra={"format": "date-time"})
+]
+QueryInt = Annotated[int, BeforeValidator(_query_int)]
+QueryId = Annotated[int, Field(ge=1, le=2**63 - 1), BeforeValidator(_query_int)]
 
 
-def parse_paging(query: Mapping[str, str], errors: list[str]) -> Paging:
-    normalized = {
-        name: v for name in ("pageIndex", "pageSize") if (v := _lookup(query, name)) is not None
-    }
-    index = _query_int(normalized, "pageIndex", errors, minimum=1, maximum=2**31 - 1)
-    size = _query_int(normalized, "pageSize", errors, minimum=1, maximum=MAX_PAGE_SIZE)
-    return Paging(index or 1, size or DEFAULT_PAGE_SIZE)
+# -- bodies -----------------------------------------------------------------------------
 
 
-def parse_optional_id(query: Mapping[str, str], name: str, errors: list[str]) -> int | None:
-    raw = _lookup(query, name)
-    return _query_int(
-        {name: raw} if raw is not None else {}, name, errors, minimum=1, maximum=2**63 - 1
+class RequestModel(BaseModel):
+    """A request's body: camelCase fields, unknown ones ignored, no coercion."""
+
+    model_config = ConfigDict(alias_generator=to_camel, strict=True, frozen=True)
+
+
+class LiveJobInput(RequestModel):
+    file_path: KeyPath = Field(description="Relative key path under destination (see destination)")
+    server_type: ServerType
+    input_class: InputClass
+    callback_url: str | None = Field(
+        None,
+        json_schema_extra={"format": "uri"},
+        description="Where the job's webhooks are POSTed (http or https). Its address is"
+        " checked at each delivery (names change what they resolve to): a private one is"
+        " refused unless ONAIR_OUTBOUND_ALLOW_PRIVATE",
+    )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+        except ValueError:
+            host = None
+        if (
+            not host
+            or parts.scheme not in ("http", "https")
+            or _CONTROL.search(value)
+            or len(value) > MAX_URL_CHARS
+        ):
+            raise refuse("must be an http:// or https:// URL with a host")
+        try:  # the shape the outbound guard opens (the address is its to check, later)
+            check_url(value, HTTP_SCHEMES)
+        except OutboundRefused as exc:
+            raise refuse(
+                f"must be an http:// or https:// URL onair can open: {exc.reason}"
+            ) from None
+        return value
+
+
+INPUT_FIELDS = tuple(field.alias or name for name, field in LiveJobInput.model_fields.items())
+
+
+class NewLiveJob(RequestModel):
+    """A new live job; the `input` fields may also be given at top level."""
+
+    # The operator's bucket allow-list (ONAIR_S3_BUCKETS) comes in the validation
+    # context (`allowed_buckets`, None for any bucket). Who owns the bucket and whether
+    # the prefix is free are the store's to check, in the transaction that inserts the job.
+
+    job_template_id: int = Field(description="1, 2 or 3 (see jobtemplates)")
+    destination: KeyPath = Field(
+        description="Relative key path in the bucket. With filePath it makes the job's"
+        " prefix destination/filePath, which no other job in the bucket may equal,"
+        " lie inside or enclose (400 naming input.filePath), and which is at most"
+        f" {MAX_PREFIX_BYTES} bytes of UTF-8 (S3 keys are at most {MAX_KEY_BYTES}; onair"
+        f" keeps {KEY_SUFFIX_MARGIN_BYTES} for the names it appends)"
+    )
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
+    bucket: str = Field(
+        json_schema_extra={"minLength": 3, "maxLength": 63},
+        description="An S3 bucket name (the general purpose bucket naming rules)."
+        " It belongs to the project whose job first used it: another project's job on"
+        " it is a 400. With ONAIR_S3_BUCKETS set, only those buckets are accepted",
+    )
+    cdn_distribution: bool = False
+    input: LiveJobInput
+
+    @model_validator(mode="before")
+    @classmethod
+    def _input_at_top_level(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        nested = data.get("input")
+        if nested is not None and not isinstance(nested, dict):
+            return data  # refused as not an object
+        flat = {name: data[name] for name in INPUT_FIELDS if name in data}
+        return {**data, "input": {**flat, **(nested or {})}}
+
+    @field_validator("job_template_id")
+    @classmethod
+    def _known_template(cls, value: int) -> int:
+        try:
+            get_template(value)
+        except TemplateNotFound:
+            raise refuse(f"unknown job template {value}") from None
+        return value
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise refuse("is required and must not be empty")
+        problem = bucket_name_problem(value)
+        if problem is not None:
+            raise refuse(f"not a valid S3 bucket name: {problem}")
+        allowed = (info.context or {}).get("allowed_buckets")
+        if allowed is not None and value not in allowed:
+            raise refuse("not in ONAIR_S3_BUCKETS")
+        return value
+
+    @field_validator("cdn_distribution", mode="before")
+    @classmethod
+    def _null_is_false(cls, value: Any) -> Any:
+        return False if value is None else value
+
+    @field_validator("input")
+    @classmethod
+    def _prefix_fits(cls, value: LiveJobInput, info: ValidationInfo) -> LiveJobInput:
+        """Every key under the job's prefix must fit in S3's 1024 bytes (MAX_PREFIX_BYTES).
+
+        The field named is the one that makes the prefix too long: `destination` when
+        it alone is, else `input.filePath`.
+        """
+        destination = info.data.get("destination")
+        if destination is None:
+            return value  # refused already
+        size = len(object_prefix(destination, value.file_path).encode())
+        if size > MAX_PREFIX_BYTES:
+            alone = len(destination.encode()) > MAX_PREFIX_BYTES
+            raise refuse(
+                f"destination/filePath is {size} bytes of UTF-8; at most {MAX_PREFIX_BYTES}"
+                f" (S3 keys are at most {MAX_KEY_BYTES} bytes, {KEY_SUFFIX_MARGIN_BYTES} are"
+                " kept for the names onair appends)",
+                at="destination" if alone else "input.filePath",
+            )
+        return value
+
+    # The job's record takes the input's fields as its own.
+    @property
+    def file_path(self) -> str:
+        return self.input.file_path
+
+    @property
+    def server_type(self) -> int:
+        return self.input.server_type
+
+    @property
+    def input_class(self) -> int:
+        return self.input.input_class
+
+    @property
+    def callback_url(self) -> str | None:
+        return self.input.callback_url
+
+
+class Toggle(RequestModel):
+    """Online (accept the publisher) or offline; optionally the window to cut."""
+
+    # The date-times are kept as `datetime.isoformat` writes them.
+
+    online: bool
+    start: DateTimeText = Field(None, alias="startDateTime")
+    finish: DateTimeText = Field(None, alias="finishDateTime")
+
+    @field_validator("finish")
+    @classmethod
+    def _after_start(cls, value: str | None, info: ValidationInfo) -> str | None:
+        start = info.data.get("start")
+        if value and start and datetime.fromisoformat(value) <= datetime.fromisoformat(start):
+            raise refuse("must be later than startDateTime")
+        return value
+
+
+# -- query strings ----------------------------------------------------------------------
+
+
+class QueryModel(RequestModel):
+    """A query string: names matched case-insensitively (`pageIndex`, `PageIndex`), the
+    first of repeated ones taken, an empty value as if absent."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _by_name(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        found: dict[str, Any] = {}
+        for key, value in data.items():
+            for name in cls.model_fields:
+                alias = cls.model_fields[name].alias or name
+                if key.lower() == alias.lower() and value != "":
+                    found.setdefault(alias, value)
+        return found
+
+
+class Paging(QueryModel):
+    page_index: QueryInt = Field(1, ge=1, le=2**31 - 1, description="1-based page (default 1)")
+    page_size: QueryInt = Field(
+        DEFAULT_PAGE_SIZE,
+        ge=1,
+        le=MAX_PAGE_SIZE,
+        description=f"Items per page (default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE})",
+    )
+
+    @property
+    def offset(self) -> int:
+        return (self.page_index - 1) * self.page_size
+
+
+class LiveJobsQuery(Paging):
+    search: str | None = Field(
+        None, description="Text contained in name, description, destination, filePath or bucket"
     )
 
 
-def query_text(query: Mapping[str, str], name: str) -> str | None:
-    return _lookup(query, name)
+class OutputsQuery(Paging):
+    live_job_id: QueryId | None = Field(None, description="Only this live job's outputs")
+
+
+class TimingsQuery(Paging):
+    output_id: QueryId | None = Field(None, description="Only this output's timings")
+
+
+class WebhookDeliveriesQuery(Paging):
+    live_job_id: QueryId | None = Field(None, description="Only this live job's deliveries")
+
+
+# -- errors -----------------------------------------------------------------------------
+
+# pydantic's error types -> what onair answers, formatted with the error's context.
+_MESSAGES = {
+    "missing": "is required",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "int_type": "must be an integer",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "string_too_short": "must not be empty",
+    "string_too_long": "at most {max_length} characters",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+}
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def field_errors(error: ValidationError) -> list[str]:
+    """One message per bad field, `path: what is wrong`; the body itself is `body`."""
+    messages: dict[str, str] = {}
+    for item in error.errors():
+        context = item.get("ctx", {})
+        path = context.get("at") or ".".join(str(part) for part in item["loc"]) or "body"
+        if item["type"] == "onair":
+            text = context["message"]
+        elif item["type"] in _MESSAGES:
+            text = _MESSAGES[item["type"]].format(**context)
+        else:
+            text = item["msg"]
+        messages.setdefault(path, f"{path}: {text}")
+    return list(messages.values())
+
+
+def parse(model: type[Model], data: Any, **context: Any) -> Model:
+    """`data` (a decoded JSON body, a query string) as `model`; else ValidationFailed."""
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as error:
+        raise ValidationFailed(field_errors(error)) from None

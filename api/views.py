@@ -1,17 +1,33 @@
-"""The control API's handlers: parse, ask the live jobs' owner (`LiveJobs`), present."""
+"""The control API's handlers: parse, ask the live jobs' owner (`LiveJobs`), present;
+and its route table (`ROUTES`), from which the router and the OpenAPI document are made."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from pydantic import BaseModel
 
 from encoder.templates import all_templates
 
-from .database import Page
 from .errors import ValidationFailed
+from .health import healthz
 from .lives import LiveJobs
+from .models import (
+    HealthResult,
+    JobStatistics,
+    JobTemplateRow,
+    LiveJob,
+    LiveJobSummary,
+    Output,
+    Timing,
+    ToggleResult,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from .openapi import PathParameter, Route
 from .present import (
     envelope,
     job_detail,
@@ -23,13 +39,16 @@ from .present import (
     timing_row,
 )
 from .settings import Settings
+from .statistics import output_view, source_view
 from .validation import (
+    LiveJobsQuery,
+    NewLiveJob,
+    OutputsQuery,
     Paging,
-    parse_new_live_job,
-    parse_optional_id,
-    parse_paging,
-    parse_toggle,
-    query_text,
+    TimingsQuery,
+    Toggle,
+    WebhookDeliveriesQuery,
+    parse,
 )
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -38,18 +57,12 @@ LIVE_JOBS_KEY = web.AppKey("live_jobs", LiveJobs)
 SUPPORTED_VERSIONS = ("1",)
 EVENTS_INTERVAL_SECONDS = 1.0
 
-routes = web.RouteTableDef()
-
 
 def _project(request: web.Request) -> str:
     version = request.match_info.get("version")
     if version is not None and version not in SUPPORTED_VERSIONS:
         raise web.HTTPNotFound(reason=f"API version v{version} is not supported")
     return request.match_info["projectId"]
-
-
-def _paging(request: web.Request, errors: list[str]) -> Paging:
-    return parse_paging(request.rel_url.query, errors)
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -62,27 +75,21 @@ async def _json_body(request: web.Request) -> Any:
         raise ValidationFailed(["body: JSON nested too deeply"]) from None
 
 
-def _paged(rows: list[dict[str, Any]], page: Page, paging: Paging) -> web.Response:
-    return envelope(rows, result_info=page_info(page, paging))
+def _paged(rows: Sequence[BaseModel], total_count: int, paging: Paging) -> web.Response:
+    return envelope(rows, page=page_info(total_count, paging))
 
 
-@routes.get("/api/v{version}/projects/{projectId}/livejobs")
 async def list_live_jobs(request: web.Request) -> web.Response:
     project_id = _project(request)
-    errors: list[str] = []
-    paging = _paging(request, errors)
-    if errors:
-        raise ValidationFailed(errors)
-    search = query_text(request.rel_url.query, "search")
-    page = await request.app[LIVE_JOBS_KEY].list_jobs(project_id, search or None, paging)
-    return _paged([job_summary(j) for j in page.rows], page, paging)
+    query = parse(LiveJobsQuery, request.rel_url.query)
+    page = await request.app[LIVE_JOBS_KEY].list_jobs(project_id, query.search or None, query)
+    return _paged([job_summary(j) for j in page.rows], page.total_count, query)
 
 
-@routes.post("/api/v{version}/projects/{projectId}/livejobs")
 async def create_live_job(request: web.Request) -> web.Response:
     project_id = _project(request)
     settings = request.app[SETTINGS_KEY]
-    new = parse_new_live_job(await _json_body(request), settings.s3_buckets)
+    new = parse(NewLiveJob, await _json_body(request), allowed_buckets=settings.s3_buckets)
     job = await request.app[LIVE_JOBS_KEY].create(project_id, new)
     return envelope(
         job_detail(settings, job),  # a new job skips no rendition yet
@@ -91,40 +98,31 @@ async def create_live_job(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/v{version}/projects/{projectId}/livejobs/outputs")
 async def list_outputs(request: web.Request) -> web.Response:
     project_id = _project(request)
-    errors: list[str] = []
-    paging = _paging(request, errors)
-    job_id = parse_optional_id(request.rel_url.query, "liveJobId", errors)
-    if errors:
-        raise ValidationFailed(errors)
+    query = parse(OutputsQuery, request.rel_url.query)
     jobs = request.app[LIVE_JOBS_KEY]
-    if job_id is not None:
-        await jobs.get(project_id, str(job_id))  # 404 for another project's or no job
-    page = await jobs.outputs(project_id, job_id, paging)
-    return _paged([output_row(o) for o in page.rows], page, paging)
+    if query.live_job_id is not None:
+        await jobs.get(project_id, str(query.live_job_id))  # 404: another project's, or none
+    page = await jobs.outputs(project_id, query.live_job_id, query)
+    return _paged([output_row(o) for o in page.rows], page.total_count, query)
 
 
-# One path template with GET below (OpenAPI forbids two that differ only by the
-# parameter's name): for POST, `{id}` is the job's stream key.
-@routes.post("/api/v{version}/projects/{projectId}/livejobs/{id}")
 async def toggle_live_job(request: web.Request) -> web.Response:
     project_id = _project(request)
-    toggle = parse_toggle(await _json_body(request))
+    toggle = parse(Toggle, await _json_body(request))
     jobs = request.app[LIVE_JOBS_KEY]
     job = await jobs.set_online(project_id, request.match_info["id"], toggle)
     return envelope(
-        {
-            "online": bool(job["online"]),
-            "playBackPathURL": playback_url(request.app[SETTINGS_KEY], job),
-        },
+        ToggleResult(
+            online=bool(job["online"]),
+            playBackPathURL=playback_url(request.app[SETTINGS_KEY], job),
+        ),
         status=201,
         messages=["live job online" if job["online"] else "live job offline"],
     )
 
 
-@routes.get("/api/v{version}/projects/{projectId}/livejobs/{id}")
 async def get_live_job(request: web.Request) -> web.Response:
     project_id = _project(request)
     jobs = request.app[LIVE_JOBS_KEY]
@@ -132,8 +130,6 @@ async def get_live_job(request: web.Request) -> web.Response:
     return envelope(job_detail(request.app[SETTINGS_KEY], job, jobs.statistics(job), outputs))
 
 
-# Not the toggle above: a longer path, and here `{id}` is the job's id or name.
-@routes.post("/api/v{version}/projects/{projectId}/livejobs/{id}/key")
 async def rotate_stream_key(request: web.Request) -> web.Response:
     """A new stream key for the job (201: a new key is created); the old one is refused."""
     project_id = _project(request)
@@ -147,35 +143,28 @@ async def rotate_stream_key(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/v{version}/projects/{projectId}/livejobs/{id}/timings")
 async def list_timings(request: web.Request) -> web.Response:
     project_id = _project(request)
-    errors: list[str] = []
-    paging = _paging(request, errors)
-    output_id = parse_optional_id(request.rel_url.query, "outputId", errors)
-    if errors:
-        raise ValidationFailed(errors)
+    query = parse(TimingsQuery, request.rel_url.query)
     jobs = request.app[LIVE_JOBS_KEY]
     job = await jobs.get(project_id, request.match_info["id"])
-    page = await jobs.timings(job, output_id, paging)
-    return _paged([timing_row(t) for t in page.rows], page, paging)
+    page = await jobs.timings(job, query.output_id, query)
+    return _paged([timing_row(t) for t in page.rows], page.total_count, query)
 
 
-@routes.get("/api/v{version}/projects/{projectId}/livejobs/{id}/stats")
 async def get_stats(request: web.Request) -> web.Response:
     project_id = _project(request)
     jobs = request.app[LIVE_JOBS_KEY]
     job = await jobs.get(project_id, request.match_info["id"])
-    statistics = {
-        **jobs.statistics(job),
-        "droppedFrames": jobs.dropped_frames(job),
-        "outputs": jobs.output_statistics(job),
-    }
+    statistics = JobStatistics(
+        **source_view(jobs.statistics(job)).model_dump(),
+        dropped_frames=jobs.dropped_frames(job),
+        outputs=[output_view(row) for row in jobs.output_statistics(job)],
+    )
     return envelope([statistics])
 
 
-@routes.get("/api/v{version}/projects/{projectId}/livejobs/{id}/events")
-async def job_events(request: web.Request) -> web.StreamResponse:
+async def live_job_events(request: web.Request) -> web.StreamResponse:
     """WebSocket: the job's status and statistics once a second (`webSocketConnection`)."""
     project_id = _project(request)
     jobs = request.app[LIVE_JOBS_KEY]
@@ -188,10 +177,13 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         detail = job_detail(settings, job, jobs.statistics(job))
         await ws.send_json(
             {
-                "status": detail["status"],
-                "online": detail["online"],
-                "statistics": detail["statistics"],
-                "outputs": jobs.output_statistics(job),
+                "status": detail.status,
+                "online": detail.online,
+                "statistics": detail.statistics.model_dump(by_alias=True),
+                "outputs": [
+                    output_view(row).model_dump(by_alias=True)
+                    for row in jobs.output_statistics(job)
+                ],
             }
         )
         try:
@@ -203,13 +195,95 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-@routes.get("/api/v{version}/projects/{projectId}/jobtemplates")
+def _delivery_row(row: dict[str, Any]) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row["webhook_id"],
+        live_job_id=row["live_job_id"],
+        type=row["type"],
+        state=row["state"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        next_attempt_at=row["next_attempt_at"],
+        delivered_at=row["delivered_at"],
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        attempt_log=[
+            WebhookAttempt(
+                at=a["attempted_at"],
+                status_code=a["status_code"],
+                error=a["error"],
+                duration_ms=a["duration_ms"],
+            )
+            for a in row["attempt_log"]
+        ],
+    )
+
+
+async def list_webhook_deliveries(request: web.Request) -> web.Response:
+    """Every webhook delivery of the project (or of one job), newest first."""
+    project_id = _project(request)
+    query = parse(WebhookDeliveriesQuery, request.rel_url.query)
+    jobs = request.app[LIVE_JOBS_KEY]
+    page = await jobs.webhook_deliveries(project_id, query.live_job_id, query)
+    return _paged([_delivery_row(row) for row in page.rows], page.total_count, query)
+
+
 async def list_job_templates(request: web.Request) -> web.Response:
     _project(request)
-    errors: list[str] = []
-    paging = _paging(request, errors)
-    if errors:
-        raise ValidationFailed(errors)
+    paging = parse(Paging, request.rel_url.query)
     templates = all_templates()
     rows = [template_row(t) for t in templates[paging.offset : paging.offset + paging.page_size]]
-    return _paged(rows, Page(rows, len(templates)), paging)
+    return _paged(rows, len(templates), paging)
+
+
+PROJECT = {
+    "version": PathParameter("API version", {"type": "string", "enum": list(SUPPORTED_VERSIONS)}),
+    "projectId": PathParameter("The project id", {"type": "string", "format": "uuid"}),
+}
+JOB = {**PROJECT, "id": PathParameter("The live job's id (integer) or name (UUID)")}
+PROJECT_ONLY = {"projectId": PROJECT["projectId"]}  # the platform's /api/v1/{projectId}/... paths
+# GET and POST share one path template (OpenAPI forbids two that differ only by a
+# parameter's name): for POST, `{id}` is the job's stream key.
+JOB_OR_KEY = {**PROJECT, "id": PathParameter("The job id or name for GET, the stream key for POST")}
+BASE = "/api/v{version}/projects/{projectId}"
+
+# fmt: off
+ROUTES = (
+    Route("GET", f"{BASE}/livejobs", list_live_jobs, "List live jobs (paged, searchable)",
+          LiveJobSummary, paged=True, query=LiveJobsQuery, parameters=PROJECT),
+    Route("POST", f"{BASE}/livejobs", create_live_job, "Create a live job",
+          LiveJob, status=201, body=NewLiveJob, parameters=PROJECT),
+    Route("GET", f"{BASE}/livejobs/outputs", list_outputs,
+          "List live encoding outputs (one per rendition)",
+          Output, paged=True, query=OutputsQuery, parameters=PROJECT, errors=(404,)),
+    Route("GET", f"{BASE}/livejobs/{{id}}", get_live_job, "Get a live job",
+          LiveJob, parameters=JOB_OR_KEY, errors=(404,)),
+    Route("POST", f"{BASE}/livejobs/{{id}}", toggle_live_job,
+          "Put a live job online (accept its publisher) or offline, by its stream key",
+          ToggleResult, status=201, body=Toggle, parameters=JOB_OR_KEY, errors=(404,)),
+    # Not the toggle: a longer path, and here `{id}` is the job's id or name.
+    Route("POST", f"{BASE}/livejobs/{{id}}/key", rotate_stream_key,
+          "Rotate a live job's stream key: a new key, the previous one refused from now on"
+          " (new publishers, the online toggle); a publisher already live is not cut",
+          LiveJob, status=201, parameters=JOB, errors=(404,)),
+    Route("GET", f"{BASE}/livejobs/{{id}}/timings", list_timings,
+          "List a live job's timings (status changes and events)",
+          Timing, paged=True, query=TimingsQuery, parameters=JOB, errors=(404,)),
+    Route("GET", f"{BASE}/livejobs/{{id}}/stats", get_stats,
+          "Get a live job's input statistics (and its outputs')",
+          list[JobStatistics], parameters=JOB, errors=(404,)),
+    Route("GET", f"{BASE}/livejobs/{{id}}/events", live_job_events,
+          "WebSocket (webSocketConnection): the job's status, statistics and outputs,"
+          " one JSON message a second",
+          status=101, parameters=JOB, errors=(400, 404)),
+    Route("GET", "/api/v1/{projectId}/webhooks/deliveries", list_webhook_deliveries,
+          "List webhook deliveries (paged, newest first): each event sent to a job's"
+          " callbackUrl, its state, attempts, last status code or error, next attempt",
+          WebhookDelivery, paged=True, query=WebhookDeliveriesQuery, parameters=PROJECT_ONLY,
+          errors=(404,)),
+    Route("GET", f"{BASE}/jobtemplates", list_job_templates, "List job templates",
+          JobTemplateRow, paged=True, query=Paging, parameters=PROJECT),
+    Route("GET", "/healthz", healthz, "Health: the store is open and S3 answers",
+          HealthResult, public=True, also=(503,)),
+)
+# fmt: on

@@ -17,6 +17,7 @@ peak RSS of each process (wait4 rusage). The figures are printed, not asserted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -266,7 +267,7 @@ def run_onair(source: Path, template_id: int, out_dir: Path, drain: bool) -> Non
                 "segments": sink.segments,
                 "bytes": sink.bytes,
                 "codecs": sink.codecs,
-                "stats": encoder.stats(),
+                "stats": [dataclasses.asdict(row) for row in encoder.stats()],
                 "failed": repr(encoder.failed) if encoder.failed else None,
                 "drains": encoder.drains,
             }
@@ -324,8 +325,8 @@ def compare(
     for row in report.get("stats", []):
         print(
             f"  {row['name']:>6} {row['width']}x{row['height']} "
-            f"{row['bitrateBps'] / 1e3:7.0f} kb/s {row['fps']:6.2f} fps "
-            f"{row['framesEncoded']} frames, {row['droppedFrames']} dropped"
+            f"{row['bitrate_bps'] / 1e3:7.0f} kb/s {row['fps']:6.2f} fps "
+            f"{row['frames_encoded']} frames, {row['dropped_frames']} dropped"
         )
     ratio = onair_wall / ffmpeg_wall
     print(

@@ -23,13 +23,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import av
 from av.stream import Stream
 
 from encoder.host import EncoderHost
 from encoder.segmenter import Segmenter
+from encoder.statistics import SegmentRates
 from media.fanout import Broadcast, QueueClosed, Reader, TrackRules
 from media.segments import AudioPacket, Segment, VideoPacket
 
@@ -251,13 +252,9 @@ class SegmentingReader:
         with self._lock:
             self._segmenters[rendition] = segmenter
 
-    def stats(self, rendition: str) -> dict[str, Any]:
+    def stats(self, rendition: str) -> SegmentRates:
         segmenter = self.segmenter(rendition)
         if segmenter is None:
-            return {"bitrateBps": 0, "fps": 0.0, "droppedVideoPackets": 0}
+            return SegmentRates()
         bitrate_bps, fps = segmenter.recent_rates()
-        return {
-            "bitrateBps": bitrate_bps,
-            "fps": fps,
-            "droppedVideoPackets": segmenter.dropped_video_packets,
-        }
+        return SegmentRates(bitrate_bps, fps, segmenter.dropped_video_packets)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from encoder.statistics import SegmentRates
 from media.clock import SYSTEM_CLOCK, Clock
 from media.segments import Segment, VariantInfo
 
@@ -70,6 +71,6 @@ class EncoderHost:
     # Where a rendition writes what it encodes (the encoded track, `encoder.encoded`),
     # and what the HLS writer's segmenter measured of it.
     output_for: Callable[[str], RenditionOutput] | None = None
-    segment_stats: Callable[[str], dict[str, Any]] = lambda rendition: {}
+    segment_stats: Callable[[str], SegmentRates] = lambda rendition: SegmentRates()
     # The wall clock when the ingest could not say when a session's media arrived.
     clock: Clock = SYSTEM_CLOCK

@@ -29,13 +29,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import av
 
 from encoder.encoded import SegmentingReader, encoded_broadcast, with_hls_writer
 from encoder.host import EncoderHost, EncoderTuning
 from encoder.passthrough import PassthroughMode
+from encoder.statistics import RenditionStatistics
 from encoder.templates import JobTemplate
 from encoder.transcode import TranscodeMode
 from ingest.media import MediaSource, SessionEnd, SessionStart
@@ -58,7 +59,7 @@ class _Mode(Protocol):
     def abort(self) -> None: ...
     def join(self, deadline: float) -> bool: ...
     def close(self) -> None: ...
-    def stats(self) -> list[dict[str, Any]]: ...
+    def stats(self) -> list[RenditionStatistics]: ...
 
 
 class LiveEncoder:
@@ -189,9 +190,8 @@ class LiveEncoder:
     def tuning(self) -> EncoderTuning:
         return self._tuning
 
-    def stats(self) -> list[dict[str, Any]]:
-        """Per rendition: name, width, height, bitrateBps and fps (measured over the last
-        segments), framesEncoded, droppedFrames."""
+    def stats(self) -> list[RenditionStatistics]:
+        """Per rendition: its size, rates measured over the last segments, frame counts."""
         mode = self._mode
         return mode.stats() if mode is not None else []
 
@@ -325,8 +325,7 @@ class LiveEncoder:
 
     def _summary(self) -> str:
         parts = [
-            f"{s['name']} {s['framesEncoded']} frames, {s['droppedFrames']} dropped"
-            for s in self.stats()
+            f"{s.name} {s.frames_encoded} frames, {s.dropped_frames} dropped" for s in self.stats()
         ]
         state = f"failed: {self._failed!r}" if self._failed is not None else "finished"
         return f"{state}; " + ("; ".join(parts) if parts else "no media")

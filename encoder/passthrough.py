@@ -13,7 +13,6 @@ import dataclasses
 import io
 import logging
 from fractions import Fraction
-from typing import Any
 
 import av
 from av.container import OutputContainer
@@ -30,6 +29,7 @@ from encoder.encoded import RenditionConfig, RenditionOutput
 from encoder.errors import UnsupportedSource
 from encoder.host import EncoderHost
 from encoder.ladder import plan_ladder
+from encoder.statistics import RenditionStatistics
 from encoder.templates import JobTemplate
 from encoder.timeline import ArrivalClock, SessionClock
 from ingest.media import AudioParams, SessionEnd, SessionStart, VideoParams
@@ -160,20 +160,20 @@ class PassthroughMode:
             templates.close()
         self._templates.clear()
 
-    def stats(self) -> list[dict[str, Any]]:
+    def stats(self) -> list[RenditionStatistics]:
         if self._output is None:
             return []
         measured = self._host.segment_stats(self._output.rendition)
         return [
-            {
-                "name": self._output.rendition,
-                "width": self._width,
-                "height": self._height,
-                "bitrateBps": measured.get("bitrateBps", 0),
-                "fps": round(measured.get("fps", 0.0), 3),
-                "framesEncoded": self.packets_copied,
-                "droppedFrames": self.dropped_packets + measured.get("droppedVideoPackets", 0),
-            }
+            RenditionStatistics(
+                name=self._output.rendition,
+                width=self._width,
+                height=self._height,
+                bitrate_bps=measured.bitrate_bps,
+                fps=round(measured.fps, 3),
+                frames_encoded=self.packets_copied,
+                dropped_frames=self.dropped_packets + measured.dropped_video_packets,
+            )
         ]
 
     # -- internals -----------------------------------------------------------

@@ -38,7 +38,8 @@ class JobTemplate:
     renditions: tuple[RenditionSpec, ...]
     # What a live of this template costs the host at its largest source, in
     # template-2 720p lives (CPU time measured: the 1080p ladder 2.1, rounded to 2 so
-    # that one fits a 2-core host, as bench/throughput.py shows it does; a copy 0.05).
+    # that one fits a 2-core host, as bench/throughput.py shows it does; the small
+    # ladder fed 1080p 0.4, most of it the decode; a copy 0.05).
     capacity_units: float = 1.0
 
 

@@ -13,7 +13,6 @@ import collections
 import logging
 import time
 from fractions import Fraction
-from typing import Any
 
 import av
 from av.video.frame import PictureType
@@ -23,6 +22,7 @@ from encoder.codecs import avc1_codec_string, codecs_attribute, mp4a_codec_strin
 from encoder.errors import UnsupportedSource
 from encoder.host import RENDITION_SKIPPED, EncoderHost
 from encoder.ladder import RenditionPlan, plan_ladder
+from encoder.statistics import RenditionStatistics
 from encoder.templates import JobTemplate
 from encoder.timeline import ArrivalClock, KeyframeClock, SessionClock, keyframe_interval_seconds
 from encoder.video import RenditionWorker
@@ -206,7 +206,7 @@ class TranscodeMode:
         if self._audio is not None and not any(worker.alive for worker in self._workers):
             self._audio.close()
 
-    def stats(self) -> list[dict[str, Any]]:
+    def stats(self) -> list[RenditionStatistics]:
         return [worker.stats() for worker in self._workers]
 
     # -- planning ------------------------------------------------------------

@@ -29,6 +29,7 @@ from encoder.encoded import RenditionConfig, video_packet
 from encoder.errors import EncoderError
 from encoder.host import RENDITION_FAILED, EncoderHost
 from encoder.ladder import RenditionPlan
+from encoder.statistics import RenditionStatistics
 from media.clock import TICK_TIME_BASE
 from media.segments import AudioPacket, VideoPacket
 
@@ -333,17 +334,17 @@ class RenditionWorker:
             except av.FFmpegError:
                 log.debug("%s closing an encoder holder failed", self._prefix, exc_info=True)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> RenditionStatistics:
         measured = self._host.segment_stats(self.plan.name)
-        return {
-            "name": self.plan.name,
-            "width": self.plan.width,
-            "height": self.plan.height,
-            "bitrateBps": measured.get("bitrateBps", 0),
-            "fps": round(measured.get("fps", 0.0), 3),
-            "framesEncoded": self.frames_encoded,
-            "droppedFrames": self.dropped_frames + measured.get("droppedVideoPackets", 0),
-        }
+        return RenditionStatistics(
+            name=self.plan.name,
+            width=self.plan.width,
+            height=self.plan.height,
+            bitrate_bps=measured.bitrate_bps,
+            fps=round(measured.fps, 3),
+            frames_encoded=self.frames_encoded,
+            dropped_frames=self.dropped_frames + measured.dropped_video_packets,
+        )
 
     # -- worker thread -------------------------------------------------------
 

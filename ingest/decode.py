@@ -51,7 +51,7 @@ from ingest.media import (
 )
 from ingest.packets import AudioTimestamps, KeyframeWait, SessionOpening
 from ingest.session import CONTAINERS, FLV
-from ingest.stats import SourceStats
+from ingest.stats import SourceStatistics, SourceStats
 from media.fanout import Broadcast
 
 logger = logging.getLogger(__name__)
@@ -276,8 +276,8 @@ class LiveDecoder:
                 feed.abort()
             thread.join(min(timeout, 1.0))
 
-    def stats(self) -> dict[str, Any]:
-        """Snapshot of the source statistics (API keys); thread-safe."""
+    def stats(self) -> SourceStatistics:
+        """Snapshot of the source statistics; thread-safe."""
         return self._stats.snapshot()
 
     # Decode thread side

@@ -1,4 +1,4 @@
-"""What the publisher's stream is, measured: the API's source statistics object.
+"""What the publisher's stream is, measured: a `SourceStatistics` record.
 
 Three layers per value, first non-zero wins: what the decoder (or the demuxer's
 codec context) saw, what the stream's own headers say (FLV tags as they arrive
@@ -14,6 +14,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ingest.formats import amf0, flv
@@ -30,6 +31,33 @@ VIDEO_CODEC_IDS = {
     "vp9": flv.VIDEO_VP9,
 }
 AUDIO_CODEC_IDS = {"aac": flv.AUDIO_AAC, "mp3": flv.AUDIO_MP3}
+
+
+@dataclass(frozen=True)
+class SourceStatistics:
+    """The publisher's stream as measured (declared values while nothing is measured).
+
+    Frame rate in frames/s, data rates in kbit/s, codec ids FLV's numbering (the API's
+    `statistics` object, field for field); every value is zero/false/"" before media.
+    """
+
+    width: int = 0
+    height: int = 0
+    framerate: int = 0
+    video_data_rate: int = 0
+    audio_data_rate: int = 0
+    video_codec_id: int = 0
+    audio_codec_id: int = 0
+    audio_sample_rate: int = 0
+    audio_sample_size: int = 0
+    audio_channels: int = 0
+    stereo: bool = False
+    encoder: str = ""
+
+    @property
+    def media_seen(self) -> bool:
+        """Something about the picture or the sound is known."""
+        return bool(self.width or self.audio_sample_rate)
 
 
 def _declared_int(metadata: Mapping[str, Any], *keys: str) -> int:
@@ -153,8 +181,7 @@ class SourceStats:
             return 0
         return round((len(times) - 1) * 1000 / (times[-1] - times[0]))
 
-    def snapshot(self) -> dict[str, Any]:
-        """The statistics object, with exactly the API's keys."""
+    def snapshot(self) -> SourceStatistics:
         now = self._clock()
         with self._lock:
             declared = self._declared
@@ -171,26 +198,26 @@ class SourceStats:
             else:
                 stereo = isinstance(stereo_declared, bool) and stereo_declared
             encoder = declared.get("encoder")
-            return {
-                "width": self._width or _declared_int(declared, "width"),
-                "height": self._height or _declared_int(declared, "height"),
-                "framerate": self._measured_fps()
+            return SourceStatistics(
+                width=self._width or _declared_int(declared, "width"),
+                height=self._height or _declared_int(declared, "height"),
+                framerate=self._measured_fps()
                 or _declared_int(declared, "framerate", "videoframerate"),
-                "videoDataRate": self._video_rate.kbps(now)
+                video_data_rate=self._video_rate.kbps(now)
                 if video_seen
                 else _declared_int(declared, "videodatarate"),
-                "audioDataRate": self._audio_rate.kbps(now)
+                audio_data_rate=self._audio_rate.kbps(now)
                 if audio_seen
                 else _declared_int(declared, "audiodatarate"),
-                "videoCodecId": self._video_codec
+                video_codec_id=self._video_codec
                 or flv.video_codec_from_metadata(declared.get("videocodecid")),
-                "audioCodecId": self._audio_codec
+                audio_codec_id=self._audio_codec
                 or flv.audio_codec_from_metadata(declared.get("audiocodecid")),
-                "audioSampleRate": self._decoded_rate
+                audio_sample_rate=self._decoded_rate
                 or self._tag_rate
                 or _declared_int(declared, "audiosamplerate"),
-                "audioSampleSize": self._tag_size or _declared_int(declared, "audiosamplesize"),
-                "audioChannels": channels,
-                "stereo": stereo,
-                "encoder": encoder if isinstance(encoder, str) else "",
-            }
+                audio_sample_size=self._tag_size or _declared_int(declared, "audiosamplesize"),
+                audio_channels=channels,
+                stereo=stereo,
+                encoder=encoder if isinstance(encoder, str) else "",
+            )

@@ -1,42 +1,23 @@
-"""Shared fixtures: a real SeaweedFS S3 server, free ports, media helpers."""
+"""Shared fixtures: a real SeaweedFS S3 server, a bucket, the whole service (`live`)."""
 
 from __future__ import annotations
 
 import secrets
 import shutil
-import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 
-from packager.s3server import EmbeddedS3, S3Ports
+from packager.s3server import EmbeddedS3
+from tests.support.ports import free_port_block
 
+if TYPE_CHECKING:  # the API is imported by the tests that use it, not by every test
+    from tests.support.service import Live
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_block() -> int:
-    """A base port P such that every port SeaweedFS derives from P is free."""
-    for _ in range(200):
-        base = 20000 + secrets.randbelow(20000)
-        if all(_port_free(p) for p in S3Ports(base).all()):
-            return base
-    raise RuntimeError("no free port block for SeaweedFS")
+pytest_plugins = ("tests.support.postgres",)  # postgres_server, postgres_url, store_target
 
 
 @pytest.fixture(scope="session")
@@ -77,41 +58,10 @@ def bucket(s3_client) -> str:  # type: ignore[no-untyped-def]
     return name
 
 
-def media_tmp(tmp_path: Path, name: str) -> Path:
-    return tmp_path / name
+@pytest.fixture
+async def live(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> AsyncIterator[Live]:
+    """The whole service on free ports, one project, a 30 s reconnect window."""
+    from tests.support.service import start_live
 
-
-# Modules whose tests take seconds each (real-time publishers, the whole service,
-# SeaweedFS restarts, long fuzzing or simulated days): marked `slow`, which
-# `make test-fast` leaves out (`make test` runs them). Measured with --durations.
-SLOW_MODULES = frozenset(
-    {
-        "test_live_e2e.py",
-        "test_outage_e2e.py",
-        "test_shutdown_e2e.py",
-        "test_limits_e2e.py",
-        "test_admission_e2e.py",
-        "test_ownership_e2e.py",
-        "test_connection_limits_e2e.py",
-        "test_s3server.py",
-        "test_s3server_lifecycle.py",
-        "test_s3server_security.py",
-        "api/test_service.py",
-        "api/test_http_limits.py",
-        "api/test_key_rotation.py",
-        "api/test_ownership.py",
-        "encoder/test_live_encoder.py",
-        "encoder/test_bandwidth.py",
-        "ingest/test_fuzz.py",
-        "ingest/test_server_publishers.py",
-        "ingest/test_backpressure.py",
-        "packager/test_day.py",
-    }
-)
-TESTS = Path(__file__).resolve().parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.relative_to(TESTS).as_posix() in SLOW_MODULES:
-            item.add_marker(pytest.mark.slow)
+    async for running in start_live(tmp_path, s3_server, s3_client, reconnect_window_seconds=30.0):
+        yield running

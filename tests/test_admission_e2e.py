@@ -28,15 +28,17 @@ from ingest.rtmp.server import RtmpServer
 from ingest.session import PublishRefused, PublishRequest, PublishSession
 from packager.object_store import S3Storage
 from packager.s3server import EmbeddedS3
-from tests.api.conftest import make_projects, test_settings
-from tests.test_live_e2e import Live, publish
+from tests.support.publishers import publish
+from tests.support.service import Live, make_projects, make_settings
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # real time, the whole service
 
 ADMITTED = "admitted"
-# Admission does a few database calls and starts a pipeline's threads: a second is
-# generous on a shared machine (it used to wait as long as another job's storage hung).
-ADMISSION_BOUND_SECONDS = 1.0
+# Admission does a few database calls and starts a pipeline's threads: well under a
+# second on a quiet machine. The bound is what tells "did not wait on the hung storage"
+# (which hangs until the test releases it, longer than this) from "did", with room for a
+# machine loaded by a parallel test run; it is not a latency target.
+ADMISSION_BOUND_SECONDS = 10.0
 
 
 @dataclass
@@ -141,7 +143,7 @@ async def service(
     **overrides: Any,
 ) -> AsyncIterator[Service]:
     """The whole service (`create_app`, as `onair run` builds it) with one project."""
-    settings = test_settings(tmp_path, s3_server, **overrides)
+    settings = make_settings(tmp_path, s3_server, **overrides)
     project = make_projects(settings.db_path, 1)[0]
     server = TestServer(create_app(settings, object_store=object_store), host="127.0.0.1")
     await server.start_server()
@@ -218,20 +220,18 @@ async def test_a_jobs_hung_storage_and_failed_pipeline_never_delay_another_jobs_
             # The doomed job's pipeline fails once its first segment is spooled (its
             # upload hangs): stopping the pipeline waits for that upload (the encoder
             # finishes its output), as long as the storage hangs.
-            first = await publish(live.rtmp_url(doomed["key"]), 6, size="320x240")
+            first = await publish(live.rtmp_url(doomed["key"]), 6)
             assert first.returncode != 0  # dropped when its pipeline failed
             await wait_timing(live, doomed, "PipelineFailed")
             assert storage.hanging >= 1
 
             # Its publisher comes back: its admission takes the failed pipeline down, and
             # waits for it (the job's own lock only).
-            comeback = asyncio.create_task(
-                publish(live.rtmp_url(doomed["key"]), 2, size="320x240", realtime=False)
-            )
+            comeback = asyncio.create_task(publish(live.rtmp_url(doomed["key"]), 2, realtime=False))
             waiting = await clock.next_of(doomed["key"], 1, within=20, done=False)
 
             # Meanwhile another job's publisher: admitted within the bound.
-            other = asyncio.create_task(publish(live.rtmp_url(healthy["key"]), 3, size="320x240"))
+            other = asyncio.create_task(publish(live.rtmp_url(healthy["key"]), 3))
             admitted = await clock.next_of(healthy["key"], 0, within=20)
             assert admitted.outcome == ADMITTED
             assert admitted.seconds is not None and admitted.seconds < ADMISSION_BOUND_SECONDS, (
@@ -255,7 +255,7 @@ async def test_a_jobs_hung_storage_and_failed_pipeline_never_delay_another_jobs_
         deadline = time.monotonic() + 60
         while True:
             count = len(clock.of(doomed["key"]))
-            await publish(live.rtmp_url(doomed["key"]), 2, size="320x240", realtime=False)
+            await publish(live.rtmp_url(doomed["key"]), 2, realtime=False)
             if (await clock.next_of(doomed["key"], count, within=20)).outcome == ADMITTED:
                 break
             assert time.monotonic() < deadline, "the doomed job was never admitted again"
@@ -270,7 +270,7 @@ async def test_an_rtmp_publisher_to_an_srt_job_is_refused_with_a_timing(
     async with service(tmp_path, s3_server, s3_client) as running:
         live, clock = running.live, running.clock
         job = await create_job(live, new_bucket(), "srt", server_type=1)
-        refused = await publish(live.rtmp_url(job["key"]), 2, size="320x240", realtime=False)
+        refused = await publish(live.rtmp_url(job["key"]), 2, realtime=False)
         assert refused.returncode != 0
         [admission] = clock.of(job["key"])
         assert admission.outcome == HTTPStatus.FORBIDDEN
@@ -296,7 +296,7 @@ async def test_each_refusal_says_what_kind_it_is(
         offline = await create_job(live, bucket, "offline")
         await live.call("POST", f"/livejobs/{offline['key']}", json={"online": False})
 
-        first = asyncio.create_task(publish(live.rtmp_url(on_air["key"]), 8, size="320x240"))
+        first = asyncio.create_task(publish(live.rtmp_url(on_air["key"]), 8))
         await live.wait_status(on_air, 3)
         unknown = "00000000-0000-4000-8000-000000000000"
         cases = [
@@ -307,7 +307,7 @@ async def test_each_refusal_says_what_kind_it_is(
         ]
         for key, status in cases:
             count = len(clock.of(key))
-            done = await publish(live.rtmp_url(key), 2, size="320x240", realtime=False)
+            done = await publish(live.rtmp_url(key), 2, realtime=False)
             assert done.returncode != 0, key[:8]
             assert (await clock.next_of(key, count, within=5)).outcome == status, key[:8]
         assert (await first).returncode == 0

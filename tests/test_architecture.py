@@ -74,3 +74,53 @@ def test_every_module_the_architecture_page_names_exists() -> None:
     assert missing == []
     for package in PACKAGES:
         assert f"`{package}/`" in page
+
+
+def test_imports(path: Path) -> list[str]:
+    """What a test file imports of `tests` other than `tests.support` (relative imports,
+    which can only reach other test modules or a conftest, included)."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            names = ["." * node.level + (node.module or "")]
+        elif isinstance(node, ast.ImportFrom) and node.module == "tests":
+            names = [f"tests.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [
+            name
+            for name in names
+            if name.startswith(".")
+            or name.split(".")[0] in {"tests", "conftest"}
+            or name.split(".")[0].startswith("test_")
+        ]
+    return [name for name in found if not re.fullmatch(r"tests\.support(\.\w+)*", name)]
+
+
+test_imports.__test__ = False  # type: ignore[attr-defined]
+
+
+def test_no_test_module_imports_another_test_module_or_a_conftest() -> None:
+    """Shared test code lives in `tests/support`; conftest.py files hold fixtures only."""
+    files = sorted((ROOT / "tests").rglob("*.py"))
+    assert len(files) > 50
+    wrong = {str(path.relative_to(ROOT)): test_imports(path) for path in files}
+    assert {path: names for path, names in wrong.items() if names} == {}
+
+
+def test_the_test_import_check_sees_a_wrong_import(tmp_path: Path) -> None:
+    module = tmp_path / "test_m.py"
+    module.write_text(
+        "from tests.test_live_e2e import Live\n"
+        "from tests.api.conftest import Api\n"
+        "from tests.support.service import Live\n"
+        "from .helpers import x\n"
+        "def f():\n    import tests.conftest\n    from tests import support, players\n"
+    )
+    assert sorted(test_imports(module)) == sorted(
+        ["tests.test_live_e2e", "tests.api.conftest", ".helpers", "tests.conftest", "tests.players"]
+    )

@@ -27,12 +27,13 @@ from aiohttp.test_utils import TestServer
 
 from api.app import RTMP_KEY, create_app
 from packager.s3server import EmbeddedS3
-from tests.api.conftest import make_projects, test_settings
-from tests.conftest import free_port
-from tests.ingest.helpers import async_wait_until
-from tests.test_live_e2e import Live, publish
+from tests.support.media import SMALL_TEMPLATE
+from tests.support.ports import free_port
+from tests.support.publishers import publish
+from tests.support.service import Live, make_projects, make_settings
+from tests.support.waiting import async_wait_until
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # real time, the whole service
 
 IDLE_SOCKETS = 420
 PENDING_LIMIT = 64  # the default of ONAIR_RTMP_MAX_PENDING
@@ -156,7 +157,7 @@ async def test_420_idle_rtmp_sockets_leave_the_api_answering_and_publishing_poss
     tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any
 ) -> None:
     bucket = "flood-" + secrets.token_hex(6)  # created by onair at the first publish
-    settings = test_settings(
+    settings = make_settings(
         tmp_path, s3_server, rtmp_host="127.0.0.1", rtmp_port=free_port()
     )  # the RTMP limits are the defaults: 64 pending, 8 per IP
     [project] = make_projects(settings.db_path, 1)
@@ -205,8 +206,8 @@ async def test_420_idle_rtmp_sockets_leave_the_api_answering_and_publishing_poss
             # its 420 sockets, and a real publisher goes live.
             await async_wait_until(lambda: rtmp.pending_count == 0, 15, "the handshake deadline")
             assert await settled_fds() <= fds_before + 16
-            job = await live.create_online_job(2, bucket, "after-the-flood")
-            publisher = asyncio.create_task(publish(live.rtmp_url(job["key"]), 4, "640x360"))
+            job = await live.create_online_job(SMALL_TEMPLATE, bucket, "after-the-flood")
+            publisher = asyncio.create_task(publish(live.rtmp_url(job["key"]), 4))
             await live.wait_status(job, 3)  # Live: the media arrived
             done = await publisher
             assert done.returncode == 0, done.stderr

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from packager.s3server import EmbeddedS3
-from tests.test_live_e2e import Live, publish, start_live, stored_keys
+from tests.support.media import SMALL_TEMPLATE
+from tests.support.publishers import publish
+from tests.support.service import Live, start_live, stored_keys
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # real time, the whole service
 
 
 @pytest.fixture
@@ -23,12 +25,6 @@ def bucket() -> str:
     """A bucket onair has never seen: it creates it itself (it writes no bucket it did
     not create, unless ONAIR_S3_BUCKETS lists it)."""
     return "e2e-" + secrets.token_hex(6)
-
-
-@pytest.fixture
-async def live(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> AsyncIterator[Live]:
-    async for running in start_live(tmp_path, s3_server, s3_client):
-        yield running
 
 
 @pytest.fixture
@@ -44,7 +40,7 @@ def child_statuses(timings: list[dict[str, Any]]) -> list[str]:
 
 @pytest.mark.parametrize("metadata", [True, False], ids=["onMetaData", "no-metadata"])
 async def test_a_4k_source_is_refused(live: Live, bucket: str, metadata: bool) -> None:
-    job = await live.create_online_job(2, bucket, f"uhd-{metadata}")
+    job = await live.create_online_job(SMALL_TEMPLATE, bucket, f"uhd-{metadata}")
     extra = () if metadata else ("-flvflags", "no_metadata")
     done = await publish(
         live.rtmp_url(job["key"]), 3, size="3840x2160", rate=5, realtime=False, extra=extra
@@ -66,9 +62,9 @@ async def test_a_host_at_capacity_refuses_the_next_live(small_host: Live, bucket
     live = small_host
     first = await live.create_online_job(2, bucket, "cap-first")
     second = await live.create_online_job(2, bucket, "cap-second")
-    running = asyncio.create_task(publish(live.rtmp_url(first["key"]), 8, size="640x360"))
+    running = asyncio.create_task(publish(live.rtmp_url(first["key"]), 8))
     await live.wait_status(first, 3)
-    refused = await publish(live.rtmp_url(second["key"]), 2, size="640x360", realtime=False)
+    refused = await publish(live.rtmp_url(second["key"]), 2, realtime=False)
     assert refused.returncode != 0
     rows = [t for t in await live.timings(second) if t["childStatus"] == "PublisherRefused"]
     assert rows and "host at capacity" in rows[0]["messageComment"]
@@ -77,7 +73,7 @@ async def test_a_host_at_capacity_refuses_the_next_live(small_host: Live, bucket
     assert (await running).returncode == 0
     # The first live is over: its place is free again.
     await live.call("POST", f"/livejobs/{first['key']}", json={"online": False})
-    again = await publish(live.rtmp_url(second["key"]), 2, size="640x360")
+    again = await publish(live.rtmp_url(second["key"]), 2)
     assert again.returncode == 0, again.stderr
 
 

@@ -10,20 +10,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import boto3
 import m3u8
 import pytest
-from aiohttp.test_utils import TestServer
 from botocore.config import Config
 
-from api.app import create_app
 from packager.s3server import EmbeddedS3
-from tests.api.conftest import make_projects, test_settings
-from tests.conftest import free_port, free_port_block
-from tests.test_live_e2e import Live, publish
+from tests.support.media import SMALL_TEMPLATE
+from tests.support.ports import free_port_block
+from tests.support.publishers import publish
+from tests.support.service import Live, start_live
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # real time, the whole service
 
 OUTAGE_SECONDS = 20.0
 
@@ -41,18 +39,13 @@ def own_s3(tmp_path: Path) -> Any:
 
 @pytest.fixture
 async def outage_live(tmp_path: Path, own_s3: EmbeddedS3) -> AsyncIterator[Live]:
-    settings = test_settings(tmp_path, own_s3, rtmp_host="127.0.0.1", rtmp_port=free_port())
     client = boto3.client(
         "s3", endpoint_url=own_s3.endpoint, aws_access_key_id=own_s3.access_key,
         aws_secret_access_key=own_s3.secret_key, region_name="us-east-1",
         config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}),
     )  # fmt: skip
-    project = make_projects(settings.db_path, 1)[0]
-    server = TestServer(create_app(settings), host="127.0.0.1")
-    await server.start_server()
-    async with aiohttp.ClientSession() as session:
-        yield Live(settings, server, session, project, client)
-    await server.close()
+    async for running in start_live(tmp_path, own_s3, client):
+        yield running
 
 
 class PlaylistWatcher(threading.Thread):
@@ -89,10 +82,10 @@ class PlaylistWatcher(threading.Thread):
 async def test_s3_outage_mid_live_loses_no_segment(outage_live: Live, own_s3: EmbeddedS3) -> None:
     live = outage_live
     bucket = "outage-" + secrets.token_hex(4)
-    job = await live.create_online_job(2, bucket, "show")
-    publisher = asyncio.create_task(publish(live.rtmp_url(job["key"]), 36, size="640x360"))
+    job = await live.create_online_job(SMALL_TEMPLATE, bucket, "show")
+    publisher = asyncio.create_task(publish(live.rtmp_url(job["key"]), 36))
     await live.wait_status(job, 3)
-    watcher = PlaylistWatcher(live.s3, bucket, "live/show/360p/index.m3u8")
+    watcher = PlaylistWatcher(live.s3, bucket, "live/show/180p/index.m3u8")
     watcher.start()
     await asyncio.sleep(5)
     await asyncio.to_thread(own_s3.stop)
@@ -105,7 +98,7 @@ async def test_s3_outage_mid_live_loses_no_segment(outage_live: Live, own_s3: Em
     deadline = time.monotonic() + 90
     while True:  # the catch-up may still be running when the offline call answers
         try:
-            event = m3u8.loads(live.get_text(bucket, "live/show/360p/event.m3u8"))
+            event = m3u8.loads(live.get_text(bucket, "live/show/180p/event.m3u8"))
             if event.is_endlist:
                 break
         except Exception:
@@ -119,7 +112,7 @@ async def test_s3_outage_mid_live_loses_no_segment(outage_live: Live, own_s3: Em
     names = [s.uri for s in event.segments]
     assert names == [f"seg_{i:06d}.ts" for i in range(len(names))]  # none skipped
     for name in names:
-        live.s3.head_object(Bucket=bucket, Key=f"live/show/360p/{name}")
+        live.s3.head_object(Bucket=bucket, Key=f"live/show/180p/{name}")
     assert abs(sum(s.duration for s in event.segments) - 36.0) <= 2.0
     timings = [t["childStatus"] for t in await live.timings(job)]
     assert "StorageOutage" in timings and "StorageRecovered" in timings

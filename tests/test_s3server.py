@@ -4,6 +4,7 @@ import signal
 import stat
 import tomllib
 
+import pytest
 from cryptography import x509
 
 from packager.s3server import (
@@ -16,7 +17,9 @@ from packager.s3server import (
     jwt_keys,
     security_toml,
 )
-from tests.conftest import free_port_block
+from tests.support.ports import free_port_block
+
+pytestmark = pytest.mark.slow  # SeaweedFS started and stopped for real
 
 
 def test_ports_never_collide_with_onair_defaults() -> None:

@@ -16,7 +16,9 @@ import pytest
 
 from packager import s3server
 from packager.s3server import GRPC_OFFSET, EmbeddedS3, S3ServerError, find_weed, jwt_keys
-from tests.conftest import free_port_block
+from tests.support.ports import free_port_block
+
+pytestmark = pytest.mark.slow  # SeaweedFS started, killed and restarted for real
 
 SEGMENT = secrets.token_bytes(300_000)
 PLAYLIST = b"#EXTM3U\n#EXT-X-VERSION:3\n#EXTINF:2.0,\nseg_000000.ts\n"

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from api.settings import ConfigError, load_settings
 from packager.s3server import EmbeddedS3, S3Ports, connect_to_listener
-from tests.conftest import free_port
+from tests.support.ports import free_port
+from tests.support.service import ONAIR
 
-ONAIR = str(Path(sys.executable).parent / "onair")
 # P + 3 (the filer) + 10000 (its gRPC port) is the highest port SeaweedFS derives from P.
 MAX_S3_PORT = 65535 - 3 - 10000
 

@@ -33,6 +33,8 @@ from botocore.exceptions import ClientError
 
 from packager.s3server import GRPC_OFFSET, EmbeddedS3, TlsFiles, find_weed
 
+pytestmark = pytest.mark.slow  # SeaweedFS started for real
+
 # A master playlist as onair writes it; over 1 KiB, so SeaweedFS keeps it in a volume chunk.
 PLAYLIST = (
     b"#EXTM3U\n#EXT-X-VERSION:3\n" + b"#EXT-X-STREAM-INF:BANDWIDTH=3400000\n720p/i.m3u8\n" * 40

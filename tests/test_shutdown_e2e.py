@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +18,13 @@ import m3u8
 import pytest
 import requests
 
-from tests.conftest import free_port, free_port_block
+from tests.support.media import SMALL_RENDITIONS, SMALL_SIZE, SMALL_TEMPLATE
+from tests.support.ports import free_port, free_port_block
+from tests.support.publishers import ffmpeg_publish_cmd
+from tests.support.service import ONAIR
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # real time, the whole service
 
-ONAIR = str(Path(sys.executable).parent / "onair")
 SHUTDOWN_BOUND_SECONDS = 20.0
 
 
@@ -125,24 +126,21 @@ def test_sigterm_with_the_storage_held_ends_in_time_and_the_next_start_uploads(
             "POST",
             "/livejobs",
             json={
-                "jobTemplateId": 2,
+                "jobTemplateId": SMALL_TEMPLATE,
                 "destination": "live",
                 "bucket": "shutdown",
                 "input": {"filePath": "held", "serverType": 0, "inputClass": 0},
             },
         )
         service.call("POST", f"/livejobs/{job['key']}", json={"online": True})
+        url = f"rtmp://127.0.0.1:{service.rtmp_port}/live/{job['key']}"
         publisher = subprocess.Popen(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
-             "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
-             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-             "-t", "30", "-c:v", "libx264", "-preset", "veryfast", "-g", "30",
-             "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv",
-             f"rtmp://127.0.0.1:{service.rtmp_port}/live/{job['key']}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            ffmpeg_publish_cmd(url, size=SMALL_SIZE, seconds=30, realtime=True),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         # During the live the recording is in its parts (event.m3u8 comes at the end).
-        part_key = "live/held/360p/parts/part_000000.m3u8"
+        part_key = "live/held/180p/parts/part_000000.m3u8"
         deadline = time.monotonic() + 60
         while len(listed(service, part_key)) < 2:
             assert time.monotonic() < deadline, service.log_text()
@@ -187,7 +185,7 @@ def test_sigterm_with_the_storage_held_ends_in_time_and_the_next_start_uploads(
             assert time.monotonic() < deadline, again.log_text()
             time.sleep(0.3)
         assert done[0]["messageComment"].startswith("uploaded and listed"), done
-        for rendition in ("360p",):
+        for rendition in SMALL_RENDITIONS:
             names = listed(again, f"live/held/{rendition}/event.m3u8")
             numbers = [int(name[4:10]) for name in names]
             assert numbers == list(range(len(numbers))), names  # in order, no hole

@@ -2,7 +2,7 @@
 
 from packager.hls.listing import FIRST_SEGMENT_PUBLISHED, STORAGE_REFUSED
 from packager.hls.spool_limits import SPOOL_FULL
-from packager.hls.writer import DEFAULT_DVR_WINDOW_SECONDS, HlsWriter
+from packager.hls.writer import DEFAULT_DVR_WINDOW_SECONDS, HlsWriter, PublishedRendition
 from packager.storage_health import STORAGE_OUTAGE, STORAGE_RECOVERED
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "STORAGE_RECOVERED",
     "STORAGE_REFUSED",
     "HlsWriter",
+    "PublishedRendition",
 ]

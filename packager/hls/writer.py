@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any
 
 from media.clock import SYSTEM_CLOCK, Clock
 from media.segments import Segment, VariantInfo
@@ -47,6 +47,17 @@ from packager.storage_health import StorageHealth
 logger = logging.getLogger(__name__)
 
 DEFAULT_DVR_WINDOW_SECONDS = 7200.0
+
+
+@dataclass(frozen=True)
+class PublishedRendition:
+    """One rendition's recording: what its playlists list, and what waits for upload."""
+
+    segments: int
+    seconds: float
+    peak_bandwidth: int | None  # None before the first segment
+    average_bandwidth: int | None
+    pending_uploads: int
 
 
 class HlsWriter:
@@ -307,18 +318,18 @@ class HlsWriter:
                 return False
         return True
 
-    def stats(self) -> dict[str, dict[str, Any]]:
+    def stats(self) -> dict[str, PublishedRendition]:
         """Per rendition: what is published (listed in its playlists) and what is pending."""
         with self._cond:
             return {
-                name: {
+                name: PublishedRendition(
                     # The whole recording, earlier writers' part included.
-                    "segments": state.recording.count,
-                    "seconds": round(state.earlier_seconds + state.meter.seconds, 3),
-                    "peakBandwidth": state.meter.peak_bps,
-                    "averageBandwidth": state.meter.average_bps,
-                    "pendingUploads": state.pending_count(),
-                }
+                    segments=state.recording.count,
+                    seconds=round(state.earlier_seconds + state.meter.seconds, 3),
+                    peak_bandwidth=state.meter.peak_bps,
+                    average_bandwidth=state.meter.average_bps,
+                    pending_uploads=state.pending_count(),
+                )
                 for name, state in self._listing.renditions.items()
             }
 

@@ -22,7 +22,9 @@ from api.app import DATABASE_KEY, HttpListener, RouteAccessLogger, create_app, l
 from api.health import SharedCheck
 from api.keys import stream_key_digest
 from api.settings import Settings, load_settings
-from tests.api.conftest import Project, make_projects, start_api
+from tests.support.service import Project, make_projects, start_api
+
+pytestmark = pytest.mark.slow  # slow clients held for seconds
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: onair\r\n\r\n"
 

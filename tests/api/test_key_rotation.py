@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api
-from tests.test_live_e2e import Live, live, publish
-
-__all__ = ["live"]  # the fixture, for the end-to-end test below
+from tests.support.media import SMALL_TEMPLATE
+from tests.support.publishers import publish
+from tests.support.service import Api, Live
 
 
 async def rotate(api: Api, ref: object, **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -92,18 +91,19 @@ async def test_rotation_is_authenticated_and_project_scoped(api: Api) -> None:
     assert detail["result"]["key"] == theirs["key"]  # untouched
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a real-time publisher
 async def test_a_live_on_the_old_key_is_not_cut_and_new_publishers_need_the_new_key(
     live: Live,
 ) -> None:
-    job = await live.create_online_job(2, "rotation-" + secrets.token_hex(4), "rotated")
-    first = asyncio.create_task(publish(live.rtmp_url(job["key"]), 6, size="640x360"))
+    bucket = "rotation-" + secrets.token_hex(4)
+    job = await live.create_online_job(SMALL_TEMPLATE, bucket, "rotated")
+    first = asyncio.create_task(publish(live.rtmp_url(job["key"]), 6))
     await live.wait_status(job, 3)
     rotated = (await live.call("POST", f"/livejobs/{job['id']}/key"))["result"]
     assert rotated["key"] != job["key"] and rotated["status"] == 3
     # A new publisher with the old key is refused as an unknown key (not as "already
     # publishing", which would have left a timing); the live goes on.
-    again = await publish(live.rtmp_url(job["key"]), 2, size="320x240", realtime=False)
+    again = await publish(live.rtmp_url(job["key"]), 2, realtime=False)
     assert again.returncode != 0
     assert await live.status(job) == 3
     assert not any("already publishing" in t["messageComment"] for t in await live.timings(job))
@@ -111,7 +111,7 @@ async def test_a_live_on_the_old_key_is_not_cut_and_new_publishers_need_the_new_
     # Once it has ended, a publisher comes back with the new key only.
     await live.wait_status(job, 4)
     assert (await publish(live.rtmp_url(job["key"]), 2, realtime=False)).returncode != 0
-    back = await publish(live.rtmp_url(rotated["key"]), 2, size="640x360", realtime=False)
+    back = await publish(live.rtmp_url(rotated["key"]), 2, realtime=False)
     assert back.returncode == 0, back.stderr
     children = [t["childStatus"] for t in await live.timings(job)]
     assert "StreamKeyRotated" in children

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import CREATE_BODY, Api, elsewhere
+from tests.support.service import CREATE_BODY, Api, elsewhere
 
 ENVELOPE_KEYS = {"success", "errors", "messages", "result", "resultInfo", "statusCode"}
 PAGE_KEYS = {"totalCount", "pageIndex", "pageSize", "totalPages", "hasNextPage", "hasPreviousPage"}
@@ -390,11 +390,11 @@ async def test_job_templates_paged(api: Api) -> None:
     assert status == 200
     assert_envelope(body, 200)
     names = {t["id"]: t["name"] for t in body["result"]}
-    assert names == {1: "1080p ladder", 2: "720p ladder", 3: "passthrough"}
+    assert names == {1: "1080p ladder", 2: "720p ladder", 3: "passthrough", 4: "small ladder"}
     assert set(body["result"][0]) == {"id", "name", "jobTemplateType", "category", "description"}
-    _, page = await api.call("GET", "/jobtemplates?pageSize=2&pageIndex=2")
-    assert [t["id"] for t in page["result"]] == [3]
-    assert page["resultInfo"]["totalCount"] == 3
+    _, page = await api.call("GET", "/jobtemplates?pageSize=3&pageIndex=2")
+    assert [t["id"] for t in page["result"]] == [4]
+    assert page["resultInfo"]["totalCount"] == 4
 
 
 async def test_unknown_version_and_route_are_404_in_the_envelope(api: Api) -> None:

@@ -16,19 +16,22 @@ from typing import Any
 import aiohttp
 import pytest
 
-from api.database import MIGRATIONS, Database, utcnow
+from api.database import Database, head_revision, utcnow
 from api.errors import ValidationFailed
 from api.settings import DOCUMENTED, ConfigError, load_settings
 from packager.s3server import EmbeddedS3
-from tests.api.conftest import (
+from tests.support.legacy_store import create_legacy_store, job_row, legacy_job, legacy_project
+from tests.support.service import (
     CREATE_BODY,
     Api,
     Project,
     make_projects,
+    make_settings,
     running_api,
     start_api,
-    test_settings,
 )
+
+pytestmark = pytest.mark.slow  # the whole service, many projects
 
 OWNED = "bucket: owned by another project"
 # S3 keys are at most 1024 bytes; onair keeps 128 for what it appends to the prefix.
@@ -181,11 +184,14 @@ async def test_two_creates_racing_for_one_place_one_wins(api: Api) -> None:
     assert sorted(status for status, _ in results) == [201, 400], results
 
 
-def test_two_store_connections_racing_for_a_new_bucket_one_wins(tmp_path: Path) -> None:
-    """What two processes (two onair, or the CLI) do: one claim per bucket, whatever the
-    interleaving, thanks to the write lock taken before the check."""
-    db_path = tmp_path / "data" / "onair.sqlite3"
-    projects = make_projects(db_path, 2)
+def test_two_store_connections_racing_for_a_new_bucket_one_wins(
+    store_target: str | Path,
+) -> None:
+    """What two processes (two onair, or the CLI) or two hosts do: one claim per bucket,
+    whatever the interleaving, thanks to the lock taken before the check (SQLite's write
+    lock, the bucket row's on PostgreSQL)."""
+    db_path = store_target
+    projects = make_projects(db_path, 2)  # a PostgreSQL URL opens as well as a path
     databases = [Database(db_path) for _ in projects]
     barrier = threading.Barrier(len(databases))
     outcomes: list[str] = []
@@ -271,22 +277,25 @@ def test_onair_s3_buckets_is_read_and_validated() -> None:
 
 
 async def test_an_old_data_dir_claims_each_bucket_for_its_earliest_job(
-    tmp_path: Path, s3_server: EmbeddedS3, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3_server: EmbeddedS3
 ) -> None:
-    settings = test_settings(tmp_path, s3_server)
-    # The schema and code before buckets had owners: the probe's B could append to A's.
-    monkeypatch.setattr("api.database.MIGRATIONS", MIGRATIONS[:2])
-    monkeypatch.setattr("api.database.Database._claim_bucket", lambda *_: None)
-    monkeypatch.setattr("api.database.Database._check_prefix_free", lambda *_: None)
-    a, b = make_projects(settings.db_path, 2)
+    settings = make_settings(tmp_path, s3_server)
+    # The schema and code before buckets had owners (user_version 2): the probe's B could
+    # append to A's.
+    create_legacy_store(settings.db_path, 2)
+    a, b = (Project(name, legacy_project(settings.db_path, name, utcnow())) for name in ("a", "b"))
     old = [
-        (a, place("shows", "news", "legacy-a")),
-        (b, place("shows", "news", "legacy-a")),  # the probe: B on A's bucket and place
-        (b, place("probe", "x/y", "legacy-a")),
-        (b, place("mine", "only", "legacy-b")),
-        (b, place("first", "here", "mixed-bucket")),  # B first here, A later
-        (a, place("second", "here", "mixed-bucket")),
+        (a, "shows", "news", "legacy-a"),
+        (b, "shows", "news", "legacy-a"),  # the probe: B on A's bucket and place
+        (b, "probe", "x/y", "legacy-a"),
+        (b, "mine", "only", "legacy-b"),
+        (b, "first", "here", "mixed-bucket"),  # B first here, A later
+        (a, "second", "here", "mixed-bucket"),
     ]
+    for project, destination, file_path, bucket in old:
+        row = job_row(project.id, bucket, destination, file_path)
+        legacy_job(settings.db_path, row, ["720p", "480p", "360p"])
+
     server = await start_api(settings)
     base = str(server.make_url("")).rstrip("/")
     async with aiohttp.ClientSession() as session:
@@ -296,18 +305,10 @@ async def test_an_old_data_dir_claims_each_bucket_for_its_earliest_job(
             async with session.post(url, json=body, headers=project.headers) as r:
                 return r.status, await r.json()
 
-        for project, body in old:
-            status, _ = await post(project, body)
-            assert status == 201
-        await server.close()
-        monkeypatch.undo()
-
-        server = await start_api(settings)
-        base = str(server.make_url("")).rstrip("/")
         try:
             database = Database(settings.db_path)
             try:
-                assert database.schema_version == len(MIGRATIONS)
+                assert database.schema_revision == head_revision()
                 owners = {n: database.bucket(n) for n in ("legacy-a", "legacy-b", "mixed-bucket")}
             finally:
                 database.close()

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from api.views import LIVE_JOBS_KEY
-from tests.api.conftest import Api
+from tests.support.service import Api
 
 
 async def test_authorization_carries_the_raw_key_or_a_bearer_key(api: Api) -> None:

@@ -17,8 +17,7 @@ from api import cli
 from api.database import Database
 from api.settings import DOCUMENTED, ConfigError, Settings, load_settings
 from packager.s3server import EmbeddedS3
-from tests.api.conftest import Api
-from tests.api.test_service import ONAIR, service_env
+from tests.support.service import ONAIR, Api, service_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,6 +120,7 @@ def test_without_the_dev_project_no_project_and_no_key_is_made(tmp_path: Path) -
     assert [line.split(":")[0] for line in enabled] == [
         "Development project",
         "Development API key",
+        "Development webhook secret",
     ]
     assert (settings.data_dir / cli.DEV_PROJECT_FILE).exists()
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -18,77 +14,19 @@ import requests
 
 from api.settings import ConfigError, load_settings
 from packager.s3server import EmbeddedS3, S3Ports, connect_to_listener
-from tests.api.conftest import CREATE_BODY, Project, make_projects, start_api, test_settings
-from tests.conftest import free_port, free_port_block
+from tests.support.ports import free_port_block
+from tests.support.service import (
+    CREATE_BODY,
+    ONAIR,
+    Project,
+    RunningService,
+    make_projects,
+    make_settings,
+    service_env,
+    start_api,
+)
 
-ONAIR = str(Path(sys.executable).parent / "onair")
-
-
-class RunningService:
-    """`onair run` in a child process, as `make run` starts it."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.process = subprocess.Popen(
-            [ONAIR, "run"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.base = f"http://127.0.0.1:{env['ONAIR_HTTP_PORT']}"
-
-    def wait_ready(self, timeout: float = 60.0) -> dict[str, str]:
-        """Read the banner; returns the development project's id and key."""
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        found: dict[str, str] = {}
-        while time.monotonic() < deadline and "key" not in found:
-            line = self.process.stdout.readline()
-            if not line:
-                raise AssertionError("onair run exited:\n" + "".join(self.lines))
-            self.lines.append(line)
-            if line.startswith("Development project:"):
-                found["id"] = line.split()[-1]
-            if line.startswith("Development API key:"):
-                found["key"] = line.split()[-1]
-        assert "key" in found, "".join(self.lines)
-        return found
-
-    def project_create(self, name: str) -> dict[str, Any]:
-        done = subprocess.run(
-            [ONAIR, "project", "create", name],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.stdout:
-                self.process.stdout.close()
-
-
-def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ONAIR_")}
-    env.update(
-        ONAIR_DATA_DIR=str(tmp_path / "data"),
-        ONAIR_HTTP_PORT=str(free_port()),
-        ONAIR_RTMP_PORT=str(free_port()),
-        ONAIR_SRT_PORT=str(free_port()),
-        ONAIR_RTMP_HOST="127.0.0.1",
-    )
-    env.update(extra)
-    return env
+pytestmark = pytest.mark.slow  # `onair run` as a child process, SeaweedFS included
 
 
 def _listening(port: int) -> bool:
@@ -150,7 +88,8 @@ def service(tmp_path: Path, s3_server: EmbeddedS3) -> Iterator[RunningService]:
 
 def test_project_create_then_the_api_with_that_key(service: RunningService) -> None:
     project = service.project_create("broadcaster one")
-    assert set(project) == {"projectId", "apiKey"}
+    assert set(project) == {"projectId", "apiKey", "webhookSecret"}
+    assert project["webhookSecret"].startswith("whsec_")
     headers = {"x-api-key": project["apiKey"]}
     url = f"{service.base}/api/v1/projects/{project['projectId']}/livejobs"
     created = requests.post(url, headers=headers, json=CREATE_BODY, timeout=5)
@@ -213,7 +152,7 @@ def test_the_dvr_window_defaults_to_two_hours() -> None:
 
 
 async def test_restart_keeps_jobs_and_online_state(tmp_path: Path, s3_server: EmbeddedS3) -> None:
-    settings = test_settings(tmp_path, s3_server)
+    settings = make_settings(tmp_path, s3_server)
     project: Project = make_projects(settings.db_path, 1)[0]
     server = await start_api(settings)
     base = str(server.make_url("")).rstrip("/") + f"/api/v1/projects/{project.id}/livejobs"
@@ -236,7 +175,7 @@ async def test_restart_keeps_jobs_and_online_state(tmp_path: Path, s3_server: Em
 async def test_healthz_is_503_when_storage_does_not_answer(
     tmp_path: Path, s3_server: EmbeddedS3
 ) -> None:
-    settings = test_settings(tmp_path, s3_server)
+    settings = make_settings(tmp_path, s3_server)
     server = await start_api(settings, storage_ping=lambda: False)
     async with aiohttp.ClientSession() as session:
         async with session.get(server.make_url("/healthz")) as r:

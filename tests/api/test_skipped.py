@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
-import pytest
 
-from api.database import MIGRATIONS, Database
+from api.database import Database, head_revision, utcnow
 from api.views import LIVE_JOBS_KEY
 from packager.s3server import EmbeddedS3
-from tests.api.conftest import CREATE_BODY, Api, elsewhere, make_projects, start_api, test_settings
+from tests.support.legacy_store import create_legacy_store, job_row, legacy_job, legacy_project
+from tests.support.service import (
+    CREATE_BODY,
+    Api,
+    Project,
+    elsewhere,
+    make_settings,
+    start_api,
+)
 
 LADDER = ["1080p", "720p", "480p", "360p"]  # template 1
 
@@ -59,22 +66,20 @@ async def test_skipped_renditions_are_marked_and_not_listed(api: Api) -> None:
 
 
 async def test_a_data_dir_of_the_previous_schema_migrates_in_place(
-    tmp_path: Path, s3_server: EmbeddedS3, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3_server: EmbeddedS3
 ) -> None:
-    settings = test_settings(tmp_path, s3_server)
-    monkeypatch.setattr("api.database.MIGRATIONS", MIGRATIONS[:1])  # the schema before skips
-    # ... and its code: no bucket claims (migration 3) yet.
-    monkeypatch.setattr("api.database.Database._claim_bucket", lambda *_: None)
-    project = make_projects(settings.db_path, 1)[0]
-    server = await start_api(settings)
-    base = str(server.make_url("")).rstrip("/") + f"/api/v1/projects/{project.id}/livejobs"
+    settings = make_settings(tmp_path, s3_server)
+    create_legacy_store(settings.db_path, 1)  # the schema before skips (user_version 1)
+    project = Project("p", legacy_project(settings.db_path, "p", utcnow()))
+    row = job_row(
+        project.id,
+        CREATE_BODY["bucket"],
+        CREATE_BODY["destination"],
+        CREATE_BODY["input"]["filePath"],
+        job_template_id=1,
+    )
+    job = {"id": legacy_job(settings.db_path, row, LADDER), "key": row["stream_key"]}
     async with aiohttp.ClientSession(headers=project.headers) as session:
-        async with session.post(base, json={**CREATE_BODY, "jobTemplateId": 1}) as r:
-            assert r.status == 201
-            job = (await r.json())["result"]
-        await server.close()
-        monkeypatch.undo()
-
         server = await start_api(settings)
         try:
             base = str(server.make_url("")).rstrip("/") + f"/api/v1/projects/{project.id}"
@@ -92,6 +97,6 @@ async def test_a_data_dir_of_the_previous_schema_migrates_in_place(
             await server.close()
     database = Database(settings.db_path)
     try:
-        assert database.schema_version == len(MIGRATIONS)
+        assert database.schema_revision == head_revision()
     finally:
         database.close()

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from packager.s3server import EmbeddedS3
-from tests.api.conftest import CREATE_BODY, Api, running_api
+from tests.support.service import CREATE_BODY, Api, running_api
 
 CDN = "https://cdn.example.com"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.encoder.helpers import make_source
+from tests.support.media import make_source
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,17 @@ import time
 from pathlib import Path
 
 import m3u8
+import pytest
 
 from encoder.live_encoder import LiveEncoder
 from encoder.templates import get_template
 from ingest.media import MediaQueue
 from packager import layout
 from packager.hls import HlsWriter
-from tests.encoder.helpers import feed
-from tests.packager.conftest import CheckingStore, MemoryStore
+from tests.support.fakes import CheckingStore, MemoryStore
+from tests.support.media import feed
+
+pytestmark = pytest.mark.slow  # encodes noise for tens of seconds
 
 PREFIX = "live/motion"
 ITEMS_PER_SECOND = 30 + 48_000 / 1024  # decoded video frames and AAC frames

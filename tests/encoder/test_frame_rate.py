@@ -18,7 +18,8 @@ import pytest
 from encoder.live_encoder import LiveEncoder
 from encoder.templates import get_template
 from ingest.media import MediaQueue, nominal_frame_rate
-from tests.encoder.helpers import CollectingSink, feed
+from tests.support.fakes import CollectingSink
+from tests.support.media import feed
 
 # dropping every 7th frame makes the source's frame intervals vary
 VFR_FILTER = "select='not(eq(mod(n\\,7)\\,3))'"

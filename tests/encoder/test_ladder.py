@@ -32,6 +32,12 @@ def test_never_upscales() -> None:
     assert [n for n, _, _ in names_sizes(1000, 500)] == ["480p", "360p"]
 
 
+def test_the_small_ladder_makes_two_rungs_of_the_small_test_source() -> None:
+    # What the end-to-end tests that are not about the ladder publish (tests/support/media.py).
+    assert names_sizes(320, 180, template_id=4) == [("180p", 320, 180), ("144p", 256, 144)]
+    assert names_sizes(1920, 1080, template_id=4) == [("180p", 320, 180), ("144p", 256, 144)]
+
+
 def test_source_below_every_rung_keeps_the_smallest_at_source_height() -> None:
     assert names_sizes(320, 180) == [("360p", 320, 180)]
     assert names_sizes(321, 181) == [("360p", 320, 180)]  # even dimensions

@@ -21,7 +21,11 @@ from encoder.templates import get_template
 from encoder.video import RenditionWorker
 from ingest.media import MediaQueue
 from media.segments import Segment
-from tests.encoder.helpers import CollectingSink, feed, ffprobe, wait_until
+from tests.support.fakes import CollectingSink
+from tests.support.media import feed, ffprobe
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow  # encodes seconds of 720p through the ladder
 
 PROFILE_IDC = {"Constrained Baseline": 0x42, "Baseline": 0x42, "Main": 0x4D, "High": 0x64}
 
@@ -39,10 +43,10 @@ def joined_packets(segments: list[Segment], path: Path) -> list[dict[str, Any]]:
     """The segments joined, as ffprobe reads them: no error, and each kind's dts
     strictly increasing across the joins. Returns the packets (type, pts, dts, flags)."""
     info, errors = ffprobe(
-        b"".join(s.data for s in segments),
         path,
         "-show_entries",
         "packet=codec_type,pts,dts,flags",
+        data=b"".join(s.data for s in segments),
     )
     assert errors == ""
     packets: list[dict[str, Any]] = info["packets"]
@@ -90,10 +94,10 @@ def encode(template_id: int, sources: list[Path], label: str) -> Run:
 def probe_segment(segment: Segment, tmp_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(streams by type, video frames) of one segment, decoded by the ffprobe CLI."""
     info, errors = ffprobe(
-        segment.data,
         tmp_path / f"{segment.rendition}-{segment.sequence}.ts",
         "-show_entries",
         "frame=media_type,pts_time,key_frame,pict_type,width,height",
+        data=segment.data,
     )
     assert errors == "", f"{segment.rendition} #{segment.sequence}: {errors}"
     streams = {s["codec_type"]: s for s in info["streams"]}
@@ -169,15 +173,15 @@ def test_template2_ladder_segments(source_720p: Path, tmp_path: Path) -> None:
         assert renditions[0], f"no audio in segment {sequence}"
         assert all(packets == renditions[0] for packets in renditions)
 
-    stats = {s["name"]: s for s in run.encoder.stats()}
+    stats = {s.name: s for s in run.encoder.stats()}
     assert set(stats) == {"720p", "480p", "360p"}
     for variant in sink.variants:
         row = stats[variant.name]
-        assert (row["width"], row["height"]) == (variant.width, variant.height)
-        assert row["framesEncoded"] == 180 and row["droppedFrames"] == 0
-        assert row["fps"] == pytest.approx(30, abs=0.5)
+        assert (row.width, row.height) == (variant.width, variant.height)
+        assert row.frames_encoded == 180 and row.dropped_frames == 0
+        assert row.fps == pytest.approx(30, abs=0.5)
         # Measured from the segments: within a third of the target (video + audio + TS).
-        assert 0.66 < row["bitrateBps"] / variant.target_bitrate_bps < 1.5
+        assert 0.66 < row.bitrate_bps / variant.target_bitrate_bps < 1.5
 
 
 def test_concatenated_rendition_plays_through(source_720p: Path, tmp_path: Path) -> None:
@@ -293,11 +297,12 @@ def test_a_failing_rendition_fails_the_encoder_alone(
     ]
     for feeder in feeders:
         feeder.start()
-    assert wait_until(lambda: failing_run.encoder.failed is not None)
+    wait_until(lambda: failing_run.encoder.failed is not None, what="the encoder to fail")
     assert failing_run.encoder.failed is boom
     # Every thread of the failed encoder ends by itself, before stop().
-    assert wait_until(
-        lambda: not [t for t in threading.enumerate() if t.name.startswith("encoder-fail-")]
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("encoder-fail-")],
+        what="the failed encoder's threads to end",
     )
     for feeder in feeders:
         feeder.join(30)
@@ -308,7 +313,7 @@ def test_a_failing_rendition_fails_the_encoder_alone(
     healthy.queue.close()
     healthy.encoder.stop(timeout_seconds=60)
     assert healthy.encoder.failed is None
-    assert [s["framesEncoded"] for s in healthy.encoder.stats()] == [90, 90]
+    assert [s.frames_encoded for s in healthy.encoder.stats()] == [90, 90]
 
 
 def test_slow_sink_drops_and_counts_with_bounded_queues(source_480p: Path) -> None:
@@ -334,11 +339,11 @@ def test_slow_sink_drops_and_counts_with_bounded_queues(source_480p: Path) -> No
     run.encoder.stop(timeout_seconds=60)
     assert run.encoder.failed is None
     stats = run.encoder.stats()
-    dropped = sum(s["droppedFrames"] for s in stats) + run.queue.dropped_video
+    dropped = sum(s.dropped_frames for s in stats) + run.queue.dropped_video
     assert dropped > 0  # the slow sink cost frames, and they were counted
     for row in stats:
         delivered = 2 * 90 - run.queue.dropped_video
-        assert row["framesEncoded"] + row["droppedFrames"] == delivered
+        assert row.frames_encoded + row.dropped_frames == delivered
     assert peaks["media"] <= 30 + 2  # + SessionEnd/SessionStart, never dropped
     assert all(peaks[w] <= 4 for w in ("480p", "360p"))
     assert offered > 0 and sink.finished == 1

@@ -15,7 +15,8 @@ from encoder.live_encoder import LiveEncoder
 from encoder.templates import get_template
 from ingest.media import MediaQueue
 from media.segments import Segment
-from tests.encoder.helpers import CollectingSink, feed, ffprobe
+from tests.support.fakes import CollectingSink
+from tests.support.media import feed, ffprobe
 
 ADDED_BY_TS = {7, 8, 9}  # SPS, PPS (before keyframes) and AUDs the TS muxer inserts
 
@@ -98,22 +99,22 @@ def test_packets_are_copied_bit_for_bit(source_360p: Path, tmp_path: Path) -> No
     assert segments[0].start_seconds < 0.05
     for segment in segments:
         info, errors = ffprobe(
-            segment.data,
             tmp_path / f"{segment.sequence}.ts",
             "-show_entries",
             "frame=media_type,key_frame",
+            data=segment.data,
         )
         assert errors == ""
         stream = next(s for s in info["streams"] if s["codec_type"] == "video")
         assert (stream["width"], stream["height"]) == (640, 360)
         assert int(variant.codecs[9:11], 16) == stream["level"]
         assert next(f for f in info["frames"] if f["media_type"] == "video")["key_frame"] == 1
-    source_info, _ = ffprobe(source_360p.read_bytes(), tmp_path / "src.flv")
+    source_info, _ = ffprobe(source_360p)
     source_stream = next(s for s in source_info["streams"] if s["codec_type"] == "video")
     for key in ("profile", "level", "width", "height", "pix_fmt"):
         assert stream[key] == source_stream[key]
     (row,) = encoder.stats()
-    assert row["framesEncoded"] == 90 and row["droppedFrames"] == 0
+    assert row.frames_encoded == 90 and row.dropped_frames == 0
 
 
 def test_passthrough_reconnect(source_360p: Path) -> None:

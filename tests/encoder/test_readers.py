@@ -16,7 +16,9 @@ from encoder.live_encoder import LiveEncoder
 from encoder.templates import get_template
 from ingest.media import MediaQueue
 from media.fanout import QueueClosed, Reader
-from tests.encoder.helpers import CollectingSink, feed, make_source, wait_until
+from tests.support.fakes import CollectingSink
+from tests.support.media import feed, make_source
+from tests.support.waiting import wait_until
 
 ITEMS_PER_SECOND = 30 + 48_000 / 1024
 
@@ -60,7 +62,7 @@ def test_a_reader_that_never_reads_costs_the_live_nothing(source: Path, caplog) 
     assert [s.sequence for s in segments] == list(range(len(segments)))
     assert sum(s.duration_seconds for s in segments) == pytest.approx(8.0, abs=0.1)
     assert stuck.dropped_total > 0  # it dropped, for itself only
-    assert encoder.stats()[0]["droppedFrames"] == 0
+    assert encoder.stats()[0].dropped_frames == 0
     reports = [r for r in caplog.records if "stuck viewer too slow" in r.getMessage()]
     assert 1 <= len(reports) <= 4  # at the start of the burst, then every 2 s of it
 

@@ -18,7 +18,8 @@ from encoder.templates import get_template
 from ingest.media import MediaQueue, SessionEnd, WallClockOrigin
 from media.clock import utc_instant
 from media.segments import Segment
-from tests.encoder.helpers import CollectingSink, make_source, open_live, session_start
+from tests.support.fakes import CollectingSink
+from tests.support.media import make_source, open_live, session_start
 
 ORIGIN = 1_795_000_000.0  # when the first session's media began arriving (Unix seconds)
 RECONNECT_GAP_SECONDS = 95.5  # wall time between the two sessions

@@ -12,8 +12,9 @@ from ingest.adapter import DecoderSession
 from ingest.decode import LiveDecoder
 from ingest.media import MediaQueue
 from ingest.session import FLV, MPEGTS, IngestProtocol, PublishRequest
-from tests.ingest.helpers import Collector, async_wait_until
-from tests.ingest.test_decode import sample_tags
+from tests.support.fakes import Collector
+from tests.support.media import sample_tags
+from tests.support.waiting import async_wait_until
 
 
 class Owner:

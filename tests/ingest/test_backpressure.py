@@ -21,8 +21,11 @@ from ingest.decode import LiveDecoder
 from ingest.media import MediaQueue
 from ingest.session import PublishRequest, PublishSession
 from media.fanout import QueueClosed
-from tests.ingest.conftest import StartServer
-from tests.ingest.helpers import async_wait_until, ffmpeg_publish_cmd, run_process
+from tests.support.publishers import ffmpeg_publish_cmd, run_process
+from tests.support.rtmp_client import StartServer
+from tests.support.waiting import async_wait_until
+
+pytestmark = pytest.mark.slow  # publishers held back for seconds
 
 SECONDS = 8
 

@@ -13,23 +13,12 @@ import pytest
 
 import ingest.decode
 from ingest.decode import LiveDecoder
-from ingest.formats import amf0, flv
+from ingest.formats import flv
 from ingest.media import MediaQueue, SessionEnd, SessionStart
 from ingest.session import FLV, MPEGTS
-from tests.ingest.helpers import (
-    Collector,
-    decode_file_pts,
-    items_until_a_video_frame,
-    wait_until,
-)
-
-
-def sample_tags(path: Path) -> tuple[dict[str, Any], list[flv.Tag]]:
-    """(onMetaData, audio/video tags) of an FLV file."""
-    _, tags = flv.parse(path.read_bytes())
-    script = next(t for t in tags if t.kind == flv.TAG_SCRIPT)
-    metadata = dict(amf0.decode_all(script.payload)[1])
-    return metadata, [t for t in tags if t.kind in (flv.TAG_AUDIO, flv.TAG_VIDEO)]
+from tests.support.fakes import Collector
+from tests.support.media import decode_file_pts, items_until_a_video_frame, sample_tags
+from tests.support.waiting import wait_until
 
 
 def publish(decoder: LiveDecoder, path: Path, *, end: str | None = "done") -> int:
@@ -70,19 +59,15 @@ def test_every_frame_is_decoded_with_its_timestamp(flv_sample: Path, queue: Medi
         )
         assert collector.ends == [SessionEnd(0, "done")]
         stats = decoder.stats()
-        assert {k: stats[k] for k in ("width", "height", "framerate")} == {
-            "width": 320,
-            "height": 240,
-            "framerate": 30,
-        }
-        assert (stats["videoCodecId"], stats["audioCodecId"]) == (7, 10)
-        assert (stats["audioSampleRate"], stats["audioChannels"], stats["stereo"]) == (
+        assert (stats.width, stats.height, stats.framerate) == (320, 240, 30)
+        assert (stats.video_codec_id, stats.audio_codec_id) == (7, 10)
+        assert (stats.audio_sample_rate, stats.audio_channels, stats.stereo) == (
             48000,
             1,
             False,
         )
-        assert stats["audioSampleSize"] == 16
-        assert stats["encoder"].startswith("Lavf")
+        assert stats.audio_sample_size == 16
+        assert stats.encoder.startswith("Lavf")
     finally:
         decoder.stop()
         collector.stop()
@@ -283,7 +268,7 @@ def test_session_without_media_still_starts_and_ends(queue: MediaQueue) -> None:
         decoder.end_session("nothing sent")
         collector.wait_ends(1)
         assert collector.events == [("start", 0), ("end", 0, "nothing sent")]
-        assert decoder.stats()["width"] == 0
+        assert decoder.stats().width == 0
     finally:
         decoder.stop()
         collector.stop()

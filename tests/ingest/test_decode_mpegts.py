@@ -12,11 +12,8 @@ import pytest
 from ingest.decode import OPEN_OPTIONS, LiveDecoder
 from ingest.media import MediaQueue, SessionEnd
 from ingest.session import MPEGTS
-from tests.ingest.helpers import (
-    Collector,
-    decode_file_pts,
-    items_until_a_video_frame,
-)
+from tests.support.fakes import Collector
+from tests.support.media import decode_file_pts, items_until_a_video_frame
 
 SRT_PAYLOAD = 1316  # 7 TS packets: what a live SRT stream delivers at a time
 TS_PACKET = 188
@@ -68,10 +65,10 @@ def test_every_frame_comes_out_with_its_timestamp(ts_sample: Path, queue: MediaQ
         assert collector.ends == [SessionEnd(0, "done")]
         assert decoder.decode_errors == 0
         stats = decoder.stats()
-        assert (stats["width"], stats["height"], stats["framerate"]) == (320, 240, 30)
-        assert (stats["videoCodecId"], stats["audioCodecId"]) == (7, 10)  # as for RTMP
-        assert (stats["audioSampleRate"], stats["audioChannels"]) == (48000, 1)
-        assert stats["videoDataRate"] > 0 and stats["audioDataRate"] > 0
+        assert (stats.width, stats.height, stats.framerate) == (320, 240, 30)
+        assert (stats.video_codec_id, stats.audio_codec_id) == (7, 10)  # as for RTMP
+        assert (stats.audio_sample_rate, stats.audio_channels) == (48000, 1)
+        assert stats.video_data_rate > 0 and stats.audio_data_rate > 0
     finally:
         decoder.stop()
         collector.stop()

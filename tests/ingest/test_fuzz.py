@@ -6,10 +6,12 @@ run; `ONAIR_FUZZ_EXAMPLES=N` runs N per test (the `make fuzz` target).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +22,9 @@ from ingest.rtmp.chunk import ChunkReader, ChunkWriter, split_aggregate
 from ingest.rtmp.errors import ProtocolError
 from ingest.rtmp.messages import Message
 from ingest.stats import SourceStats
-from tests.ingest.helpers import fuzz_examples
+from tests.support.fuzzing import fuzz_examples
+
+pytestmark = pytest.mark.slow  # thousands of generated cases
 
 
 def fuzz(default: int) -> settings:
@@ -234,6 +238,7 @@ def test_flv_tag_inspection_and_stats_accept_any_payload(payload: bytes, timesta
     stats.on_media(8, timestamp, payload)
     stats.on_media(9, timestamp, payload)
     snapshot = stats.snapshot()
-    assert all(not isinstance(v, float) or math.isfinite(v) for v in snapshot.values())
+    values = dataclasses.astuple(snapshot)
+    assert all(not isinstance(v, float) or math.isfinite(v) for v in values)
     tag = flv.tag(9, timestamp, payload)
     assert struct.unpack(">I", tag[-4:])[0] == 11 + len(payload)

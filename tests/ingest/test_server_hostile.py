@@ -13,14 +13,10 @@ import pytest
 from ingest.formats import amf0
 from ingest.rtmp.messages import Message
 from ingest.rtmp.server import RtmpServer
-from tests.ingest.conftest import StartServer
-from tests.ingest.helpers import (
-    Harness,
-    RawClient,
-    async_wait_until,
-    ffmpeg_publish_cmd,
-    run_process,
-)
+from tests.support.fakes import Harness
+from tests.support.publishers import ffmpeg_publish_cmd, run_process
+from tests.support.rtmp_client import RawClient, StartServer
+from tests.support.waiting import async_wait_until
 
 SERVER_LOGGER = "ingest.rtmp.server"
 LIMIT = 1 << 20  # the servers here use max_message_bytes=1 MiB

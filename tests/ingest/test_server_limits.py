@@ -14,9 +14,9 @@ from api.settings import ConfigError, load_settings
 from ingest.connlimit import ConnectionLimiter, is_loopback
 from ingest.ratelog import RateLimitedLog
 from ingest.rtmp.server import RtmpServer
-from tests.ingest.conftest import StartServer
-from tests.ingest.helpers import Harness, RawClient, async_wait_until
-from tests.ingest.test_server_protocol import status_info
+from tests.support.fakes import Harness
+from tests.support.rtmp_client import RawClient, StartServer, status_info
+from tests.support.waiting import async_wait_until
 
 SERVER_LOGGER = "ingest.rtmp.server"
 

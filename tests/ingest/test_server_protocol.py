@@ -16,8 +16,8 @@ from ingest.formats import amf0
 from ingest.rtmp import messages
 from ingest.rtmp.messages import Message
 from ingest.session import FLV, IngestProtocol, PublishRefused, PublishRequest, PublishSession
-from tests.ingest.conftest import StartServer
-from tests.ingest.helpers import RawClient, async_wait_until
+from tests.support.rtmp_client import RawClient, StartServer, status_info
+from tests.support.waiting import async_wait_until
 
 SERVER_LOGGER = "ingest.rtmp.server"
 
@@ -58,13 +58,6 @@ class RecordingAdmit:
         session = Recorder()
         self.sessions.append(session)
         return session
-
-
-def status_info(command: messages.Command) -> dict[str, Any]:
-    assert command.name == "onStatus"
-    info = command.args[0]
-    assert isinstance(info, dict)
-    return info
 
 
 async def test_publish_conversation(start_server: StartServer) -> None:

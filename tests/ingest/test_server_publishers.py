@@ -10,16 +10,18 @@ import av
 import pytest
 
 from ingest.rtmp.server import RtmpServer
-from tests.ingest.conftest import StartServer
-from tests.ingest.helpers import (
-    Harness,
-    async_wait_until,
-    decode_file_pts,
+from tests.support.fakes import Harness
+from tests.support.media import decode_file_pts
+from tests.support.publishers import (
     ffmpeg_publish_cmd,
     gstreamer_publish_cmd,
     pyav_publish_cmd,
     run_process,
 )
+from tests.support.rtmp_client import StartServer
+from tests.support.waiting import async_wait_until
+
+pytestmark = pytest.mark.slow  # real publishers (ffmpeg, GStreamer, PyAV) in real time
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg CLI missing")
 
@@ -45,12 +47,12 @@ async def test_ffmpeg_720p30_every_frame_decoded_and_stats(
     assert harness.requests[0].app == "live"
     assert harness.requests[0].url == f"rtmp://127.0.0.1:{server.port}/live"
     stats = job.decoder.stats()
-    assert (stats["width"], stats["height"], stats["framerate"]) == (1280, 720, 30)
-    assert (stats["videoCodecId"], stats["audioCodecId"]) == (7, 10)
-    assert (stats["audioSampleRate"], stats["audioChannels"], stats["stereo"]) == (48000, 1, False)
-    assert stats["audioSampleSize"] == 16
-    assert stats["encoder"].startswith("Lavf")
-    assert stats["videoDataRate"] > 0 and stats["audioDataRate"] > 0
+    assert (stats.width, stats.height, stats.framerate) == (1280, 720, 30)
+    assert (stats.video_codec_id, stats.audio_codec_id) == (7, 10)
+    assert (stats.audio_sample_rate, stats.audio_channels, stats.stereo) == (48000, 1, False)
+    assert stats.audio_sample_size == 16
+    assert stats.encoder.startswith("Lavf")
+    assert stats.video_data_rate > 0 and stats.audio_data_rate > 0
 
 
 async def test_pyav_publisher_h264(start_server: StartServer, harness: Harness) -> None:
@@ -63,9 +65,9 @@ async def test_pyav_publisher_h264(start_server: StartServer, harness: Harness) 
     await job.collector.async_wait_ends(1)
     assert len(job.collector.kinds("video")) == 150
     stats = job.decoder.stats()
-    assert (stats["width"], stats["height"], stats["framerate"]) == (1280, 720, 30)
-    assert (stats["videoCodecId"], stats["audioCodecId"]) == (7, 10)
-    assert (stats["audioSampleRate"], stats["audioChannels"], stats["stereo"]) == (48000, 2, True)
+    assert (stats.width, stats.height, stats.framerate) == (1280, 720, 30)
+    assert (stats.video_codec_id, stats.audio_codec_id) == (7, 10)
+    assert (stats.audio_sample_rate, stats.audio_channels, stats.stereo) == (48000, 2, True)
     assert not job.video_ex_header
 
 
@@ -85,8 +87,8 @@ async def test_pyav_publisher_enhanced_rtmp_hevc(
     assert job.collector.starts[0].video.codec_name == "hevc"
     assert len(job.collector.kinds("video")) == 60
     stats = job.decoder.stats()
-    assert stats["videoCodecId"] == 12
-    assert (stats["width"], stats["height"], stats["framerate"]) == (320, 240, 30)
+    assert stats.video_codec_id == 12
+    assert (stats.width, stats.height, stats.framerate) == (320, 240, 30)
 
 
 @pytest.mark.skipif(shutil.which("gst-launch-1.0") is None, reason="GStreamer missing")
@@ -100,9 +102,9 @@ async def test_gstreamer_publisher(start_server: StartServer, harness: Harness, 
     assert len(job.collector.kinds("video")) == 90
     assert len(job.collector.kinds("audio")) > 100
     stats = job.decoder.stats()
-    assert (stats["width"], stats["height"], stats["framerate"]) == (320, 240, 30)
-    assert (stats["audioSampleRate"], stats["audioChannels"]) == (44100, 2)
-    assert stats["encoder"].startswith("GStreamer")
+    assert (stats.width, stats.height, stats.framerate) == (320, 240, 30)
+    assert (stats.audio_sample_rate, stats.audio_channels) == (44100, 2)
+    assert stats.encoder.startswith("GStreamer")
 
 
 @needs_ffmpeg
@@ -138,7 +140,7 @@ async def test_refused_key(start_server: StartServer, harness: Harness) -> None:
     assert harness.refusals == ["forbidden"]
     assert job.media_calls == 0
     assert job.collector.events == []
-    assert job.decoder.stats()["width"] == 0
+    assert job.decoder.stats().width == 0
 
 
 @needs_ffmpeg
@@ -191,5 +193,5 @@ async def test_twenty_publishers_at_once(start_server: StartServer, harness: Har
         job = harness.jobs[key]
         await job.collector.async_wait_ends(1)
         assert len(job.collector.kinds("video")) == 90, key
-        assert job.decoder.stats()["framerate"] == 30
+        assert job.decoder.stats().framerate == 30
     assert server.connection_count == 0

@@ -17,8 +17,8 @@ from ingest.decode import LiveDecoder
 from ingest.formats import flv
 from ingest.media import MediaQueue, WallClockOrigin
 from ingest.session import MPEGTS
-from tests.ingest.helpers import Collector
-from tests.ingest.test_decode import sample_tags
+from tests.support.fakes import Collector
+from tests.support.media import sample_tags
 
 TOLERANCE_SECONDS = 0.03
 

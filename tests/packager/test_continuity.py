@@ -16,7 +16,8 @@ from packager.continuity import (
     discontinuity_pids,
 )
 from packager.hls import HlsWriter
-from tests.packager.conftest import SEGMENT_SECONDS, Ladder, MemoryStore
+from tests.support.fakes import MemoryStore
+from tests.support.media import LADDER_SEGMENT_SECONDS, Ladder
 
 PREFIX = "live/cc"
 
@@ -101,7 +102,7 @@ def test_ffmpeg_reads_a_published_rendition_without_a_counter_break(
 
     memory = MemoryStore()
     writer = HlsWriter(memory, "bucket", PREFIX, tmp_path / "spool", label="cc")
-    writer.start(ladder.variants[:1], SEGMENT_SECONDS)
+    writer.start(ladder.variants[:1], LADDER_SEGMENT_SECONDS)
     for sequence in range(len(ladder.segments[name])):
         writer.add_segment(ladder.segment(name, sequence))
     writer.finish(timeout_seconds=30)

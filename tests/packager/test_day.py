@@ -7,12 +7,16 @@ import time
 from pathlib import Path
 
 import m3u8
+import pytest
 
 from media.clock import utc_instant
 from media.segments import Segment, VariantInfo
 from packager import layout
 from packager.hls import HlsWriter
-from tests.packager.fakes import START_UNIX, CountingStore, FakeClock
+from tests.support.clocks import START_UNIX, FakeClock
+from tests.support.fakes import CountingStore
+
+pytestmark = pytest.mark.slow  # a simulated day of segments
 
 PREFIX = "day/live"
 SEGMENT_SECONDS = 2.0
@@ -100,4 +104,4 @@ def test_a_day_of_segments_costs_at_its_end_what_it_cost_at_its_start(tmp_path: 
             START_UNIX + index * PART_SEGMENTS * SEGMENT_SECONDS
         )
     assert layout.part_playlist_key(PREFIX, "360p", last_part + 1) not in store.objects
-    assert writer.stats()["360p"]["segments"] == DAY_SEGMENTS
+    assert writer.stats()["360p"].segments == DAY_SEGMENTS

@@ -19,16 +19,13 @@ from packager.hls import (
     STORAGE_OUTAGE,
     STORAGE_RECOVERED,
     HlsWriter,
+    PublishedRendition,
 )
 from packager.object_store import S3Storage
 from packager.s3server import EmbeddedS3
-from tests.packager.conftest import (
-    SEGMENT_SECONDS,
-    CheckingStore,
-    Ladder,
-    MemoryStore,
-    wait_until,
-)
+from tests.support.fakes import CheckingStore, MemoryStore
+from tests.support.media import LADDER_SEGMENT_SECONDS, Ladder
+from tests.support.waiting import wait_until
 
 PREFIX = "live/show"
 
@@ -58,7 +55,7 @@ def s3_storage(s3_server: EmbeddedS3) -> S3Storage:
 def test_publishes_a_ladder_to_s3(s3_storage, s3_client, bucket, ladder: Ladder, tmp_path) -> None:
     store = CheckingStore(s3_storage, PREFIX)
     writer = HlsWriter(store, bucket, PREFIX, tmp_path / "spool", label="ladder")
-    writer.start(ladder.variants, SEGMENT_SECONDS)
+    writer.start(ladder.variants, LADDER_SEGMENT_SECONDS)
     for sequence in range(10):
         for variant in ladder.variants:
             writer.add_segment(ladder.segment(variant.name, sequence))
@@ -99,8 +96,8 @@ def test_publishes_a_ladder_to_s3(s3_storage, s3_client, bucket, ladder: Ladder,
     stats = writer.stats()
     for playlist, variant in zip(master.playlists, ladder.variants, strict=True):
         info = playlist.stream_info
-        assert info.bandwidth == stats[variant.name]["peakBandwidth"]
-        assert info.average_bandwidth == stats[variant.name]["averageBandwidth"]
+        assert info.bandwidth == stats[variant.name].peak_bandwidth
+        assert info.average_bandwidth == stats[variant.name].average_bandwidth
         assert info.resolution == (variant.width, variant.height)
         assert info.frame_rate == 24.0
         assert info.codecs == variant.codecs
@@ -118,11 +115,11 @@ def test_publishes_a_ladder_to_s3(s3_storage, s3_client, bucket, ladder: Ladder,
         dvr = m3u8.loads(get(layout.dvr_playlist_key(PREFIX, name)).decode())
         assert dvr.segments.uri == seg_names(0, 9) and dvr.is_endlist
         assert dvr.playlist_type is None  # a sliding window, not an event
-        assert stats[name]["segments"] == 10
-        assert stats[name]["seconds"] == pytest.approx(sum(durations), abs=0.001)
-        assert stats[name]["pendingUploads"] == 0
+        assert stats[name].segments == 10
+        assert stats[name].seconds == pytest.approx(sum(durations), abs=0.001)
+        assert stats[name].pending_uploads == 0
         size = sum(len(d) for d, _ in ladder.segments[name])
-        assert stats[name]["averageBandwidth"] == pytest.approx(size * 8 / sum(durations), abs=1)
+        assert stats[name].average_bandwidth == pytest.approx(size * 8 / sum(durations), abs=1)
 
     # what a user would check: the published segment is real, playable TS, the media
     # bytes untouched (only the continuity counters, continued from segment 2)
@@ -164,7 +161,7 @@ def test_out_of_order_upload_is_listed_in_order(
     store = CheckingStore(s3_storage, PREFIX)
     slow = store.hold(layout.segment_key(PREFIX, name, 2))
     writer = HlsWriter(store, bucket, PREFIX, tmp_path / "spool", label="order", upload_workers=3)
-    writer.start(ladder.variants[:1], SEGMENT_SECONDS)
+    writer.start(ladder.variants[:1], LADDER_SEGMENT_SECONDS)
     for sequence in range(5):
         writer.add_segment(ladder.segment(name, sequence))
 
@@ -179,11 +176,11 @@ def test_out_of_order_upload_is_listed_in_order(
         what="playlist listing 0..1",
     )
     # 3 and 4 are stored, 2 is not: the playlist stops at 1 however long 2 takes
-    wait_until(lambda: writer.stats()[name]["pendingUploads"] == 1, what="only 2 pending")
+    wait_until(lambda: writer.stats()[name].pending_uploads == 1, what="only 2 pending")
     assert not stored(2)
     assert listed(stored_text(s3_client, bucket, index_key) or "") == seg_names(0, 1)
-    assert writer.stats()[name]["segments"] == 2
-    assert writer.stats()[name]["pendingUploads"] == 1
+    assert writer.stats()[name].segments == 2
+    assert writer.stats()[name].pending_uploads == 1
 
     slow.set()
     wait_until(
@@ -243,12 +240,12 @@ def test_spool_holds_exactly_what_is_pending_and_is_cleaned(tmp_path) -> None:
     files = sorted(p.relative_to(spool).as_posix() for p in spool.rglob("*") if p.is_file())
     assert files == sorted(f"{v.name}/seg_{i:06d}.ts" for v in VARIANTS for i in range(4))
     assert (spool / "hi" / "seg_000002.ts").read_bytes() == bytes([2]) * 102
-    assert all(s["pendingUploads"] == 4 and s["segments"] == 0 for s in writer.stats().values())
+    assert all(s.pending_uploads == 4 and s.segments == 0 for s in writer.stats().values())
 
     store.gate_all_segments.set()
     writer.finish(timeout_seconds=10)
     assert list(spool.rglob("*")) == []  # files and rendition folders gone
-    assert all(s["pendingUploads"] == 0 for s in writer.stats().values())
+    assert all(s.pending_uploads == 0 for s in writer.stats().values())
     assert store.violations == []
 
 
@@ -259,7 +256,7 @@ def test_spool_files_deleted_as_they_upload(tmp_path) -> None:
     spool = tmp_path / "spool" / "hi"
     for sequence in range(3):
         writer.add_segment(segment("hi", sequence))
-    wait_until(lambda: writer.stats()["hi"]["segments"] == 3)
+    wait_until(lambda: writer.stats()["hi"].segments == 3)
     assert list(spool.iterdir()) == []
     writer.close()
 
@@ -274,14 +271,14 @@ def test_stats_equal_what_was_published(tmp_path) -> None:
     writer.add_segment(segment("lo", 0, 300, 1.5))
     writer.finish(timeout_seconds=10)
     stats = writer.stats()
-    assert stats["hi"] == {
-        "segments": 4,
-        "seconds": 6.5,
-        "peakBandwidth": 750 * 8 // 2,  # the 0.5 s tail is not a peak
-        "averageBandwidth": math.ceil(1600 * 8 / 6.5),
-        "pendingUploads": 0,
-    }
-    assert stats["lo"]["segments"] == 1 and stats["lo"]["peakBandwidth"] == 1600
+    assert stats["hi"] == PublishedRendition(
+        segments=4,
+        seconds=6.5,
+        peak_bandwidth=750 * 8 // 2,  # the 0.5 s tail is not a peak
+        average_bandwidth=math.ceil(1600 * 8 / 6.5),
+        pending_uploads=0,
+    )
+    assert stats["lo"].segments == 1 and stats["lo"].peak_bandwidth == 1600
 
 
 def test_master_waits_for_every_variant_then_follows_bandwidth(tmp_path) -> None:
@@ -305,7 +302,7 @@ def test_master_waits_for_every_variant_then_follows_bandwidth(tmp_path) -> None
     assert [p.stream_info.bandwidth for p in second.playlists] == [2_080_000, 800_000]
     # Below the peak, the average moves by 1 %: not worth a rewrite.
     writer.add_segment(segment("lo", 1, size=196_000))
-    wait_until(lambda: writer.stats()["lo"]["segments"] == 2)
+    wait_until(lambda: writer.stats()["lo"].segments == 2)
     writer.finish(timeout_seconds=10)
     versions = store.playlists(master_key)
     assert len(versions) == 3  # and the final one, when the live ended
@@ -345,7 +342,7 @@ def test_live_playlist_slides_with_discontinuity(tmp_path) -> None:
     writer.start(VARIANTS[:1], 2.0)
     for sequence in range(6):
         writer.add_segment(segment("hi", sequence, discontinuity=sequence == 2))
-        wait_until(lambda s=sequence: writer.stats()["hi"]["segments"] == s + 1)
+        wait_until(lambda s=sequence: writer.stats()["hi"].segments == s + 1)
     index = layout.live_playlist_key(PREFIX, "hi")
     wait_until(lambda: listed(memory.text(index)) == seg_names(3, 5))
     parsed = m3u8.loads(memory.text(index))
@@ -373,7 +370,7 @@ def test_outage_retries_in_order_and_reports_once(tmp_path) -> None:
     for sequence in range(2):
         for variant in VARIANTS:
             writer.add_segment(segment(variant.name, sequence))
-    wait_until(lambda: all(s["segments"] == 2 for s in writer.stats().values()))
+    wait_until(lambda: all(s.segments == 2 for s in writer.stats().values()))
     wait_until(lambda: layout.master_key(PREFIX) in memory.keys())
     playlists = [
         key
@@ -405,7 +402,7 @@ def test_outage_retries_in_order_and_reports_once(tmp_path) -> None:
     assert len(events) == 1 and events[0][0] == STORAGE_OUTAGE
     assert events[0][1].endswith(": connection refused (test)")
     assert events[0][2] in {"hi", "lo"}  # about the rendition whose upload failed
-    assert all(s["segments"] == 2 and s["pendingUploads"] == 5 for s in writer.stats().values())
+    assert all(s.segments == 2 and s.pending_uploads == 5 for s in writer.stats().values())
     # At most one in-flight upload per worker fails with the first error; after that a
     # single probe retries the oldest pending object, and only it.
     with memory.lock:
@@ -487,7 +484,7 @@ def test_add_segment_does_not_wait_for_storage(tmp_path) -> None:
     assert done.wait(5), "add_segment blocked on a hung upload"
     store.gate_all_segments.set()
     writer.finish(timeout_seconds=10)
-    assert writer.stats()["hi"]["segments"] == 20
+    assert writer.stats()["hi"].segments == 20
 
 
 def test_out_of_sequence_segments_are_dropped(tmp_path) -> None:
@@ -530,10 +527,6 @@ def test_finish_without_segments_and_before_start(tmp_path) -> None:
     writer.start(VARIANTS, 2.0)
     writer.finish(timeout_seconds=5)
     assert memory.keys() == set()
-    assert writer.stats()["hi"] == {
-        "segments": 0,
-        "seconds": 0.0,
-        "peakBandwidth": None,
-        "averageBandwidth": None,
-        "pendingUploads": 0,
-    }
+    assert writer.stats()["hi"] == PublishedRendition(
+        segments=0, seconds=0.0, peak_bandwidth=None, average_bandwidth=None, pending_uploads=0
+    )

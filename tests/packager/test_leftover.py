@@ -10,7 +10,9 @@ import m3u8
 from packager import layout
 from packager.hls import HlsWriter
 from packager.recovery import MANIFEST_NAME, read_leftover
-from tests.packager.conftest import SEGMENT_SECONDS, Ladder, MemoryStore, wait_until
+from tests.support.fakes import MemoryStore
+from tests.support.media import LADDER_SEGMENT_SECONDS, Ladder
+from tests.support.waiting import wait_until
 
 PREFIX = "live/left"
 
@@ -24,11 +26,11 @@ def test_the_next_start_uploads_what_a_stopped_writer_left(ladder: Ladder, tmp_p
     spool = tmp_path / "spool"
     variants = ladder.variants[:2]
     first = HlsWriter(memory, "bucket", PREFIX, spool, label="first", stop_timeout_seconds=1)
-    first.start(variants, SEGMENT_SECONDS)
+    first.start(variants, LADDER_SEGMENT_SECONDS)
     for sequence in range(4):
         for variant in variants:
             first.add_segment(ladder.segment(variant.name, sequence))
-    wait_until(lambda: all(s["segments"] == 4 for s in first.stats().values()))
+    wait_until(lambda: all(s.segments == 4 for s in first.stats().values()))
     memory.failing = True  # the storage hangs up: the service is stopped meanwhile
     for sequence in range(4, 9):
         for variant in variants:
@@ -68,14 +70,14 @@ def test_a_leftover_from_before_the_first_read_is_numbered_after_the_recording(
     spool = tmp_path / "spool"
     variant = ladder.variants[0]
     earlier = HlsWriter(memory, "bucket", PREFIX, tmp_path / "earlier", label="earlier")
-    earlier.start([variant], SEGMENT_SECONDS)
+    earlier.start([variant], LADDER_SEGMENT_SECONDS)
     for sequence in range(3):
         earlier.add_segment(ladder.segment(variant.name, sequence))
     earlier.finish(timeout_seconds=30)
 
     memory.failing = True
     first = HlsWriter(memory, "bucket", PREFIX, spool, label="first", stop_timeout_seconds=1)
-    first.start([variant], SEGMENT_SECONDS)
+    first.start([variant], LADDER_SEGMENT_SECONDS)
     for sequence in range(2):
         first.add_segment(ladder.segment(variant.name, sequence))
     first.close()

@@ -16,8 +16,10 @@ from packager import layout
 from packager.hls import STORAGE_OUTAGE, STORAGE_RECOVERED, HlsWriter
 from packager.object_store import S3Storage
 from packager.s3server import EmbeddedS3
-from tests.packager.conftest import SEGMENT_SECONDS, CheckingStore, Ladder, wait_until
-from tests.packager.fakes import CountingStore, FakeClock
+from tests.support.clocks import FakeClock
+from tests.support.fakes import CheckingStore, CountingStore
+from tests.support.media import LADDER_SEGMENT_SECONDS, Ladder
+from tests.support.waiting import wait_until
 
 BUCKET = "live"
 PREFIX = "events/outage"
@@ -53,7 +55,7 @@ def test_a_20_s_outage_in_simulated_time_loses_nothing(tmp_path: Path, ladder: L
         clock=clock,
     )
     names = [v.name for v in ladder.variants]
-    writer.start(ladder.variants, SEGMENT_SECONDS)
+    writer.start(ladder.variants, LADDER_SEGMENT_SECONDS)
     count = 0
     slowest_add = 0.0
 
@@ -68,7 +70,7 @@ def test_a_20_s_outage_in_simulated_time_loses_nothing(tmp_path: Path, ladder: L
         clock.step(CADENCE_SECONDS, WORKERS)
 
     def published() -> list[int]:
-        return [s["segments"] for s in writer.stats().values()]
+        return [s.segments for s in writer.stats().values()]
 
     wall_started = time.monotonic()
     for _ in range(8):
@@ -86,10 +88,10 @@ def test_a_20_s_outage_in_simulated_time_loses_nothing(tmp_path: Path, ladder: L
         step()
         assert published() == frozen  # nothing is listed while down
         stats = writer.stats()
-        pending = sum(s["pendingUploads"] for s in stats.values())
+        pending = sum(s.pending_uploads for s in stats.values())
         assert pending == len(list(spool.rglob("*.ts")))  # everything else waits on disk
     assert writer.outage
-    assert sum(s["pendingUploads"] for s in writer.stats().values()) >= 3 * 80
+    assert sum(s.pending_uploads for s in writer.stats().values()) >= 3 * 80
     # One probe at a time with backoff (0.2 s doubling to 1 s), not a retry storm: the
     # workers' first failures, then about one probe per simulated second.
     assert memory.failed_calls <= WORKERS + 2 + OUTAGE_SECONDS / 1.0 + 3
@@ -240,19 +242,19 @@ def test_a_real_s3_cut_off_mid_live_loses_nothing(
             retry_initial_seconds=0.1,
             retry_max_seconds=0.5,
         )
-        writer.start(ladder.variants, SEGMENT_SECONDS)
+        writer.start(ladder.variants, LADDER_SEGMENT_SECONDS)
         producer = Producer(writer, ladder)
         producer.start()
-        published = lambda: [s["segments"] for s in writer.stats().values()]  # noqa: E731
+        published = lambda: [s.segments for s in writer.stats().values()]  # noqa: E731
         wait_until(lambda: min(published()) >= 4, what="live")
 
         link.cut()
-        wait_until(lambda: writer.outage, timeout=10, what="StorageOutage")
+        wait_until(lambda: writer.outage, timeout_seconds=10, what="StorageOutage")
         during = producer.count
         wait_until(lambda: producer.count >= during + 8, what="segments while down")
-        assert [s["pendingUploads"] for s in writer.stats().values()] != [0, 0, 0]
+        assert [s.pending_uploads for s in writer.stats().values()] != [0, 0, 0]
         link.restore()
-        wait_until(lambda: not writer.outage, timeout=30, what="StorageRecovered")
+        wait_until(lambda: not writer.outage, timeout_seconds=30, what="StorageRecovered")
         producer.stop.set()
         producer.join()
         writer.finish(timeout_seconds=60)

@@ -12,7 +12,7 @@ from packager import layout
 from packager.hls import HlsWriter
 from packager.playlist import ListedSegment, event_playlist
 from packager.recovery import read_leftover
-from tests.packager.conftest import CheckingStore, MemoryStore
+from tests.support.fakes import CheckingStore, MemoryStore
 
 PREFIX = "live/parts"
 VARIANT = VariantInfo("hi", 1280, 720, 30.0, "avc1.64001f,mp4a.40.2", 3_000_000)
@@ -144,7 +144,7 @@ def test_a_new_writer_reads_the_parts_back_and_keeps_their_dates(tmp_path: Path)
     # The live window starts in the earlier live: its date is that segment's own.
     live = parse(memory, layout.live_playlist_key(PREFIX, "hi"))
     assert dated(live) == [(10, at(SECOND_LIVE, 0))]
-    assert second.stats()["hi"]["segments"] == 13
+    assert second.stats()["hi"].segments == 13
 
 
 def test_a_recording_from_before_parts_is_continued_and_cut_into_parts(tmp_path: Path) -> None:

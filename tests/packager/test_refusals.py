@@ -18,7 +18,8 @@ from packager.hls import (
 from packager.object_store import PermanentStorageError, S3Storage
 from packager.s3server import EmbeddedS3
 from packager.spool import SpoolBudget
-from tests.packager.conftest import MemoryStore, wait_until
+from tests.support.fakes import MemoryStore
+from tests.support.waiting import wait_until
 
 VARIANT = VariantInfo("hi", 1280, 720, 30.0, "avc1.64001f,mp4a.40.2", 3_000_000)
 
@@ -97,7 +98,7 @@ def test_the_jobs_spool_limit_gives_up_the_oldest_segments(tmp_path: Path) -> No
     )
     writer.start([VARIANT], 2.0)
     writer.add_segment(segment(0))
-    wait_until(lambda: writer.stats()["hi"]["segments"] == 1)
+    wait_until(lambda: writer.stats()["hi"].segments == 1)
     memory.failing = True
     for sequence in range(1, 13):  # 12 segments while the storage is down
         writer.add_segment(segment(sequence))

@@ -19,7 +19,9 @@ from packager.hls import (
 from packager.object_store import S3Storage
 from packager.playlist import PlaylistError, event_playlist, parse_media_playlist
 from packager.s3server import EmbeddedS3
-from tests.packager.conftest import SEGMENT_SECONDS, CheckingStore, Ladder, MemoryStore, wait_until
+from tests.support.fakes import CheckingStore, MemoryStore
+from tests.support.media import LADDER_SEGMENT_SECONDS, Ladder
+from tests.support.waiting import wait_until
 
 PREFIX = "live/resume"
 
@@ -35,7 +37,7 @@ def publish_run(
         label="resume",
         **kwargs,  # type: ignore[arg-type]
     )
-    writer.start(ladder.variants, SEGMENT_SECONDS)
+    writer.start(ladder.variants, LADDER_SEGMENT_SECONDS)
     for sequence in range(count):  # each run's encoder numbers from 0
         for variant in ladder.variants:
             writer.add_segment(ladder.segment(variant.name, sequence))
@@ -61,8 +63,8 @@ def test_a_new_writer_continues_after_the_stored_playlists(
     assert checking.violations == []
     # Progress counts the whole recording (the output's counter and progress).
     stats = second.stats()[ladder.variants[0].name]
-    assert stats["segments"] == 7
-    assert stats["seconds"] == pytest.approx(
+    assert stats.segments == 7
+    assert stats.seconds == pytest.approx(
         sum(ladder.segments[ladder.variants[0].name][i % 10][1] for i in (0, 1, 2, 3, 0, 1, 2)),
         abs=0.01,
     )

@@ -16,7 +16,7 @@ from packager.object_store import (
     content_type_for,
 )
 from packager.s3server import EmbeddedS3
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.players.mpegts import Segment, TsPacket, check_continuity, parse_packets
+from tests.support.mpegts import Segment, TsPacket, check_continuity, parse_packets
 
 pytestmark = pytest.mark.players
 

@@ -1,13 +1,13 @@
 """One real live for the players tier, run on an event loop of its own in a thread.
 
-The service (``create_app``, as in ``tests/test_live_e2e.py``), a template-2 job, and
-the ffmpeg CLI publishing to it in real time: 20 s, a disconnect, 8 s more on the
-same key within the reconnect window (one real discontinuity), then the job is put
-offline, which ends the live (``EXT-X-ENDLIST``). The players under test are
-ordinary blocking programs (ffmpeg, gst-launch, a browser) driven from synchronous
-tests; keeping the service on a loop in another thread means nothing a test does
-can stall the ingest, exactly as a viewer on another machine could not. The test
-side only waits on `threading.Event`s with deadlines (`LiveRig.wait`).
+The service (``create_app``, as ``tests.support.service.start_live`` runs it), a job on
+the small ladder, and the ffmpeg CLI publishing the small test source in real time:
+20 s, a disconnect, 8 s more on the same key within the reconnect window (one real
+discontinuity), then the job is put offline, which ends the live (``EXT-X-ENDLIST``).
+The players under test are ordinary blocking programs (ffmpeg, gst-launch, a browser)
+driven from synchronous tests; keeping the service on a loop in another thread means
+nothing a test does can stall the ingest, exactly as a viewer on another machine could
+not. The test side only waits on `threading.Event`s with deadlines (`LiveRig.wait`).
 
 A small aiohttp app on the same loop serves the hls.js test page (`page_app`).
 """
@@ -33,16 +33,17 @@ from aiohttp.test_utils import TestServer
 
 from api.app import create_app
 from packager.s3server import EmbeddedS3
-from tests.api.conftest import make_projects, test_settings
-from tests.conftest import free_port
-from tests.test_live_e2e import Live
+from tests.support.media import SMALL_RENDITIONS, SMALL_SIZE, SMALL_TEMPLATE
+from tests.support.ports import free_port
+from tests.support.publishers import ffmpeg_publish_cmd
+from tests.support.service import Live, make_projects, make_settings
 
 FRAME_RATE = 30
 FIRST_SECONDS = 20
 SECOND_SECONDS = 8
 SEGMENT_SECONDS = 2.0
 RECONNECT_WINDOW_SECONDS = 30.0
-RENDITIONS = ("720p", "480p", "360p")
+RENDITIONS = SMALL_RENDITIONS
 # Playable: every rendition's live playlist lists this many segments.
 PLAYABLE_SEGMENTS = 2
 
@@ -181,7 +182,7 @@ class LiveRig:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        settings = test_settings(
+        settings = make_settings(
             self.tmp_path,
             self.s3_server,
             rtmp_host="127.0.0.1",
@@ -231,7 +232,7 @@ class LiveRig:
 
     async def _run_live(self, live: Live, session: aiohttp.ClientSession) -> None:
         bucket = "players-" + secrets.token_hex(4)
-        self.job = await live.create_online_job(2, bucket, "issue8")
+        self.job = await live.create_online_job(SMALL_TEMPLATE, bucket, "issue8")
         detail = (await live.call("GET", f"/livejobs/{self.job['id']}"))["result"]
         manifests: dict[str, str] = detail["outputManifests"]
         self.urls = LiveUrls(
@@ -307,14 +308,16 @@ async def _segments_listed(session: aiohttp.ClientSession, url: str) -> int:
 
 
 async def publish(url: str, seconds: int) -> Publisher:
-    """The ffmpeg CLI publishing `seconds` of 1280x720 testsrc2 + sine in real time."""
-    command = [
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
-        "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate={FRAME_RATE}:duration={seconds}",
-        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-        "-c:v", "libx264", "-preset", "veryfast", "-g", str(2 * FRAME_RATE),
-        "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv", url,
-    ]  # fmt: skip
+    """The ffmpeg CLI publishing `seconds` of the small test source in real time."""
+    command = ffmpeg_publish_cmd(
+        url,
+        size=SMALL_SIZE,
+        rate=FRAME_RATE,
+        seconds=seconds,
+        realtime=True,
+        gop_frames=2 * FRAME_RATE,
+        extra=("-pix_fmt", "yuv420p", "-b:a", "128k"),
+    )
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )

@@ -1,4 +1,4 @@
-"""Test doubles for the packager: a clock tests step, and an in-memory store that counts."""
+"""A clock tests step: `FakeClock`, a `media.clock.Clock` that moves only when told."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import itertools
 import threading
 import time
 import weakref
-
-from packager.object_store import StorageError
 
 START_UNIX = 1_795_000_000.0  # 2026-11-17, a Tuesday
 _REAL_GUARD_SECONDS = 0.5  # a waiter re-checks this often in real time (lost-wakeup guard)
@@ -109,39 +107,3 @@ class FakeClock:
         """Advance by `seconds`, then settle."""
         self.advance(seconds)
         self.settle(waiters)
-
-
-class CountingStore:
-    """An in-memory bucket that keeps the latest version of each object and counts the
-    bytes of every put; `failing` makes every call fail (an outage)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.objects: dict[str, bytes] = {}
-        self.put_bytes = 0
-        self.puts: list[tuple[str, int]] = []  # (key, size), in call order
-        self.failed_calls = 0
-        self.failing = False
-
-    def put(
-        self, bucket: str, key: str, data: bytes, content_type: str, cache_control: str
-    ) -> None:
-        with self.lock:
-            if self.failing:
-                self.failed_calls += 1
-                raise StorageError(f"put {key}: connection refused (test)")
-            self.objects[key] = data
-            self.put_bytes += len(data)
-            self.puts.append((key, len(data)))
-
-    def get_text(self, bucket: str, key: str) -> str | None:
-        with self.lock:
-            if self.failing:
-                self.failed_calls += 1
-                raise StorageError(f"get {key}: connection refused (test)")
-            data = self.objects.get(key)
-        return None if data is None else data.decode()
-
-    def text(self, key: str) -> str:
-        with self.lock:
-            return self.objects[key].decode()

@@ -1,0 +1,275 @@
+"""What the control API answers: the envelope and every result, as models.
+
+snake_case in Python, the reference's camelCase on the wire (`to_camel`, or an alias
+where the reference spells it otherwise: `playBackPathURL`). `api.present` builds them
+from the records and `api.present.envelope` sends them; the OpenAPI document's response
+schemas are theirs (`api.openapi`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from .status import LiveStatus
+from .webhooks.events import EVENT_TYPES as WEBHOOK_EVENT_TYPES
+
+DateTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Uuid = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
+LiveStatusName = Annotated[str, Field(json_schema_extra={"enum": [s.label for s in LiveStatus]})]
+
+
+class ResponseModel(BaseModel):
+    """A result's shape: built by field name, sent by alias (camelCase)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        json_schema_serialization_defaults_required=True,
+    )
+
+
+class PageInfo(ResponseModel):
+    """`resultInfo` of a paged list."""
+
+    total_count: int
+    page_index: int
+    page_size: int
+    total_pages: int
+    has_next_page: bool
+    has_previous_page: bool
+
+
+class Statistics(ResponseModel):
+    """The job's input as measured (zeros before any media); rates in kbit/s."""
+
+    width: int
+    height: int
+    framerate: int
+    video_data_rate: int
+    video_codec_id: int
+    audio_data_rate: int
+    audio_sample_rate: int
+    audio_sample_size: int
+    audio_codec_id: int
+    audio_channels: int
+    stereo: bool
+    encoder: str
+
+
+class RenditionFigures(ResponseModel):
+    """A rendition of a running live: as encoded (size, bitrate and fps over its last
+    segments, frames) and as published (null until its writer has it)."""
+
+    name: str
+    width: int
+    height: int
+    bitrate_bps: int
+    fps: float
+    frames_encoded: int
+    dropped_frames: int
+    segments: int | None = None
+    seconds: float | None = None
+    peak_bandwidth: int | None = None
+    average_bandwidth: int | None = None
+    pending_uploads: int | None = None
+
+
+class JobStatistics(Statistics):
+    """A row of `stats`: the input, the frames it dropped, and each rendition's figures."""
+
+    dropped_frames: int
+    outputs: list[RenditionFigures]
+
+
+class Option(ResponseModel):
+    id: int
+    value: str
+    enabled: bool
+
+
+class LiveJobInputView(ResponseModel):
+    file_path: str
+    server_type: Literal[0, 1, 2]
+    server_type_options: list[Option]
+    input_class: Literal[0, 1]
+    input_class_options: list[Option]
+    callback_url: str | None
+
+
+class LiveJobSummary(ResponseModel):
+    """A row of the live-jobs list: status by name."""
+
+    id: int
+    name: Uuid
+    key: Uuid
+    status: LiveStatusName
+    description: str | None
+    file_path: str
+    insert_date: DateTime
+    start_date_time: DateTime | None
+    end_date_time: DateTime | None
+
+
+class LiveJob(ResponseModel):
+    """A live job in full: status by number (1 Offline, 2 Processing, 3 Live, 4 Interrupted)."""
+
+    id: int
+    name: Uuid
+    key: Uuid
+    destination: str
+    description: str | None
+    project_id: Uuid
+    status: Literal[1, 2, 3, 4]
+    online: bool
+    insert_date: DateTime
+    start_date_time: DateTime | None
+    end_date_time: DateTime | None
+    job_template_id: int
+    argo_resource_name: str | None
+    resource_name: str
+    bucket: str
+    cdn_distribution: bool
+    rtmp_server: str | None = Field(
+        description="The RTMP server URL (OBS 'Server') of an RTMP job; null for SRT"
+        " and HLS jobs (serverType 1, 2), whose ingest is not built yet"
+    )
+    web_socket_connection: str
+    cdn: str | None = Field(
+        description="{ONAIR_CDN_BASE_URL}/{bucket}/{destination}/{filePath}/master.m3u8:"
+        " a CDN in front of the S3 public URL, its origin path the bucket path; null"
+        " without cdnDistribution or a configured CDN. Path segments are percent-encoded"
+    )
+    storage_master_file: str = Field(
+        description="{S3 public URL}/{bucket}/{destination}/{filePath}/master.m3u8,"
+        " path segments percent-encoded"
+    )
+    storage_dvr_master_file: str = Field(
+        description="{S3 public URL}/{bucket}/{destination}/{filePath}/dvr.m3u8: the DVR"
+        " master, a sliding window of ONAIR_DVR_WINDOW_SECONDS over the recording"
+    )
+    output_manifests: dict[str, str] = Field(
+        description="Rendition name -> its live playlist (.../{name}/index.m3u8);"
+        " renditions skipped for this source are not listed"
+    )
+    input: LiveJobInputView
+    statistics: Statistics
+
+
+class ToggleResult(ResponseModel):
+    online: bool
+    play_back_path_url: str = Field(alias="playBackPathURL")
+
+
+class Output(ResponseModel):
+    """A rendition of a live job."""
+
+    live_job_id: int
+    output_id: int
+    name: str
+    progress: int
+    status: int = Field(description="The live status (1..4) of the job")
+    lock_key: str | None
+    counter: int
+    encoder_id: int | None
+    skipped: bool = Field(
+        description="The pipeline does not encode this rendition (the source is smaller)"
+    )
+    skip_reason: str | None = Field(
+        description="Why it is skipped (e.g. 'source is 1280x720'); null if not skipped"
+    )
+
+
+class Timing(ResponseModel):
+    """A status change or an event of a live job."""
+
+    status: str
+    child_status: str
+    start_date_time: DateTime
+    message_comment: str
+    output_id: int | None
+
+
+class JobTemplateRow(ResponseModel):
+    id: int
+    name: str
+    job_template_type: str
+    category: str
+    description: str
+
+
+class WebhookAttempt(ResponseModel):
+    """One attempt at a webhook delivery."""
+
+    at: DateTime
+    status_code: int | None = Field(description="The receiver's HTTP status; null if none")
+    error: str | None = Field(
+        description="What went wrong (a non-2xx status, a timeout, a refused address);"
+        " null for a delivered attempt"
+    )
+    duration_ms: int
+
+
+class WebhookDelivery(ResponseModel):
+    """A webhook event and its delivery to the job's callbackUrl."""
+
+    id: str = Field(description="The webhook-id header: the same on every attempt (dedupe by it)")
+    live_job_id: int
+    type: str = Field(json_schema_extra={"enum": list(WEBHOOK_EVENT_TYPES)})
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="pending (not delivered yet), delivered (a 2xx answer), failed (given"
+        " up: still failing when the event was ONAIR_WEBHOOK_RETRY_HOURS old)"
+    )
+    attempts: int
+    created_at: DateTime
+    next_attempt_at: DateTime | None = Field(description="Null once delivered or given up")
+    delivered_at: DateTime | None
+    last_status_code: int | None
+    last_error: str | None
+    attempt_log: list[WebhookAttempt] = Field(description="The last attempts, oldest first")
+
+
+class HealthResult(ResponseModel):
+    """Which backend answers: the store (database) and the storage (S3)."""
+
+    store: bool
+    storage: bool
+
+
+ResultT = TypeVar("ResultT")
+
+
+class Envelope(ResponseModel, Generic[ResultT]):
+    """Every response's body, errors included (then `result` is null)."""
+
+    success: bool
+    errors: list[str]
+    messages: list[str]
+    result: ResultT
+    result_info: None = None
+    status_code: int
+
+
+class Paged(ResponseModel, Generic[ResultT]):
+    """A paged list's body: its page in `resultInfo`."""
+
+    success: bool
+    errors: list[str]
+    messages: list[str]
+    result: list[ResultT]
+    result_info: PageInfo
+    status_code: int
+
+
+class Failure(ResponseModel):
+    """An error's body: what is wrong in `errors` (one message per bad field for a 400)."""
+
+    success: Literal[False]
+    errors: list[str] = Field(min_length=1)
+    messages: list[str]
+    result: None
+    result_info: None
+    status_code: int

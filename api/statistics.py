@@ -1,0 +1,60 @@
+"""The stages' statistics records as the API shows them, and as a job keeps its last
+input statistics in the database.
+
+The records are the stages' own: `ingest.stats.SourceStatistics` (the publisher's
+stream), `encoder.statistics.RenditionStatistics` (each rendition, as encoded) and
+`packager.hls.PublishedRendition` (each rendition, as published); the response models
+(`api.models`) give them the API's names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from encoder.statistics import RenditionStatistics
+from ingest.stats import SourceStatistics
+from packager.hls import PublishedRendition
+
+from .models import RenditionFigures, Statistics
+
+
+@dataclass(frozen=True)
+class OutputStatistics:
+    """One rendition of a running pipeline: as encoded, and as published (None before
+    its writer knows it)."""
+
+    encoded: RenditionStatistics
+    published: PublishedRendition | None
+
+
+def source_view(statistics: SourceStatistics) -> Statistics:
+    """The reference's `statistics` object."""
+    return Statistics(**dataclasses.asdict(statistics))
+
+
+def output_view(output: OutputStatistics) -> RenditionFigures:
+    """A rendition's row in `stats` and in the events socket's `outputs`."""
+    published = dataclasses.asdict(output.published) if output.published else {}
+    return RenditionFigures(**dataclasses.asdict(output.encoded), **published)
+
+
+def to_record(statistics: SourceStatistics) -> str:
+    """The job's `statistics` column: the record's fields, as JSON."""
+    return json.dumps(dataclasses.asdict(statistics))
+
+
+def from_record(text: str | None) -> SourceStatistics:
+    """The job's last recorded input statistics (all zeros before any media). Rows
+    written before the records were typed hold the API's names: both are read."""
+    if not text:
+        return SourceStatistics()
+    stored = json.loads(text)
+    values = {}
+    for name, field in Statistics.model_fields.items():
+        for key in (name, field.alias):
+            if key in stored:
+                values[name] = stored[key]
+                break
+    return SourceStatistics(**values)
