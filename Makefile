@@ -71,7 +71,7 @@ fuzz: test-deps $(STAMP)
 	ONAIR_FUZZ_EXAMPLES=20000 $(VENV)/bin/pytest -q tests/ingest/test_fuzz.py -p no:cacheprovider --timeout=0
 
 ## make bench: throughput, latency, density and memory against the ffmpeg CLI, and the quality
-## cost of the low-latency drain (figures printed).
+## cost of the low-latency drain, and a 10-minute cut against the ffmpeg CLI (figures printed).
 bench: test-deps $(STAMP)
 	$(PY) bench/throughput.py --repeat 3
 	$(PY) bench/latency.py --seconds 40
@@ -79,6 +79,7 @@ bench: test-deps $(STAMP)
 	$(PY) bench/drain_quality.py
 	$(PY) bench/memory.py --seconds 15
 	$(PY) bench/end_to_end.py
+	$(PY) bench/cut.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out node_modules

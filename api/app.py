@@ -32,6 +32,8 @@ from .lives import LiveJobs
 from .openapi import JSON, Route, openapi_document
 from .present import envelope
 from .settings import Settings
+from .videos.service import Videos
+from .videos.views import VIDEOS_KEY
 from .views import LIVE_JOBS_KEY, ROUTES, SETTINGS_KEY
 from .webhooks.sender import WebhookSender
 
@@ -121,6 +123,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Every /api call carries a project's key and touches only that project."""
     if request.path in PUBLIC_PATHS or not request.path.startswith("/api/"):
         return await handler(request)
+    if (request.method, route_template(request)) in PUBLIC_ROUTES:
+        return await handler(request)  # its own credential (a private video's token)
     project_id = await authenticate(request.app[DATABASE_KEY], request.headers)
     path_project = request.match_info.get("projectId")
     if path_project is not None and path_project != project_id:
@@ -143,6 +147,10 @@ APP_ROUTES = (
     *ROUTES,
     Route("GET", "/metrics", metrics, "Prometheus metrics", public=True, media_type="text/plain"),
     Route("GET", "/api/openapi.json", openapi, "This document", public=True, media_type=JSON),
+)
+# Routes under /api/ that take no API key (a private video's playlist: its token).
+PUBLIC_ROUTES = frozenset(
+    (method, r.path) for r in APP_ROUTES if r.public for method in (r.method, "HEAD")
 )
 
 
@@ -256,13 +264,22 @@ def create_app(
             retry_hours=settings.webhook_retry_hours,
         )
         app[WEBHOOKS_KEY] = webhooks
+        presigner = S3Storage(
+            settings.storage_base_url,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            settings.s3_region,
+        )
+        videos = Videos(settings, database, lives, media_store, presigner)
+        app[VIDEOS_KEY] = videos
         try:
             await lives.start()
             await rtmp.start()
             await webhooks.start()
+            await videos.start()
         except BaseException:
             await rtmp.stop()
-            await asyncio.gather(lives.stop(), webhooks.stop())
+            await asyncio.gather(lives.stop(), webhooks.stop(), videos.close())
             database.close()
             raise
         logger.info("RTMP ingest listening on %s:%s", settings.rtmp_host, rtmp.port)
@@ -271,7 +288,8 @@ def create_app(
         await rtmp.stop()  # no new publisher, every session closed
         # The lives finish (bounded) while the sender stops (bounded): events they
         # queue now are delivered after the next start, or by another host.
-        await asyncio.gather(lives.stop(), webhooks.stop())
+        # Cuts are cancelled (bounded) and resume at the next start.
+        await asyncio.gather(lives.stop(), webhooks.stop(), videos.close())
         database.close()
 
     app.cleanup_ctx.append(service_ctx)

@@ -23,6 +23,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from encoder.templates import get_template
+from ingest.health import Health
 from ingest.session import PublishRefused, PublishRequest, PublishSession
 from ingest.stats import SourceStatistics
 from packager.object_store import S3Storage
@@ -126,6 +127,11 @@ class LiveJobs:
         """Frames dropped between decoder and encoder (the encoder fell behind)."""
         return self._running.dropped_frames(job["id"])
 
+    def health(self, job: dict[str, Any]) -> Health:
+        """The job's input health, computed now (Unknown while no pipeline runs: the job
+        offline, or online before its first publisher)."""
+        return self._running.health(int(job["id"]))
+
     def output_statistics(self, job: dict[str, Any]) -> list[OutputStatistics]:
         """Per rendition, what the running pipeline measured and published."""
         return list(self._running.output_statistics(job["id"]))
@@ -152,20 +158,38 @@ class LiveJobs:
                 cut_finish=toggle.finish,
             )
         elif not toggle.online and job["online"]:
-            async with self._admission.serialised(job_id):  # not while it is being admitted
-                finishing = self._running.take_down(job_id, "job went offline")
-                self._admission.capacity.release(job_id)
-            if finishing is not None:
-                await asyncio.wait({finishing}, timeout=OFFLINE_WAIT_SECONDS)
-            await self._records.set_status(
-                job_id,
-                LiveStatus.OFFLINE,
-                "WentOffline",
-                "job offline: publisher refused from now on",
-                online=0,
-                end_date_time=utcnow(),
+            await self._go_offline(
+                job_id, "WentOffline", "job offline: publisher refused from now on"
             )
         return await self._records.get(project_id, str(job_id))
+
+    async def end_live(self, project_id: str, ref: str, reason: str) -> dict[str, Any]:
+        """The live of a job (by id or name) ends as the offline toggle ends it (nothing
+        to do if it is offline); `reason` is the timing's message. Returns the job."""
+        job = await self._records.get(project_id, ref)
+        if job["online"]:
+            await self._go_offline(int(job["id"]), "WentOffline", reason)
+        return await self._records.get(project_id, str(job["id"]))
+
+    async def _go_offline(self, job_id: int, child_status: str, message: str) -> None:
+        async with self._admission.serialised(job_id):  # not while it is being admitted
+            finishing = self._running.take_down(job_id, "job went offline")
+            self._admission.capacity.release(job_id)
+        if finishing is not None:
+            await asyncio.wait({finishing}, timeout=OFFLINE_WAIT_SECONDS)
+        await self._records.set_status(
+            job_id,
+            LiveStatus.OFFLINE,
+            child_status,
+            message,
+            online=0,
+            end_date_time=utcnow(),
+        )
+
+    def publishing_here(self, job_id: int) -> bool:
+        """Whether this host still runs, or still finishes, a pipeline of the job (its
+        recording may still grow)."""
+        return self._running.get(job_id) is not None or self._running.finishing(job_id) is not None
 
     async def rotate_key(self, project_id: str, ref: str) -> dict[str, Any]:
         """A new stream key for a job (by id or name); the old one is refused from now

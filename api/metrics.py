@@ -20,6 +20,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from ingest.health import HealthState
+
 from .pipeline import JobPipeline
 
 
@@ -84,6 +86,12 @@ class JobMetrics(Collector):
             "1 for the pipeline's state: publishing, waiting (no publisher) or failed",
             labels=["live_job", "state"],
         )
+        health = GaugeMetricFamily(
+            "onair_job_health",
+            "1 for the input's health: healthy, starving (arriving too slowly or stopped)"
+            " or unknown (no input yet)",
+            labels=["live_job", "state"],
+        )
         lives = 0
         for job_id, pipeline in self._pipelines():
             lives += 1
@@ -112,8 +120,12 @@ class JobMetrics(Collector):
             current = pipeline.state
             for name in ("publishing", "waiting", "failed"):
                 state.add_metric([job, name], 1.0 if name == current else 0.0)
+            now = pipeline.health().state
+            for health_state in HealthState:
+                name = health_state.value.lower()
+                health.add_metric([job, name], 1.0 if health_state is now else 0.0)
         active = GaugeMetricFamily("onair_active_lives", "Live jobs with a running pipeline")
         active.add_metric([], lives)
         yield from (bitrate, fps, output_bitrate, decoded, dropped, reader_dropped, encoded)
         yield segments
-        yield from (latency, spool, outage, state, active)
+        yield from (latency, spool, outage, state, health, active)

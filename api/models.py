@@ -13,12 +13,22 @@ from typing import Annotated, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from ingest.health import HealthState, ReasonType
+
 from .status import LiveStatus
 from .webhooks.events import EVENT_TYPES as WEBHOOK_EVENT_TYPES
 
 DateTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 Uuid = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
 LiveStatusName = Annotated[str, Field(json_schema_extra={"enum": [s.label for s in LiveStatus]})]
+HealthStatusName = Annotated[
+    str,
+    Field(
+        description="The input's health: Unknown (no input received yet in this live),"
+        " Starving (arriving too slowly, or stopped), Healthy",
+        json_schema_extra={"enum": [s.value for s in HealthState]},
+    ),
+]
 
 
 class ResponseModel(BaseModel):
@@ -78,11 +88,32 @@ class RenditionFigures(ResponseModel):
     pending_uploads: int | None = None
 
 
+class HealthReasonView(ResponseModel):
+    """What is wrong with the input now (`encoderOverloaded`: onair's own encoder is
+    behind, the input is fine; it never makes the health Starving)."""
+
+    type: str = Field(json_schema_extra={"enum": [r.value for r in ReasonType]})
+    description: str
+
+
 class JobStatistics(Statistics):
-    """A row of `stats`: the input, the frames it dropped, and each rendition's figures."""
+    """A row of `stats`: the input, the frames it dropped, its health, and each
+    rendition's figures."""
 
     dropped_frames: int
+    health_status_name: HealthStatusName
+    health_reasons: list[HealthReasonView]
     outputs: list[RenditionFigures]
+
+
+class LiveStatusResult(ResponseModel):
+    """A live video's status and its input's health, computed at the request."""
+
+    status_name: LiveStatusName
+    health_status_name: HealthStatusName
+    health_reasons: list[HealthReasonView] = Field(
+        description="Why the health is what it is now (empty when nothing is wrong)"
+    )
 
 
 class Option(ResponseModel):
@@ -230,6 +261,57 @@ class WebhookDelivery(ResponseModel):
     last_status_code: int | None
     last_error: str | None
     attempt_log: list[WebhookAttempt] = Field(description="The last attempts, oldest first")
+
+
+VideoStatusName = Literal["Processing", "Ready", "Failed"]
+
+
+class VideoPublicId(ResponseModel):
+    """stop-and-cut's result: the video being cut (GET it for its status)."""
+
+    video_public_id: Uuid
+
+
+class PublishedCut(ResponseModel):
+    """cut-and-publish's result: the video being cut and where its MP4 will be."""
+
+    video_public_id: Uuid
+    name: str
+    original_file: str = Field(
+        description="The MP4 (the top rendition): its storage URL, a presigned one for a"
+        " private video (valid ONAIR_PRESIGN_SECONDS); readable once the video is Ready"
+    )
+
+
+class Video(ResponseModel):
+    """A video cut from a live."""
+
+    video_public_id: Uuid
+    name: str
+    title: str | None
+    status: VideoStatusName = Field(
+        description="Processing (being cut), Ready (every object written), Failed (see error)"
+    )
+    error: str | None = Field(description="Why it failed; null unless Failed")
+    duration: int | None = Field(description="In ms; null until Ready")
+    visibility: Literal["Public", "Private", "Password Protected"]
+    video_visibility_option_id: Literal[1, 2, 3]
+    playback_url: str | None = Field(
+        description="The HLS master: its storage URL when Public; for a Private or Password"
+        " Protected one, onair's playlist URL with a signed token (valid"
+        " ONAIR_PLAYBACK_TOKEN_SECONDS) whose segments are presigned at each request."
+        " Null until Ready"
+    )
+    original_file: str | None = Field(
+        description="The MP4: its storage URL, or a presigned URL (valid"
+        " ONAIR_PRESIGN_SECONDS) when not Public. Null until Ready"
+    )
+    live_video_id: Uuid = Field(description="The live job's name")
+    live_job_id: int
+    from_milisecond: int | None = Field(description="Null: from the live's start, until cut")
+    to_milisecond: int | None = Field(description="Null: to the live's end, until cut")
+    created_date_time: DateTime
+    finished_date_time: DateTime | None
 
 
 class HealthResult(ResponseModel):

@@ -27,6 +27,7 @@ from encoder.live_encoder import LiveEncoder
 from encoder.templates import JobTemplate
 from ingest.adapter import DecoderSession
 from ingest.decode import LiveDecoder
+from ingest.health import Health
 from ingest.media import MediaItem, SourceItem, media_broadcast, source_broadcast
 from ingest.session import PublishRequest
 from ingest.stats import SourceStatistics
@@ -215,6 +216,16 @@ class JobPipeline:
     def ingest_dropped_frames(self) -> int:
         """Decoded frames the encoder was too slow to take (dropped before any rendition)."""
         return self.ladder.dropped["video"]
+
+    def health(self) -> Health:
+        """The input's health now (`ingest.health`, fed by the decoder); the frames
+        onair dropped itself (the ladder or a rendition behind) are `encoderOverloaded`,
+        never starvation."""
+        monitor = self.decoder.health
+        now = self.decoder.health_clock()
+        dropped = self.ingest_dropped_frames + sum(r.dropped_frames for r in self.encoder.stats())
+        monitor.on_encoder_dropped(dropped, now)
+        return monitor.evaluate(now)
 
     # -- end ----------------------------------------------------------------------
 

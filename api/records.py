@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from encoder.templates import get_template
+from ingest.health import Health
 from ingest.stats import SourceStatistics
 from packager.hls import PublishedRendition
 
@@ -25,6 +26,9 @@ from .keys import new_stream_key, stream_key_digest, stream_keys_equal
 from .statistics import to_record
 from .status import LiveStatus
 from .validation import NewLiveJob, Paging, ascii_int
+from .webhooks.events import health_event
+
+HEALTH_CHANGED = "HealthChanged"
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +202,26 @@ class JobRecords:
         await db.call(
             db.add_timing, job_id, LiveStatus(job["status"]).label, child_status, message, output_id
         )
+
+    async def health_changed(self, job_id: int, previous: Health, health: Health) -> None:
+        """The job's input health changed: a `HealthChanged` timing row (its message
+        names the reasons) and, for a job with a callbackUrl, its `livejob.health`
+        event, in one transaction."""
+        db = self._db
+        job = await db.call(db.get_job_by_id, job_id)
+        if job is None:
+            return
+        reasons = [{"type": r.type.value, "description": r.description} for r in health.reasons]
+        message = f"{previous.state.value} -> {health.summary}"
+
+        def event(locked: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+            return health_event(locked, health.state.value, previous.state.value, reasons)
+
+        status_name = LiveStatus(job["status"]).label
+        await db.call(
+            lambda: db.add_timing(job_id, status_name, HEALTH_CHANGED, message, None, event)
+        )
+        logger.info("[job %s] health %s", job_id, message)
 
     async def rotate_key(self, project_id: str, ref: str) -> dict[str, Any]:
         """Give a job (by id or name) a new stream key; the old one is refused from now on.

@@ -6,8 +6,9 @@ job's `JobPipeline` from its first publisher until the job goes offline; turns w
 media threads report (`PipelineEvent`) into status changes and timings on the event
 loop, through `JobRecords` (the one writer of the database); finishes a pipeline in
 the background, as one of the job's `finishing` tasks (that job's next publisher waits
-for it, no other job's does); uploads what a stopped service left in the spool; and
-records statistics and progress every `STATS_FLUSH_SECONDS`.
+for it, no other job's does); uploads what a stopped service left in the spool;
+records statistics and progress every `STATS_FLUSH_SECONDS`; and evaluates every live's
+input health (`ingest.health`) every `HEALTH_CHECK_SECONDS`, recording each change.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from encoder.host import RENDITION_SKIPPED
 from encoder.templates import get_template
 from ingest.adapter import DecoderSession
+from ingest.health import UNKNOWN, Health
 from ingest.session import PublishRequest
 from ingest.stats import SourceStatistics
 from packager.hls import HlsWriter
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATS_FLUSH_SECONDS = 2.0
+# How often every live's input health is evaluated (a change: a timing and a webhook).
+HEALTH_CHECK_SECONDS = 0.5
 # Going offline waits this long for the last uploads and ENDLIST, then answers and
 # lets them finish in the background (a storage outage must not hang the API).
 OFFLINE_WAIT_SECONDS = 15.0
@@ -93,6 +97,8 @@ class RunningPipelines:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
+        self._health_watch: asyncio.Task[None] | None = None
+        self._health: dict[int, Health] = {}  # job -> its last recorded health
         self._finishing: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
 
@@ -102,14 +108,16 @@ class RunningPipelines:
         self._loop = asyncio.get_running_loop()
         await self._recover_spools()
         self._flusher = asyncio.create_task(self._flush_forever())
+        self._health_watch = asyncio.create_task(self._watch_health())
 
     async def stop(self) -> None:
         """Finish every live at once, each bounded: SHUTDOWN_SECONDS at most in all."""
         self._stopping = True
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        for task in (self._flusher, self._health_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         taken_down = [self.take_down(job, "service stopping") for job in list(self._pipelines)]
         finishing = [task for task in taken_down if task is not None]
         if finishing:
@@ -164,8 +172,11 @@ class RunningPipelines:
             timer.cancel()
         pipeline = self._pipelines.pop(job_id, None)
         self._skipped.pop(job_id, None)
+        previous = self._health.pop(job_id, UNKNOWN)
         if pipeline is None:
             return None
+        if previous.state is not UNKNOWN.state:  # no live, no input: Unknown again
+            self._background(self._records.health_changed(job_id, previous, UNKNOWN))
         if pipeline.session is not None:
             pipeline.session.close(reason)
         return self._track_finishing(job_id, self._finish(job_id, pipeline, reason))
@@ -288,6 +299,27 @@ class RunningPipelines:
             "ReconnectWindowExpired",
             f"no publisher for {window:g} s: waiting for input",
         )
+
+    # -- input health ----------------------------------------------------------------------
+
+    def health(self, job_id: int) -> Health:
+        """The job's input health now: Unknown without a running pipeline."""
+        pipeline = self._pipelines.get(job_id)
+        return pipeline.health() if pipeline is not None else UNKNOWN
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_SECONDS)
+            for job_id, pipeline in list(self._pipelines.items()):
+                try:
+                    health = pipeline.health()
+                except Exception:
+                    logger.exception("[job %s] could not evaluate the input health", job_id)
+                    continue
+                previous = self._health.get(job_id, UNKNOWN)
+                if health.state is not previous.state:
+                    self._health[job_id] = health
+                    self._background(self._records.health_changed(job_id, previous, health))
 
     # -- statistics ---------------------------------------------------------------------
 

@@ -61,6 +61,10 @@ class Settings:
     # jitter, capped at 1 h), until its event is webhook_retry_hours old.
     webhook_retry_initial_seconds: float = 5.0
     webhook_retry_hours: float = 24.0
+    # Private videos: how long a presigned storage URL (a segment, the MP4) works, and
+    # how long a playback URL (onair's playlist, its signed token) does.
+    presign_seconds: int = 3600
+    playback_token_seconds: int = 86400
 
     @property
     def embedded_s3(self) -> bool:
@@ -121,6 +125,10 @@ DOCUMENTED: dict[str, str] = {
     "WEBHOOK_RETRY_INITIAL_SECONDS": "Bound of the first webhook retry's delay; each next"
     " one doubles (full jitter, at most 1 h)",
     "WEBHOOK_RETRY_HOURS": "How long a webhook event is retried before it is given up",
+    "PRESIGN_SECONDS": "How long a private video's presigned storage URLs (segments,"
+    " originalFile) work",
+    "PLAYBACK_TOKEN_SECONDS": "How long a private video's playbackUrl (onair's playlist,"
+    " a signed token) works; each playlist request presigns its segments anew",
 }
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
@@ -282,6 +290,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "dev_project": _bool,
     "webhook_retry_initial_seconds": _positive_float,
     "webhook_retry_hours": _positive_float,
+    "presign_seconds": _positive_int,
+    "playback_token_seconds": _positive_int,
 }
 
 

@@ -340,6 +340,121 @@ class Toggle(RequestModel):
         return value
 
 
+VISIBILITIES = {1: "Public", 2: "Private", 3: "Password Protected"}
+DEFAULT_VISIBILITY = 1
+MAX_TITLE_CHARS = 500
+
+
+def _absent_if_zero(value: Any) -> Any:
+    """The reference's example sends `0` for a millisecond it does not mean: absent."""
+    return None if value == 0 and not isinstance(value, bool) else value
+
+
+def _visibility(value: Any) -> Any:
+    """`0` (the reference's example) and null mean the default, Public."""
+    return (
+        DEFAULT_VISIBILITY
+        if value is None or (value == 0 and not isinstance(value, bool))
+        else value
+    )
+
+
+Milliseconds = Annotated[
+    Annotated[int, Field(ge=0, le=2**53)] | None,
+    BeforeValidator(_absent_if_zero),
+    Field(description="Offset in the live's recording, in ms (0 or null: absent)"),
+]
+Visibility = Annotated[
+    int,
+    BeforeValidator(_visibility),
+    _one_of(VISIBILITIES),
+    Field(
+        json_schema_extra={"enum": [0, *VISIBILITIES]},
+        description="1 Public (default; 0 and null mean it), 2 Private, 3 Password Protected",
+    ),
+]
+MS_FIELDS = ("fromMilisecond", "toMilisecond")
+TIME_FIELDS = ("dateTimeFrom", "dateTimeTo")
+
+
+class CutRange(RequestModel):
+    """A range of the live's recording, in ms from its start; both optional."""
+
+    from_milisecond: Milliseconds = None
+    to_milisecond: Milliseconds = None
+    video_visibility_option_id: Visibility = DEFAULT_VISIBILITY
+
+    @field_validator("to_milisecond")
+    @classmethod
+    def _after_from(cls, value: int | None, info: ValidationInfo) -> int | None:
+        start = info.data.get("from_milisecond")
+        if value is not None and start is not None and value <= start:
+            raise refuse("must be greater than fromMilisecond")
+        return value
+
+    @property
+    def has_ms(self) -> bool:
+        return self.from_milisecond is not None or self.to_milisecond is not None
+
+
+class StopAndCut(CutRange):
+    """Stop the live and cut a range of it: milliseconds or date-times, not both; with
+    neither, the cut window of the online toggle, else the whole live."""
+
+    date_time_from: DateTimeText = None
+    date_time_to: DateTimeText = None
+
+    @field_validator("date_time_to")
+    @classmethod
+    def _later(cls, value: str | None, info: ValidationInfo) -> str | None:
+        start = info.data.get("date_time_from")
+        if value and start and datetime.fromisoformat(value) <= datetime.fromisoformat(start):
+            raise refuse("must be later than dateTimeFrom")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StopAndCut:
+        times = self.date_time_from is not None or self.date_time_to is not None
+        if self.has_ms and times:
+            given = [
+                name
+                for name, value in zip(
+                    (*MS_FIELDS, *TIME_FIELDS),
+                    (
+                        self.from_milisecond,
+                        self.to_milisecond,
+                        self.date_time_from,
+                        self.date_time_to,
+                    ),
+                    strict=True,
+                )
+                if value is not None
+            ]
+            raise refuse(
+                "give either the milliseconds (fromMilisecond, toMilisecond) or the"
+                " date-times (dateTimeFrom, dateTimeTo), not both",
+                at=", ".join(given),
+            )
+        return self
+
+    @property
+    def has_times(self) -> bool:
+        return self.date_time_from is not None or self.date_time_to is not None
+
+
+class CutAndPublish(CutRange):
+    """Cut a range of the live while it goes on: its end must be recorded already."""
+
+    title: str | None = Field(None, max_length=MAX_TITLE_CHARS)
+
+    @field_validator("title")
+    @classmethod
+    def _clean_title(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise refuse("must not contain control characters")
+        return value.strip() or None if value is not None else None
+
+
 # -- query strings ----------------------------------------------------------------------
 
 
@@ -391,6 +506,17 @@ class TimingsQuery(Paging):
 
 class WebhookDeliveriesQuery(Paging):
     live_job_id: QueryId | None = Field(None, description="Only this live job's deliveries")
+
+
+class VideosQuery(Paging):
+    live_job_id: QueryId | None = Field(None, description="Only the videos of this live job")
+
+
+class PlaylistQuery(QueryModel):
+    token: str = Field(min_length=1, max_length=200, description="The playback token")
+    variant: QueryInt | None = Field(
+        None, ge=0, le=99, description="A variant of the master (its index); absent: the master"
+    )
 
 
 # -- errors -----------------------------------------------------------------------------

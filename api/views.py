@@ -11,16 +11,19 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel
 
 from encoder.templates import all_templates
+from ingest.health import Health
 
 from .errors import ValidationFailed
 from .health import healthz
 from .lives import LiveJobs
 from .models import (
+    HealthReasonView,
     HealthResult,
     JobStatistics,
     JobTemplateRow,
     LiveJob,
     LiveJobSummary,
+    LiveStatusResult,
     Output,
     Timing,
     ToggleResult,
@@ -40,6 +43,7 @@ from .present import (
 )
 from .settings import Settings
 from .statistics import output_view, source_view
+from .status import LiveStatus
 from .validation import (
     LiveJobsQuery,
     NewLiveJob,
@@ -50,6 +54,7 @@ from .validation import (
     WebhookDeliveriesQuery,
     parse,
 )
+from .videos.views import VIDEO_ROUTES
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 LIVE_JOBS_KEY = web.AppKey("live_jobs", LiveJobs)
@@ -156,12 +161,35 @@ async def get_stats(request: web.Request) -> web.Response:
     project_id = _project(request)
     jobs = request.app[LIVE_JOBS_KEY]
     job = await jobs.get(project_id, request.match_info["id"])
+    health = jobs.health(job)
     statistics = JobStatistics(
         **source_view(jobs.statistics(job)).model_dump(),
         dropped_frames=jobs.dropped_frames(job),
+        health_status_name=health.state.value,
+        health_reasons=_health_reasons(health),
         outputs=[output_view(row) for row in jobs.output_statistics(job)],
     )
     return envelope([statistics])
+
+
+def _health_reasons(health: Health) -> list[HealthReasonView]:
+    return [HealthReasonView(type=r.type.value, description=r.description) for r in health.reasons]
+
+
+async def refresh_live_status(request: web.Request) -> web.Response:
+    """A live video's status and its input's health, computed now; the live video's
+    `{videoId}` is its job's name (UUID) or id."""
+    project_id = _project(request)
+    jobs = request.app[LIVE_JOBS_KEY]
+    job = await jobs.get(project_id, request.match_info["videoId"])
+    health = jobs.health(job)
+    return envelope(
+        LiveStatusResult(
+            status_name=LiveStatus(job["status"]).label,
+            health_status_name=health.state.value,
+            health_reasons=_health_reasons(health),
+        )
+    )
 
 
 async def live_job_events(request: web.Request) -> web.StreamResponse:
@@ -244,6 +272,10 @@ JOB = {**PROJECT, "id": PathParameter("The live job's id (integer) or name (UUID
 PROJECT_ONLY = {"projectId": PROJECT["projectId"]}  # the platform's /api/v1/{projectId}/... paths
 # GET and POST share one path template (OpenAPI forbids two that differ only by a
 # parameter's name): for POST, `{id}` is the job's stream key.
+LIVE_VIDEO = {
+    **PROJECT_ONLY,
+    "videoId": PathParameter("The live video's id: its live job's name (UUID) or id (integer)"),
+}
 JOB_OR_KEY = {**PROJECT, "id": PathParameter("The job id or name for GET, the stream key for POST")}
 BASE = "/api/v{version}/projects/{projectId}"
 
@@ -281,8 +313,13 @@ ROUTES = (
           " callbackUrl, its state, attempts, last status code or error, next attempt",
           WebhookDelivery, paged=True, query=WebhookDeliveriesQuery, parameters=PROJECT_ONLY,
           errors=(404,)),
+    Route("POST", "/api/v1/{projectId}/live-hubs/{videoId}/refresh-status", refresh_live_status,
+          "Refresh a live video's status: its statusName and its input's healthStatusName"
+          " (Healthy, Starving, Unknown) computed now, and why (healthReasons)",
+          LiveStatusResult, parameters=LIVE_VIDEO, errors=(404,)),
     Route("GET", f"{BASE}/jobtemplates", list_job_templates, "List job templates",
           JobTemplateRow, paged=True, query=Paging, parameters=PROJECT),
+    *VIDEO_ROUTES,  # live videos (stop-and-cut, cut-and-publish, stop) and their videos
     Route("GET", "/healthz", healthz, "Health: the store is open and S3 answers",
           HealthResult, public=True, also=(503,)),
 )

@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import requests
+from throughput import synthetic_source
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -27,21 +28,13 @@ def free_port() -> int:
 
 def source_720p(seconds: int, gop_seconds: int = 2) -> Path:
     """A cached 720p30 H.264 + AAC FLV source (publishers copy it, spending no CPU)."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"src_720p30_{seconds}s.flv"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp.flv")
-        subprocess.run(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-             "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-             "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-b:v", "4M",
-             "-g", str(30 * gop_seconds), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k",
-             "-ac", "2", "-f", "flv", str(tmp)],
-            check=True,
-        )  # fmt: skip
-        tmp.rename(path)
-    return path
+    return synthetic_source(
+        OUT / f"src_720p30_{seconds}s.flv",
+        "1280x720",
+        30,
+        seconds,
+        ["-preset", "veryfast", "-b:v", "4M", "-g", str(30 * gop_seconds)],
+    )
 
 
 class Onair:

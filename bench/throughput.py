@@ -40,52 +40,34 @@ from encoder.templates import JobTemplate, get_template  # noqa: E402
 WIDTH, HEIGHT, FPS = 1920, 1080, 30
 
 
-def source_file(seconds: int) -> Path:
-    """The cached source: 1080p30 testsrc2 + 440 Hz sine, H.264 (high) + AAC in MP4."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"src_{HEIGHT}p{FPS}_{seconds}s.mp4"
+def synthetic_source(path: Path, size: str, fps: int, seconds: int, video: Sequence[str]) -> Path:
+    """testsrc2 + a 440 Hz sine as H.264 (`video`: its x264 options) + AAC stereo, made
+    once and cached at `path` (its suffix chooses the container)."""
     if path.exists():
         return path
-    tmp = path.with_suffix(".tmp.mp4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp" + path.suffix)
     subprocess.run(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            str(seconds),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-b:v",
-            "8M",
-            "-g",
-            str(2 * FPS),
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-ac",
-            "2",
-            str(tmp),
-        ],
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-t", str(seconds), "-c:v", "libx264", *video, "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-b:a", "128k", "-ac", "2", str(tmp)],
         check=True,
-    )
+    )  # fmt: skip
     tmp.rename(path)
     return path
+
+
+def source_file(seconds: int) -> Path:
+    """The cached source: 1080p30 testsrc2 + 440 Hz sine, H.264 (high) + AAC in MP4."""
+    return synthetic_source(
+        OUT / f"src_{HEIGHT}p{FPS}_{seconds}s.mp4",
+        f"{WIDTH}x{HEIGHT}",
+        FPS,
+        seconds,
+        ["-preset", "veryfast", "-b:v", "8M", "-g", str(2 * FPS)],
+    )
 
 
 def ffmpeg_ladder_command(

@@ -40,7 +40,8 @@ import av
 
 from ingest.feed import DEFAULT_MAX_BYTES, ByteFeed
 from ingest.flvstream import FlvSessionWriter
-from ingest.formats import flv
+from ingest.formats import amf0, flv
+from ingest.health import AUDIO, VIDEO, HealthMonitor
 from ingest.media import (
     MediaSink,
     SessionEnd,
@@ -101,6 +102,9 @@ class LiveDecoder:
     ends and `on_refused(reason)` is called, then the session's own `on_refused`
     (from the event loop for metadata, from the decode thread for a decoded frame),
     before any frame of it is queued. `wall_clock` stamps arrivals (Unix seconds).
+    `health` (`ingest.health`) is fed every frame's arrival on `health_clock`
+    (monotonic seconds): RTMP's tags on the event loop as they come, a byte-stream
+    container's packets as demuxed.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class LiveDecoder:
         max_pixels: int | None = None,
         wall_clock: Callable[[], float] = time.time,
         source: Broadcast[SourceItem] | None = None,
+        health_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue = queue
         self.source = source  # every demuxed packet, at codec level (`media.fanout`)
@@ -125,6 +130,8 @@ class LiveDecoder:
         self.max_buffered_bytes = max_buffered_bytes
         self.max_pixels = max_pixels
         self.wall_clock = wall_clock
+        self.health_clock = health_clock
+        self.health = HealthMonitor()
         self.prefix = f"[decode {label}]" if label else "[decode]"
         self.video_frames = 0
         self.audio_frames = 0
@@ -186,12 +193,16 @@ class LiveDecoder:
         self._session = session
         self._last_thread = thread
         self._stats.new_session()
+        self.health.session_started(self.health_clock())
         thread.start()
         return index
 
     def on_metadata(self, metadata: Mapping[str, Any]) -> None:
         """What the publisher declares (RTMP onMetaData): statistics, the pixel limit."""
         self._stats.on_metadata(metadata)
+        declared_fps = metadata.get("framerate")
+        if amf0.is_number(declared_fps) and 0 < declared_fps < 1000:
+            self.health.set_nominal_fps(float(declared_fps))
         session = self._session
         problem = pixel_problem(
             _declared_int(metadata, "width"), _declared_int(metadata, "height"), self.max_pixels
@@ -214,6 +225,8 @@ class LiveDecoder:
             return
         if session.flv is None:
             raise ValueError(f"session {session.index} reads {session.container} bytes, not tags")
+        kind_name = VIDEO if kind == flv.TAG_VIDEO else AUDIO
+        self.health.on_frame(kind_name, self.health_clock(), timestamp_ms / 1000)
         arrived = self.wall_clock() if session.feed.recording_arrivals else None
         session.flv.on_tag(kind, timestamp_ms, payload, arrived)
 
@@ -240,6 +253,7 @@ class LiveDecoder:
         if session is None:
             return
         self._session = None
+        self.health.session_ended(self.health_clock())
         if session.flv is not None:
             session.flv.finish()
         session.reason = reason
@@ -389,6 +403,8 @@ class LiveDecoder:
                 time_ms,
                 packet.stream.codec_context.codec.canonical_name,
             )
+            media_seconds = None if time_ms is None else time_ms / 1000
+            self.health.on_frame(packet.stream.type, self.health_clock(), media_seconds)
         if packet.size and self.source is not None:
             self.source.put(source_packet(session.index, packet))
         if self.decode:

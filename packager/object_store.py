@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3.session
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -130,6 +131,9 @@ class S3Storage:
             retries={"total_max_attempts": max_attempts, "mode": "standard"},
             max_pool_connections=max_connections,
             s3={"addressing_style": "path" if endpoint_url else "auto"},
+            # What botocore signs requests with anyway; said so that presigned URLs
+            # (`presign`) are SigV4 too, not the legacy SigV2 some regions refuse.
+            signature_version="s3v4",
             # Not every S3-compatible server accepts the CRC trailers boto3 adds by default.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
@@ -171,6 +175,53 @@ class S3Storage:
             return body.decode()
         except UnicodeDecodeError as error:
             raise StorageError(f"get s3://{bucket}/{key}: not UTF-8 text") from error
+
+    def get_bytes(self, bucket: str, key: str) -> bytes | None:
+        """An object's bytes (a segment); None if it does not exist; raises `StorageError`."""
+        try:
+            response = self._client.get_object(Bucket=bucket, Key=key)
+            return bytes(response["Body"].read())
+        except ClientError as error:
+            if _error_code(error) in _NOT_FOUND | {"NoSuchKey"}:
+                return None
+            raise _failure("get", f"s3://{bucket}/{key}", error) from error
+        except BotoCoreError as error:
+            raise StorageError(_describe("get", f"s3://{bucket}/{key}", error)) from error
+
+    def copy(
+        self, bucket: str, source_key: str, key: str, content_type: str, cache_control: str
+    ) -> None:
+        """Copy an object within `bucket` server-side (CopyObject: no bytes through this
+        host), with new headers; raises `StorageError`."""
+        try:
+            self._client.copy_object(
+                Bucket=bucket,
+                Key=key,
+                CopySource={"Bucket": bucket, "Key": source_key},
+                MetadataDirective="REPLACE",
+                ContentType=content_type,
+                CacheControl=cache_control,
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise _failure("copy", f"s3://{bucket}/{source_key} to {key}", error) from error
+
+    def put_file(
+        self, bucket: str, key: str, path: str, content_type: str, cache_control: str
+    ) -> None:
+        """Store a local file (multipart when large, as boto3's transfer manager does);
+        raises `StorageError`."""
+        try:
+            self._client.upload_file(
+                path,
+                bucket,
+                key,
+                ExtraArgs={"ContentType": content_type, "CacheControl": cache_control},
+                Config=TransferConfig(max_concurrency=4),  # within the client's pool
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise _failure("put", f"s3://{bucket}/{key}", error) from error
+        except Exception as error:  # boto3's S3UploadFailedError wraps the ClientError
+            raise StorageError(_describe("put", f"s3://{bucket}/{key}", error)) from error
 
     def ensure_bucket(self, bucket: str) -> bool:
         """Create `bucket` if it is missing; True if this call created it.
@@ -237,3 +288,16 @@ class S3Storage:
             logger.debug("storage ping failed: %s", error)
             return False
         return True
+
+    def presign(self, bucket: str, key: str, expires_seconds: int) -> str:
+        """A GET URL of the object that works without credentials for `expires_seconds`
+        (SigV4 query signing: no request to the storage is made). The URL's host is this
+        client's endpoint: make the client on the address players reach."""
+        try:
+            return self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": bucket, "Key": key},
+                ExpiresIn=expires_seconds,
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise _failure("presign", f"s3://{bucket}/{key}", error) from error

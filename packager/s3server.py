@@ -352,7 +352,9 @@ class EmbeddedS3:
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                 },
                 # Playback URLs (master playlist, segments) are fetched by players
-                # without credentials: anonymous read, never write or list.
+                # without credentials: anonymous read, never write or list. Private
+                # videos' keys are taken out of it per bucket by a policy statement
+                # (`api.videos.visibility`: a bucket policy's Deny overrides this grant).
                 {"name": "anonymous", "actions": ["Read"]},
             ]
         }

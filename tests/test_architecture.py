@@ -16,8 +16,9 @@ ALLOWED = {
     "ingest": {"media"},
     "encoder": {"media", "ingest"},
     "packager": {"media"},
+    "vod": {"media", "ingest", "encoder", "packager"},
 }
-PACKAGES = {"media", "ingest", "encoder", "packager", "api"}
+PACKAGES = {"media", "ingest", "encoder", "packager", "vod", "api"}
 
 
 def onair_imports(path: Path) -> set[str]:

@@ -46,3 +46,11 @@ def test_the_alert_rules_cover_what_an_operator_is_paged_for() -> None:
         assert DURATION.fullmatch(rule["for"]), rule["alert"]
         assert rule["labels"]["severity"] in {"warning", "critical"}
         assert rule["annotations"]["summary"]
+
+
+def test_an_operator_is_paged_for_a_live_starving_30_s_and_sees_its_health() -> None:
+    rules = {rule["alert"]: rule for rule in alert_rules()}
+    starving = rules["OnairLiveStarving"]
+    assert starving["for"] == "30s"
+    assert 'onair_job_health{state="starving"}' in starving["expr"]
+    assert any("onair_job_health" in expr for expr in dashboard_expressions())

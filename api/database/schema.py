@@ -178,3 +178,48 @@ webhook_attempts = Table(
     Index("webhook_attempts_delivery", "delivery_id", "id"),
     sqlite_autoincrement=True,
 )
+
+# Videos cut from a live's recording (`api.videos`): one row per cut, Processing until
+# its master playlist is written (Ready) or it failed for good (Failed, `error`). A host
+# running a cut holds it until `claimed_until` (`claimed_by`, renewed while it runs);
+# one whose holder stopped or died is taken again, at most a few times (`attempts`).
+videos = Table(
+    "videos",
+    metadata,
+    _id(),
+    Column("public_id", Text, nullable=False, unique=True),
+    Column("project_id", Text, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("live_job_id", Int64, ForeignKey("live_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("title", Text),
+    Column("name", Text, nullable=False),
+    Column("status", Text, nullable=False),  # Processing, Ready, Failed
+    Column("visibility", Int64, nullable=False),  # 1 Public, 2 Private, 3 Password Protected
+    Column("live_start", Text),  # the live it is cut from: when its job went online
+    Column("after_live", Int64, nullable=False, server_default=text("0")),  # wait for its end
+    Column("from_ms", Int64),  # null: from the live's start
+    Column("to_ms", Int64),  # null: to the live's end (known once it ended)
+    Column("duration_ms", Int64),
+    Column("video_prefix", Text, nullable=False),
+    Column("master_key", Text),
+    Column("original_file_key", Text),
+    Column("error", Text),
+    Column("created_at", Text, nullable=False),
+    Column("finished_at", Text),
+    Column("attempts", Int64, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", Text),
+    Column("claimed_by", Text),
+    Column("claimed_until", Text),
+    Index("videos_project", "project_id", "id"),
+    Index("videos_due", "status", "next_attempt_at"),
+    sqlite_autoincrement=True,
+)
+
+# Secrets of the service itself, shared by every host of one store: the key that signs
+# private videos' playback tokens (`api.videos.tokens`), made at first use.
+service_secrets = Table(
+    "service_secrets",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+)

@@ -128,6 +128,11 @@ def _timing(
     )
 
 
+# A timing's own webhook event, built in its transaction from the job's locked row:
+# (type, data), or None (no callbackUrl).
+WebhookEvent = Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]] | None]
+
+
 class Database:
     """The store: SQLite in the data dir, or PostgreSQL (`ONAIR_DATABASE_URL`).
 
@@ -196,6 +201,11 @@ class Database:
                 logger.info("store transaction retried (SQLSTATE %s)", sqlstate)
                 time.sleep(0.01 * attempt)
         raise AssertionError("unreachable")
+
+    def transaction(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one write transaction, as this store runs its own: for the parts
+        that keep their tables beside it (`api.videos.store`)."""
+        return self._transaction(work)
 
     def _write(self, statements: Sequence[Executable]) -> None:
         """Run statements in one transaction."""
@@ -424,10 +434,12 @@ class Database:
         child_status: str,
         message: str,
         output_id: int | None = None,
+        event: WebhookEvent | None = None,
     ) -> None:
-        """A timing row; one that is an event of its own (a failed rendition) queues the
-        job's webhook event in the same transaction."""
-        if child_status not in TIMING_EVENTS:
+        """A timing row; one that is an event of its own (a failed rendition, or what
+        `event(job)` builds: a health change) queues the job's webhook event in the same
+        transaction."""
+        if child_status not in TIMING_EVENTS and event is None:
             self._write([_timing(job_id, output_id, status_name, child_status, message)])
             return
         now = utcnow()
@@ -441,9 +453,15 @@ class Database:
                     select(outputs).where(outputs.c.output_id == output_id)
                 ).first()
                 output = None if found is None else dict(found._mapping)
-            event = None if job is None else timing_event(job, child_status, message, output)
-            if job is not None and event is not None:
-                _queue_webhook(connection, job, *event, now)
+            if job is None:
+                return
+            built = (
+                event(job)
+                if event is not None
+                else timing_event(job, child_status, message, output)
+            )
+            if built is not None:
+                _queue_webhook(connection, job, *built, now)
 
         self._transaction(work)
 
@@ -793,6 +811,18 @@ def _queue_webhook(
             next_attempt_at=now,
         )
     )
+
+
+def queue_job_event(
+    connection: Connection, job_id: int, kind: str, data: Mapping[str, Any], now: str
+) -> bool:
+    """In a write transaction: the job's next webhook event (`kind`, `data`), queued in
+    order with its others, if the job has a callbackUrl; whether it was queued."""
+    job = _locked_job(connection, job_id)
+    if job is None or not job["callback_url"]:
+        return False
+    _queue_webhook(connection, job, kind, data, now)
+    return True
 
 
 def _insert_if_absent(connection: Connection, table: Table, **values: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from encoder.host import RENDITION_FAILED
@@ -28,7 +28,12 @@ STATUS_EVENTS = {
 }
 # A timing's child status -> the event it is (events that do not change the status).
 TIMING_EVENTS = {RENDITION_FAILED: "output.failed"}
-EVENT_TYPES = (*STATUS_EVENTS.values(), *TIMING_EVENTS.values())
+# A change of the input's health (`ingest.health`), with its `HealthChanged` timing.
+HEALTH_EVENT = "livejob.health"
+# A video cut from a live (`api.videos`) is ready, or failed for good.
+VIDEO_READY, VIDEO_FAILED = "video.ready", "video.failed"
+VIDEO_EVENTS = (VIDEO_READY, VIDEO_FAILED)
+EVENT_TYPES = (*STATUS_EVENTS.values(), *TIMING_EVENTS.values(), HEALTH_EVENT, *VIDEO_EVENTS)
 
 WEBHOOK_ID_PREFIX = "msg_"
 
@@ -79,6 +84,38 @@ def timing_event(
         "message": message,
         "outputId": None if output is None else int(output["output_id"]),
         "rendition": None if output is None else output["rendition"],
+    }
+
+
+def health_event(
+    job: Mapping[str, Any],
+    health_status_name: str,
+    previous_health_status_name: str,
+    reasons: Sequence[Mapping[str, str]],
+) -> tuple[str, dict[str, Any]] | None:
+    """(type, data) of a change of the job's input health; None without a callbackUrl.
+    `reasons`: `{type, description}` each (`healthReasons` of `stats`)."""
+    if not job.get("callback_url"):
+        return None
+    return HEALTH_EVENT, {
+        "liveJobId": int(job["id"]),
+        "name": job["name"],
+        "healthStatusName": health_status_name,
+        "previousHealthStatusName": previous_health_status_name,
+        "reasons": [dict(reason) for reason in reasons],
+    }
+
+
+def video_event(job: Mapping[str, Any], video: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(type, data) of a video's end: `video.ready`, or `video.failed` with its `error`;
+    queued on its live job (in order with the job's other events)."""
+    ready = video["status"] == "Ready"
+    return VIDEO_READY if ready else VIDEO_FAILED, {
+        "videoPublicId": video["public_id"],
+        "liveVideoId": job["name"],
+        "liveJobId": int(job["id"]),
+        "status": video["status"],
+        "error": None if ready else video["error"],
     }
 
 

@@ -256,6 +256,7 @@ async def test_a_receiver_slower_than_5_s_is_a_timeout_tried_again(hooked: Api) 
     assert 'onair_webhook_attempts_total{outcome="timeout"} 1.0' in metrics
 
 
+@pytest.mark.slow  # real time or subprocesses: left out of make test-fast
 async def test_jobs_are_delivered_side_by_side_at_most_16_at_once(hooked: Api) -> None:
     receiver = await receiver_for(hooked, delay_seconds=3.0)  # the toggles are done meanwhile
     try:
@@ -307,6 +308,7 @@ def onair(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # real time or subprocesses: left out of make test-fast
 def test_the_cli_prints_the_secret_and_rotates_it(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "ONAIR_DATA_DIR": str(tmp_path / "data")}
     created = onair(env, "project", "create", "hooks")
@@ -337,6 +339,7 @@ def test_the_cli_prints_the_secret_and_rotates_it(tmp_path: Path) -> None:
     assert missing.stderr.strip().splitlines()[-1] == "onair: no project no-such-project"
 
 
+@pytest.mark.slow  # real time or subprocesses: left out of make test-fast
 def test_the_cli_says_in_one_line_that_the_store_cannot_be_opened(tmp_path: Path) -> None:
     url = f"postgresql://onair:s3cretpw@127.0.0.1:{free_port()}/onair"
     env = {

@@ -101,6 +101,7 @@ def test_segments_map_the_ingests_origin_by_media_time(template_id: int, source_
     assert segments[0].arrived_at == utc_instant(seconds(segments[0].arrived_at))  # UTC
 
 
+@pytest.mark.slow  # real time or subprocesses: left out of make test-fast
 def test_a_live_fed_in_real_time_is_dated_by_when_the_encoder_saw_it(source_240p: Path) -> None:
     """No origin from the ingest: the encoder's own wall clock when it saw the session's
     first media, then media time."""

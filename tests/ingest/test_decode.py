@@ -170,6 +170,7 @@ def test_passthrough_puts_packets(flv_sample: Path, queue: MediaQueue) -> None:
         collector.stop()
 
 
+@pytest.mark.slow  # real time or subprocesses: left out of make test-fast
 def test_unread_queue_drops_and_counts(flv_sample: Path) -> None:
     queue = MediaQueue(max_items=8)  # nobody reads it
     decoder = LiveDecoder(queue)

@@ -220,6 +220,7 @@ class Producer(threading.Thread):
             self.stop.wait(CADENCE_SECONDS)
 
 
+@pytest.mark.slow  # real time or subprocesses: left out of make test-fast
 def test_a_real_s3_cut_off_mid_live_loses_nothing(
     s3_server: EmbeddedS3, bucket: str, tmp_path: Path, ladder: Ladder
 ) -> None:

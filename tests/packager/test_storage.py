@@ -65,6 +65,7 @@ def test_unreachable_storage_fails_fast() -> None:
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.slow  # real time or subprocesses: left out of make test-fast
 def test_bad_credentials_raise_storage_error(s3_server: EmbeddedS3, bucket) -> None:
     wrong = S3Storage(s3_server.endpoint, s3_server.access_key, "wrong-secret", "us-east-1")
     with pytest.raises(StorageError):

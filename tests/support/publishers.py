@@ -66,8 +66,10 @@ def ffmpeg_sample(path: Path, output: Sequence[str], extra: Sequence[str] = ()) 
 
 
 def pyav_publish_cmd(
-    url: str, codec: str, width: int, height: int, fps: int, seconds: int
+    url: str, codec: str, width: int, height: int, fps: int, seconds: int, pace: str = ""
 ) -> list[str]:
+    """PyAV's FLV muxer publishing; `pace` (`1:5,0.5:4`: speed and media seconds)
+    paces it, else it goes as fast as the connection takes (`pyav_publisher.py`)."""
     return [
         sys.executable,
         str(PYAV_PUBLISHER),
@@ -77,6 +79,7 @@ def pyav_publish_cmd(
         str(height),
         str(fps),
         str(seconds),
+        *([pace] if pace else []),
     ]
 
 
