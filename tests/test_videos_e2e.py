@@ -16,18 +16,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from api.app import create_app
 from api.database import Database
 from api.database.schema import videos
-from api.settings import Settings
 from api.videos.cuts import MAX_ATTEMPTS
 from media.outbound import OutboundPolicy
 from packager.s3server import EmbeddedS3
 from tests.support.media import SMALL_TEMPLATE
 from tests.support.publishers import publish
-from tests.support.service import Live, make_projects, make_settings
+from tests.support.service import Live, make_projects, make_settings, start_api
 from tests.support.videos import anonymous_get, played_seconds, request, v1, v2, wait_video
 from tests.support.webhooks import Receiver, project_secret
 
@@ -35,12 +32,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 LIVE_SECONDS = 10.0
 PRESIGN_SECONDS = 3
-
-
-async def serve(settings: Settings) -> TestServer:
-    server = TestServer(create_app(settings), host="127.0.0.1")
-    await server.start_server()
-    return server
 
 
 @pytest.fixture
@@ -55,7 +46,7 @@ async def service(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> Asyn
         playback_token_seconds=600,
     )
     projects = make_projects(settings.db_path, 2)
-    server = await serve(settings)
+    server = await start_api(settings)
     async with aiohttp.ClientSession() as session:
         live = Live(settings, server, session, projects[0], s3_client)
         live.other = projects[1]  # type: ignore[attr-defined]
@@ -255,7 +246,7 @@ async def test_a_cut_out_of_range_and_cuts_left_by_a_dead_service(service: Live)
             )  # fmt: skip
     finally:
         database.close()
-    live.server = await serve(live.settings)
+    live.server = await start_api(live.settings)
 
     first, second = [await wait_video(live, public_id) for public_id in ids]
     assert (first["status"], second["status"]) == ("Ready", "Ready"), (first, second)

@@ -14,27 +14,18 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from api.app import create_app
-from api.settings import Settings
 from media.outbound import OutboundPolicy
 from packager.s3server import EmbeddedS3
 from tests.support.media import SMALL_TEMPLATE
 from tests.support.publishers import publish
-from tests.support.service import Live, make_projects, make_settings
+from tests.support.service import Live, make_projects, make_settings, start_api
 from tests.support.waiting import async_wait_until
 from tests.support.webhooks import Receiver, project_secret
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # real time, the whole service
 
 DOWN_SECONDS = 20.0
-
-
-async def serve(settings: Settings) -> TestServer:
-    server = TestServer(create_app(settings), host="127.0.0.1")
-    await server.start_server()
-    return server
 
 
 @pytest.fixture
@@ -47,7 +38,7 @@ async def hooked_live(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> 
         webhook_retry_initial_seconds=0.2,
     )
     project = make_projects(settings.db_path, 1)[0]
-    server = await serve(settings)
+    server = await start_api(settings)
     async with aiohttp.ClientSession() as session:
         live = Live(settings, server, session, project, s3_client)
         yield live
@@ -57,7 +48,7 @@ async def hooked_live(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> 
 async def restart(live: Live) -> None:
     """Stop the service (its app's whole cleanup) and start it again on the same store."""
     await live.server.close()
-    live.server = await serve(live.settings)
+    live.server = await start_api(live.settings)
 
 
 async def hooked_job(live: Live, url: str, path: str) -> dict[str, Any]:

@@ -217,8 +217,7 @@ async def start_live(
     """The whole service on free ports (settings `overrides` for the test), one project."""
     settings = make_settings(tmp_path, s3_server, **overrides)
     project = make_projects(settings.db_path, 1)[0]
-    server = TestServer(create_app(settings), host="127.0.0.1")
-    await server.start_server()
+    server = await start_api(settings)
     async with aiohttp.ClientSession() as session:
         yield Live(settings, server, session, project, s3_client)
     await server.close()
