@@ -8,10 +8,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 # The ffmpeg CLI is the tests' real publisher and prober; GStreamer publishes with rtmp2sink
 # and plays with playbin; Chromium runs hls.js (the players tier, tests/players); the store
-# tests start Debian's PostgreSQL server as an unprivileged user in a temporary directory.
+# tests start Debian's PostgreSQL server as an unprivileged user in a temporary directory;
+# the restream tests forward into nginx with its RTMP module (and `stream` for RTMPS).
 TEST_APT_PACKAGES := ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly chromium \
-	postgresql
+	postgresql nginx libnginx-mod-rtmp libnginx-mod-stream
 # hls.js, pinned in package-lock.json; npm writes this file at each install.
 NODE_STAMP := node_modules/.package-lock.json
 PYTEST_ARGS ?=
@@ -40,6 +41,7 @@ test-deps: $(NODE_STAMP)
 	command -v gst-launch-1.0 >/dev/null && gst-inspect-1.0 rtmp2sink >/dev/null 2>&1 || missing=1; \
 	command -v chromium >/dev/null || missing=1; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
+	ls /usr/lib/nginx/modules/ngx_rtmp_module.so /usr/lib/nginx/modules/ngx_stream_module.so >/dev/null 2>&1 || missing=1; \
 	if [ -n "$$missing" ]; then \
 		$(APT) update -qq && $(APT) install -y -qq --no-install-recommends $(TEST_APT_PACKAGES); \
 	fi

@@ -23,6 +23,7 @@ from ingest.connlimit import ConnectionLimiter, GatedProtocol, is_loopback
 from ingest.ratelog import RateLimitedLog
 from ingest.rtmp.server import RtmpServer
 from packager.object_store import S3Storage
+from restream.forwarder import Destination
 
 from .auth import authenticate
 from .database import Database
@@ -31,6 +32,8 @@ from .health import HEALTH_CACHE_SECONDS, HEALTH_KEY, HealthChecks, StoragePing
 from .lives import LiveJobs
 from .openapi import JSON, Route, openapi_document
 from .present import envelope
+from .restreams.service import Restreams, live_state
+from .restreams.views import RESTREAMS_KEY
 from .settings import Settings
 from .videos.service import Videos
 from .videos.views import VIDEOS_KEY
@@ -272,6 +275,20 @@ def create_app(
         )
         videos = Videos(settings, database, lives, media_store, presigner)
         app[VIDEOS_KEY] = videos
+        restreams = Restreams(database, lives, settings.outbound)
+        app[RESTREAMS_KEY] = restreams
+
+        async def destinations(job_id: int) -> list[Destination]:
+            targets = await restreams.enabled_for_job(job_id)
+            return [Destination(t.id, t.title, t.stream_url, t.stream_key) for t in targets]
+
+        lives.use_restreams(destinations)
+        restreams.attach_runtime(
+            states=lambda job_id: {
+                rid: live_state(status) for rid, status in lives.restream_statuses(job_id).items()
+            },
+            on_change=lives.update_restreams,
+        )
         try:
             await lives.start()
             await rtmp.start()

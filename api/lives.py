@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -27,6 +28,7 @@ from ingest.health import Health
 from ingest.session import PublishRefused, PublishRequest, PublishSession
 from ingest.stats import SourceStatistics
 from packager.object_store import S3Storage
+from restream.forwarder import Destination, ForwarderStatus
 
 from .admission import INGEST_APP, Admission, default_capacity
 from .database import Database, Page, utcnow
@@ -77,6 +79,18 @@ class LiveJobs:
             self._refused.labels(refusal.reason)
         units.labels("total").set(capacity)
         units.labels("used").set_function(lambda: self._admission.capacity.used_units)
+
+    def use_restreams(self, targets: Callable[[int], Awaitable[list[Destination]]]) -> None:
+        """Where a job's restreams are read from (the restreams service's store)."""
+        self._running.restream_targets = targets
+
+    async def update_restreams(self, job_id: int) -> None:
+        """The job's restreams changed: its live (if it runs here) follows now."""
+        await self._running.update_restreams(job_id)
+
+    def restream_statuses(self, job_id: int) -> dict[int, ForwarderStatus]:
+        """What each restream of the job's live does now ({} without a live here)."""
+        return self._running.restream_statuses(job_id)
 
     async def start(self) -> None:
         """Jobs that were online wait for their publisher again; what the last run left

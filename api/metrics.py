@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ingest.health import HealthState
+from restream.forwarder import RestreamState
 
 from .pipeline import JobPipeline
 
@@ -92,6 +93,26 @@ class JobMetrics(Collector):
             " or unknown (no input yet)",
             labels=["live_job", "state"],
         )
+        restream_state = GaugeMetricFamily(
+            "onair_restream_state",
+            "1 for each restream's state: idle, connecting, forwarding, reconnecting, errored",
+            labels=["live_job", "restream", "state"],
+        )
+        restream_bytes = CounterMetricFamily(
+            "onair_restream_sent_bytes",
+            "Bytes a restream sent to its destination, every connection",
+            labels=["live_job", "restream"],
+        )
+        restream_reconnects = CounterMetricFamily(
+            "onair_restream_reconnects",
+            "Times a restream connected again after a failure",
+            labels=["live_job", "restream"],
+        )
+        restream_dropped = CounterMetricFamily(
+            "onair_restream_dropped_packets",
+            "Source packets a restream dropped, its destination too slow",
+            labels=["live_job", "restream"],
+        )
         lives = 0
         for job_id, pipeline in self._pipelines():
             lives += 1
@@ -124,8 +145,17 @@ class JobMetrics(Collector):
             for health_state in HealthState:
                 name = health_state.value.lower()
                 health.add_metric([job, name], 1.0 if health_state is now else 0.0)
+            for restream_id, forwarding in pipeline.restreams.statuses().items():
+                labels = [job, str(restream_id)]
+                for restream in RestreamState:
+                    value = 1.0 if restream is forwarding.state else 0.0
+                    restream_state.add_metric([*labels, restream.value], value)
+                restream_bytes.add_metric(labels, forwarding.bytes_sent)
+                restream_reconnects.add_metric(labels, forwarding.reconnects)
+                restream_dropped.add_metric(labels, forwarding.dropped_packets)
         active = GaugeMetricFamily("onair_active_lives", "Live jobs with a running pipeline")
         active.add_metric([], lives)
         yield from (bitrate, fps, output_bitrate, decoded, dropped, reader_dropped, encoded)
         yield segments
         yield from (latency, spool, outage, state, health, active)
+        yield from (restream_state, restream_bytes, restream_reconnects, restream_dropped)

@@ -355,3 +355,42 @@ class Failure(ResponseModel):
     result: None
     result_info: None
     status_code: int
+
+
+RestreamStateName = Literal["idle", "connecting", "forwarding", "reconnecting", "errored"]
+
+
+class Restream(ResponseModel):
+    """A restream of a live video (the reference's fields), and what its forwarding
+    does now (the rest: idle with zeros while nothing is forwarded)."""
+
+    id: int = Field(description="The restream's id")
+    title: str
+    stream_key: str = Field(description="The destination's stream key")
+    stream_url: str = Field(description="The destination's rtmp:// or rtmps:// URL")
+    status: bool = Field(description="Enabled: forwarded whenever the live is on")
+    video_id: Uuid = Field(description="The live video's public id: its live job's name")
+    state: RestreamStateName = Field(
+        description="Its forwarding now: idle (not forwarding: disabled, or the live is"
+        " not on), connecting, forwarding, reconnecting (the connection dropped, trying"
+        " again), errored (given up for now: see lastError)"
+    )
+    last_error: str | None = Field(
+        description="Why the last connection failed or dropped (never the stream key); null if none"
+    )
+    connected_since: DateTime | None = Field(
+        description="When the current connection was made; null unless forwarding"
+    )
+    reconnects: int = Field(description="Connections made again in this live, after a drop")
+    bytes_sent: int = Field(description="Bytes sent to the destination in this live")
+    bitrate: int = Field(description="What is sent now, in bits/s")
+    dropped_packets: int = Field(
+        description="Packets not sent because the destination was too slow"
+    )
+
+
+class RestreamToggled(ResponseModel):
+    """A restream's status after the toggle."""
+
+    id: int = Field(description="The restream's id")
+    status: bool = Field(description="Enabled: forwarded whenever the live is on")

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,13 @@ from ingest.media import MediaItem, SourceItem, media_broadcast, source_broadcas
 from ingest.session import PublishRequest
 from ingest.stats import SourceStatistics
 from media.fanout import Broadcast, Reader
+from media.outbound import OutboundPolicy
 from packager.hls import HlsWriter
 from packager.layout import object_prefix
 from packager.object_store import S3Storage
 from packager.spool import SpoolBudget
+from restream.forwarder import Destination, RestreamState
+from restream.live import LiveRestreams
 
 from .statistics import OutputStatistics
 
@@ -57,6 +60,10 @@ class PipelineLimits:
     spool_max_bytes_per_job: int | None = None
     spool_budget: SpoolBudget | None = None  # the host's, shared by every job
     media_queue_bytes: int = MEDIA_QUEUE_BYTES
+    # Restreams: where they may connect, the slate's image, how long a slate lasts.
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    slate_image: Path | None = None
+    slate_max_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,21 @@ class PipelineEvent:
     """Something a media thread saw; `RunningPipelines` records it on the loop."""
 
     job_id: int
-    kind: str  # "media", "closed", "failed", "timing"
+    kind: str  # "media", "closed", "failed", "timing", "restream"
     child_status: str = ""
     message: str = ""
     rendition: str | None = None  # the output the event is about
+    restream: Destination | None = None  # the restream a "restream" event is about
+
+
+# A restream's state, as its timing rows' `childStatus` say it.
+RESTREAM_CHILD_STATUS = {
+    RestreamState.CONNECTING: "RestreamConnecting",
+    RestreamState.FORWARDING: "RestreamConnected",
+    RestreamState.RECONNECTING: "RestreamReconnecting",
+    RestreamState.ERRORED: "RestreamErrored",
+    RestreamState.IDLE: "RestreamStopped",
+}
 
 
 EventSink = Callable[[PipelineEvent], None]
@@ -138,6 +156,23 @@ class JobPipeline:
             on_failure=self._on_error,
         )
         self.encoder.start()
+        # Readers of the source track, each on its own thread (`update_restreams`).
+        self.restreams = LiveRestreams(
+            self.source,
+            limits.outbound,
+            on_state=self._restream_state,
+            slate_image=limits.slate_image,
+            slate_max_seconds=limits.slate_max_seconds,
+            label=label,
+        )
+
+    def update_restreams(self, destinations: list[Destination]) -> None:
+        """Forward the live to exactly these destinations (the enabled restreams)."""
+        self.restreams.update(destinations)
+
+    def _restream_state(self, destination: Destination, state: RestreamState, message: str) -> None:
+        status = RESTREAM_CHILD_STATUS[state]
+        self.events(PipelineEvent(self.job_id, "restream", status, message, restream=destination))
 
     def emit(
         self, kind: str, child_status: str = "", message: str = "", rendition: str | None = None
@@ -239,9 +274,10 @@ class JobPipeline:
         deadline = time.monotonic() + encoder_timeout_seconds
         self.decoder.stop(min(5.0, encoder_timeout_seconds / 2))
         self.frames.close()
-        self.source.close()
+        self.source.close()  # the restreams send what they have, then stop
         # flushes, then the writer's finish() with what is left (closed past it)
         self.encoder.stop(
             max(0.5, deadline - time.monotonic()), finish_timeout_seconds=finish_timeout_seconds
         )
+        self.restreams.stop()
         logger.info("[job %s] pipeline stopped: %s", self.job_id, reason)

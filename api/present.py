@@ -3,6 +3,7 @@ and the envelope that sends it."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from encoder.templates import JobTemplate, get_template
 from ingest.stats import SourceStatistics
 from packager.layout import dvr_master_key, live_playlist_key, master_key, object_prefix
 
+from .errors import ValidationFailed
 from .models import (
     Envelope,
     JobTemplateRow,
@@ -222,3 +224,16 @@ def template_row(template: JobTemplate) -> JobTemplateRow:
         category=template.category,
         description=template.description,
     )
+
+
+async def json_body(request: web.Request, *, optional: bool = False) -> Any:
+    """The request's JSON body (a 400 naming `body` if it is not JSON); with
+    `optional`, a request without a body reads as `{}`."""
+    if optional and not request.body_exists:
+        return {}
+    try:
+        return json.loads(await request.text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValidationFailed(["body: malformed JSON"]) from None
+    except RecursionError:  # json.loads recurses once per level: `[[[[...`
+        raise ValidationFailed(["body: JSON nested too deeply"]) from None

@@ -15,18 +15,21 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import select
+
 from encoder.templates import get_template
 from ingest.health import Health
 from ingest.stats import SourceStatistics
 from packager.hls import PublishedRendition
 
 from .database import Database, Page, utcnow
+from .database.schema import restreams
 from .errors import JobNotFound
 from .keys import new_stream_key, stream_key_digest, stream_keys_equal
 from .statistics import to_record
 from .status import LiveStatus
 from .validation import NewLiveJob, Paging, ascii_int
-from .webhooks.events import health_event
+from .webhooks.events import RESTREAM_CHILD_STATES, health_event, restream_event
 
 HEALTH_CHANGED = "HealthChanged"
 
@@ -222,6 +225,42 @@ class JobRecords:
             lambda: db.add_timing(job_id, status_name, HEALTH_CHANGED, message, None, event)
         )
         logger.info("[job %s] health %s", job_id, message)
+
+    async def restream_changed(
+        self, job_id: int, restream_id: int, title: str, child_status: str, message: str
+    ) -> None:
+        """A restream of the job changed state: a timing row (`child_status`, one of
+        `RESTREAM_CHILD_STATES`: RestreamConnecting, RestreamConnected,
+        RestreamReconnecting, RestreamErrored, RestreamStopped; its message names the
+        restream) and, for a job with a callbackUrl, its `restream.state` event, in one
+        transaction. Called by the restreams' runtime, on the event loop.
+
+        `message` must not carry the stream key; were it there, it is masked before it
+        is written (timings are read by anyone with the project's key, and logged)."""
+        if child_status not in RESTREAM_CHILD_STATES:
+            raise ValueError(f"not a restream child status: {child_status!r}")
+        db = self._db
+        job = await db.call(db.get_job_by_id, job_id)
+        if job is None:
+            return
+        key = await db.call(self._restream_key, restream_id)
+        if key:
+            message = message.replace(key, "<streamKey>")
+        text = f"restream {restream_id} ({title}): {message}"
+
+        def event(locked: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+            return restream_event(locked, restream_id, title, child_status, message)
+
+        status_name = LiveStatus(job["status"]).label
+        await db.call(lambda: db.add_timing(job_id, status_name, child_status, text, None, event))
+        logger.info("[job %s] %s: %s", job_id, child_status, text)
+
+    def _restream_key(self, restream_id: int) -> str | None:
+        with self._db.engine.connect() as connection:
+            key = connection.execute(
+                select(restreams.c.stream_key).where(restreams.c.id == restream_id)
+            ).scalar()
+        return None if key is None else str(key)
 
     async def rotate_key(self, project_id: str, ref: str) -> dict[str, Any]:
         """Give a job (by id or name) a new stream key; the old one is refused from now on.

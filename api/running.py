@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from packager.layout import object_prefix
 from packager.object_store import S3Storage
 from packager.recovery import Leftover, read_leftover
 from packager.spool import SpoolBudget
+from restream.forwarder import Destination, ForwarderStatus
 
 from .metrics import JobMetrics
 from .ownership import StorageOwnership
@@ -101,6 +102,8 @@ class RunningPipelines:
         self._health: dict[int, Health] = {}  # job -> its last recorded health
         self._finishing: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
+        # The enabled restreams of a job, from the store (set by the app).
+        self.restream_targets: Callable[[int], Awaitable[list[Destination]]] | None = None
 
     async def start(self) -> None:
         """Upload what the last run left in the spool (in the background), start
@@ -141,8 +144,8 @@ class RunningPipelines:
         return task if task is not None and not task.done() else None
 
     async def launch(self, job: dict[str, Any]) -> JobPipeline:
-        """Start the job's pipeline (it has none): it plans its ladder anew, and runs
-        its outputs under a new lease."""
+        """Start the job's pipeline (it has none): it plans its ladder anew, runs its
+        outputs under a new lease, and forwards to the job's enabled restreams."""
         job_id = int(job["id"])
         pipeline = await asyncio.to_thread(self._new_pipeline, job)
         self._pipelines[job_id] = pipeline
@@ -150,10 +153,26 @@ class RunningPipelines:
         try:
             await self._records.mark_skipped(job_id, {})
             await self._records.record_lease(job_id, pipeline.lock_key, self._settings.encoder_id)
+            await self.update_restreams(job_id)
         except BaseException:
             self.take_down(job_id, "could not be recorded")
             raise
         return pipeline
+
+    async def update_restreams(self, job_id: int) -> None:
+        """Forward the job's live (if it runs here) to its enabled restreams, as the
+        store lists them now: a new or toggled-on one starts, a removed one stops."""
+        pipeline = self._pipelines.get(job_id)
+        if pipeline is None or self.restream_targets is None:
+            return
+        destinations = await self.restream_targets(job_id)
+        if self._pipelines.get(job_id) is pipeline:
+            pipeline.update_restreams(destinations)
+
+    def restream_statuses(self, job_id: int) -> dict[int, ForwarderStatus]:
+        """What each restream of the job's live does now ({} without a live here)."""
+        pipeline = self._pipelines.get(job_id)
+        return pipeline.restreams.statuses() if pipeline is not None else {}
 
     def attach(self, job_id: int, request: PublishRequest) -> tuple[DecoderSession, bool]:
         """The publisher's session on the job's pipeline, and whether it came back within
@@ -216,6 +235,9 @@ class RunningPipelines:
             max_input_pixels=settings.max_input_pixels,
             spool_max_bytes_per_job=settings.spool_max_bytes_per_job,
             spool_budget=self._spool_budget,
+            outbound=settings.outbound,
+            slate_image=settings.restream_slate_image,
+            slate_max_seconds=settings.reconnect_window_seconds,
         )
         return JobPipeline(
             job,
@@ -265,6 +287,15 @@ class RunningPipelines:
                 pipeline.session.close("pipeline failed")
             await records.set_status(
                 event.job_id, LiveStatus.INTERRUPTED, event.child_status, event.message
+            )
+        elif event.kind == "restream":
+            assert event.restream is not None
+            await records.restream_changed(
+                event.job_id,
+                event.restream.id,
+                event.restream.title,
+                event.child_status,
+                event.message,
             )
         else:
             output_id = await records.output_id(event.job_id, event.rendition)

@@ -65,6 +65,9 @@ class Settings:
     # how long a playback URL (onair's playlist, its signed token) does.
     presign_seconds: int = 3600
     playback_token_seconds: int = 86400
+    # What a restream sends while its publisher is away (within the reconnect window):
+    # this image, or else the last picture, with silence.
+    restream_slate_image: Path | None = None
 
     @property
     def embedded_s3(self) -> bool:
@@ -129,6 +132,8 @@ DOCUMENTED: dict[str, str] = {
     " originalFile) work",
     "PLAYBACK_TOKEN_SECONDS": "How long a private video's playbackUrl (onair's playlist,"
     " a signed token) works; each playlist request presigns its segments anew",
+    "RESTREAM_SLATE_IMAGE": "PNG or JPEG restreams send (with silence) while the publisher"
+    " is away within the reconnect window (default: the last picture)",
 }
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
@@ -196,6 +201,13 @@ def _positive_int(name: str, value: str) -> int:
     if number <= 0:
         raise ConfigError(f"{name}={value!r}: must be greater than 0")
     return number
+
+
+def _image_file(name: str, value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise ConfigError(f"{name}={value!r}: no such file")
+    return path
 
 
 def _nonempty(name: str, value: str) -> str:
@@ -292,6 +304,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "webhook_retry_hours": _positive_float,
     "presign_seconds": _positive_int,
     "playback_token_seconds": _positive_int,
+    "restream_slate_image": _image_file,
 }
 
 

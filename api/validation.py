@@ -9,6 +9,7 @@ answers every bad field with its own message, named by its JSON path
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -29,7 +30,15 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from encoder.templates import TemplateNotFound, get_template
-from media.outbound import HTTP_SCHEMES, OutboundRefused, check_url
+from media.outbound import (
+    ALLOW_PRIVATE_ENV,
+    HTTP_SCHEMES,
+    OutboundPolicy,
+    OutboundRefused,
+    address_refused,
+    check_url,
+)
+from media.outbound.addresses import ip_literal
 from packager.layout import object_prefix
 
 from .errors import ValidationFailed
@@ -560,3 +569,123 @@ def parse(model: type[Model], data: Any, **context: Any) -> Model:
         return model.model_validate(data, context=context)
     except ValidationError as error:
         raise ValidationFailed(field_errors(error)) from None
+
+
+# -- restreams --------------------------------------------------------------------------
+
+RESTREAM_SCHEMES = frozenset({"rtmp", "rtmps"})
+MAX_STREAM_URL_CHARS = 1024
+MAX_STREAM_KEY_CHARS = 512
+MAX_VIDEO_REF_CHARS = 64  # a UUID (36) or an integer id
+
+
+def _invisible(value: str) -> bool:
+    """Whether `value` has whitespace, a control or format character (`\\u200b`)."""
+    return any(unicodedata.category(c)[0] in "CZ" for c in value)
+
+
+def stream_url_problem(value: str, policy: OutboundPolicy) -> str | None:
+    """Why `value` is not a restream's destination, None if it is one: an rtmp:// or
+    rtmps:// URL with a host and an application path, no userinfo, no query or
+    fragment, a port 1-65535 if given, a host the outbound guard could open. A host that
+    is an IP literal is checked against `policy` now; a name is resolved and checked
+    when the restream connects (the runtime, through `media.outbound`)."""
+    shape = "must be an rtmp:// or rtmps:// URL with a host and an application path"
+    if _invisible(value) or "\\" in value:
+        return "must not contain whitespace, control characters or a backslash"
+    try:
+        parts = urlsplit(value)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return f"{shape}, a port from 1 to 65535 if one is given"
+    if parts.scheme.lower() not in RESTREAM_SCHEMES:
+        return f"{shape} (e.g. rtmp://a.rtmp.youtube.com/live2)"
+    if "@" in parts.netloc:
+        return "must not carry a user or password: the stream key goes in streamKey"
+    if not host:
+        return f"{shape}: it has no host"
+    if port == 0:
+        return "its port must be from 1 to 65535"
+    if not parts.path.strip("/"):
+        return f"{shape}: it has no application path (rtmp://host/app)"
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        return "must not have a query or a fragment: what follows the application is streamKey"
+    try:
+        check_url(value, RESTREAM_SCHEMES)
+    except OutboundRefused as exc:
+        return f"not a URL onair can open: {exc.reason}"
+    literal = ip_literal(host)
+    if literal is not None:
+        reason = policy.refusal(literal)
+        if reason is not None:
+            always = address_refused(literal, allow_private=True) is not None
+            return f"its host {literal} is {reason}: refused" + (
+                "" if always else f" unless {ALLOW_PRIVATE_ENV}=true"
+            )
+    return None
+
+
+class NewRestream(RequestModel):
+    """A restream of a live video: its media forwarded to `streamUrl` + `streamKey`."""
+
+    # The outbound policy (`Settings.outbound`) comes in the validation context
+    # (`outbound`), for the check of a host given as an IP address.
+
+    video_id: str = Field(
+        min_length=1,
+        max_length=MAX_VIDEO_REF_CHARS,
+        description="The live video's public id: its live job's name (UUID); its integer"
+        " id (as a string) is accepted too",
+    )
+    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS, description="Its title")
+    stream_url: str = Field(
+        min_length=1,
+        max_length=MAX_STREAM_URL_CHARS,
+        json_schema_extra={"format": "uri"},
+        description="The destination's server: an rtmp:// or rtmps:// URL with a host and"
+        " an application path (rtmp://a.rtmp.youtube.com/live2, rtmp://live.twitch.tv/app,"
+        " rtmps://live-api-s.facebook.com:443/rtmp/), no user or password, no query. A host"
+        " given as an IP address that is loopback, private or link-local is refused here"
+        f" unless {ALLOW_PRIVATE_ENV}=true; a host name is resolved and checked each time"
+        " the restream connects (a name may change what it resolves to)",
+    )
+    stream_key: str = Field(
+        min_length=1,
+        max_length=MAX_STREAM_KEY_CHARS,
+        description="The destination's stream key (a secret: never logged); no whitespace"
+        " or control characters",
+    )
+    status: bool = Field(description="Enabled: forwarded whenever the live is on")
+
+    @field_validator("title")
+    @classmethod
+    def _clean_title(cls, value: str) -> str:
+        if _CONTROL.search(value):
+            raise refuse("must not contain control characters")
+        if not value.strip():
+            raise refuse("must not be empty")
+        return value.strip()
+
+    @field_validator("video_id")
+    @classmethod
+    def _video_ref(cls, value: str) -> str:
+        if not value.strip() or _invisible(value):
+            raise refuse("must be the live video's id (its live job's name, a UUID)")
+        return value
+
+    @field_validator("stream_url")
+    @classmethod
+    def _stream_url(cls, value: str, info: ValidationInfo) -> str:
+        policy = (info.context or {}).get("outbound") or OutboundPolicy()
+        problem = stream_url_problem(value, policy)
+        if problem is not None:
+            raise refuse(problem)
+        return value
+
+    @field_validator("stream_key")
+    @classmethod
+    def _stream_key(cls, value: str) -> str:
+        # The message never repeats the key: messages are answered, and may be logged.
+        if _invisible(value):
+            raise refuse("must not contain whitespace or control characters")
+        return value

@@ -3,7 +3,6 @@ and its route table (`ROUTES`), from which the router and the OpenAPI document a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +12,6 @@ from pydantic import BaseModel
 from encoder.templates import all_templates
 from ingest.health import Health
 
-from .errors import ValidationFailed
 from .health import healthz
 from .lives import LiveJobs
 from .models import (
@@ -35,12 +33,14 @@ from .present import (
     envelope,
     job_detail,
     job_summary,
+    json_body,
     output_row,
     page_info,
     playback_url,
     template_row,
     timing_row,
 )
+from .restreams.views import RESTREAM_ROUTES
 from .settings import Settings
 from .statistics import output_view, source_view
 from .status import LiveStatus
@@ -70,16 +70,6 @@ def _project(request: web.Request) -> str:
     return request.match_info["projectId"]
 
 
-async def _json_body(request: web.Request) -> Any:
-    try:
-        text = await request.text()
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValidationFailed(["body: malformed JSON"]) from None
-    except RecursionError:  # json.loads recurses once per level: `[[[[...`
-        raise ValidationFailed(["body: JSON nested too deeply"]) from None
-
-
 def _paged(rows: Sequence[BaseModel], total_count: int, paging: Paging) -> web.Response:
     return envelope(rows, page=page_info(total_count, paging))
 
@@ -94,7 +84,7 @@ async def list_live_jobs(request: web.Request) -> web.Response:
 async def create_live_job(request: web.Request) -> web.Response:
     project_id = _project(request)
     settings = request.app[SETTINGS_KEY]
-    new = parse(NewLiveJob, await _json_body(request), allowed_buckets=settings.s3_buckets)
+    new = parse(NewLiveJob, await json_body(request), allowed_buckets=settings.s3_buckets)
     job = await request.app[LIVE_JOBS_KEY].create(project_id, new)
     return envelope(
         job_detail(settings, job),  # a new job skips no rendition yet
@@ -115,7 +105,7 @@ async def list_outputs(request: web.Request) -> web.Response:
 
 async def toggle_live_job(request: web.Request) -> web.Response:
     project_id = _project(request)
-    toggle = parse(Toggle, await _json_body(request))
+    toggle = parse(Toggle, await json_body(request))
     jobs = request.app[LIVE_JOBS_KEY]
     job = await jobs.set_online(project_id, request.match_info["id"], toggle)
     return envelope(
@@ -320,6 +310,7 @@ ROUTES = (
     Route("GET", f"{BASE}/jobtemplates", list_job_templates, "List job templates",
           JobTemplateRow, paged=True, query=Paging, parameters=PROJECT),
     *VIDEO_ROUTES,  # live videos (stop-and-cut, cut-and-publish, stop) and their videos
+    *RESTREAM_ROUTES,  # a live video's restreams (create, toggle, list, delete)
     Route("GET", "/healthz", healthz, "Health: the store is open and S3 answers",
           HealthResult, public=True, also=(503,)),
 )

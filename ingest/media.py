@@ -55,6 +55,9 @@ class VideoParams:
     stream: Any = field(
         default=None, compare=False, repr=False
     )  # av VideoStream (passthrough template)
+    # The codec configuration as the demuxer gave it (avcC from FLV; MPEG-TS: usually
+    # none, the parameter sets are in the keyframes), copied: safe on any thread.
+    extradata: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class AudioParams:
     stream: Any = field(
         default=None, compare=False, repr=False
     )  # av AudioStream (passthrough template)
+    extradata: bytes | None = field(default=None, compare=False, repr=False)  # the ASC
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ class SessionOpening:
                 frame_rate=nominal_frame_rate(Fraction(rate)) if rate else None,
                 time_base=Fraction(self.video.time_base or Fraction(1, 1000)),
                 stream=self.video,
+                extradata=bytes(context.extradata) if context.extradata else None,
             )
         if self.audio is not None:
             # Until the first frame is decoded the FLV codec context repeats the tag
@@ -114,6 +115,11 @@ class SessionOpening:
                 channels=channels,
                 time_base=Fraction(self.audio.time_base or Fraction(1, 1000)),
                 stream=self.audio,
+                extradata=(
+                    bytes(self.audio.codec_context.extradata)
+                    if self.audio.codec_context.extradata
+                    else None
+                ),
             )
         return video, audio
 

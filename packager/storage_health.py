@@ -6,6 +6,9 @@ that backoff and reporting are tested without sleeping:
 - the first failed write makes the storage *failing*: no new write starts except one
   probe at a time, the first after `retry_initial_seconds`, then doubling up to
   `retry_max_seconds`; any successful write ends the failing period;
+- a write that started before a failing period ended and fails after it is stale news
+  of that period (a connection cut during the outage, answering late): it is retried
+  but starts no new failing period;
 - the *outage* is reported once (`StorageOutage`, with the first failure's reason) and
   ends (`StorageRecovered`) once the storage answers again and every segment that was
   delayed by it is stored.
@@ -37,6 +40,8 @@ class StorageHealth:
         self._delayed: set[Hashable] = set()
         self._delayed_stored = 0
         self._events: list[tuple[str, str]] = []
+        self._periods_ended = 0  # failing periods over so far
+        self._started_in: dict[Hashable, int] = {}  # write in flight -> _periods_ended then
 
     @property
     def in_outage(self) -> bool:
@@ -54,30 +59,38 @@ class StorageHealth:
 
     def started(self, item: Hashable) -> None:
         """A write of `item` starts; while failing it is the probe."""
+        self._started_in[item] = self._periods_ended
         if self.failing and self._probe is None:
             self._probe = item
 
     def succeeded(self, item: Hashable, now: float) -> None:
+        self._started_in.pop(item, None)
         if self._probe is item:
             self._probe = None
         if self.failing:
             self.failing = False
+            self._periods_ended += 1
             self.retry_delay = self._initial
         self._check_recovered(now)
 
     def abandoned(self, item: Hashable) -> None:
         """A write of `item` ended without reaching the storage (nothing learned)."""
+        self._started_in.pop(item, None)
         if self._probe is item:
             self._probe = None
 
     def failed(self, item: Hashable, reason: str, now: float) -> Literal["new", "probe", "other"]:
         """A write failed. "new": a failing period starts (mark what is pending as
         delayed); "probe": the probe failed and the next try was pushed back;
-        "other": a write that was already in flight when the failing began."""
+        "other": a write that was already in flight when the failing began, or that
+        started before the last failing period ended (stale news of that period)."""
         self.last_error = reason
+        started_in = self._started_in.pop(item, self._periods_ended)
         was_probe = self._probe is item
         if was_probe:
             self._probe = None
+        if not self.failing and started_in < self._periods_ended:
+            return "other"
         if not self.failing:
             self.failing = True
             self.retry_delay = self._initial

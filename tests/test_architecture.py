@@ -17,8 +17,10 @@ ALLOWED = {
     "encoder": {"media", "ingest"},
     "packager": {"media"},
     "vod": {"media", "ingest", "encoder", "packager"},
+    # A reader of the live's source track (and of the ladder's, for an HEVC source).
+    "restream": {"media", "ingest", "encoder"},
 }
-PACKAGES = {"media", "ingest", "encoder", "packager", "vod", "api"}
+PACKAGES = {"media", "ingest", "encoder", "packager", "vod", "restream", "api"}
 
 
 def onair_imports(path: Path) -> set[str]:

@@ -1,7 +1,7 @@
 """A video cut from a real live, played as a viewer would: ffmpeg publishes 20 s of
 testsrc2 (burnt-in frame counter) in real time into a template-4 job, cut-and-publish
 takes 3.5 s -> 9.7 s, and once the video is Ready ffmpeg reads its master strictly,
-hls.js in Chromium plays it to its end (one known start-gap error excepted), every
+hls.js in Chromium plays it to its end without a single error, every
 rendition lasts 6.2 s and starts on the source's frame at 3.5 s, the segments inside
 the range are the live's own bytes, and the MP4 plays."""
 
@@ -105,17 +105,6 @@ def hlsjs_plays_to_the_end(page_url: str, master: str) -> tuple[dict[str, Any], 
                 player.close()
         finally:
             browser.close()
-
-
-def known_start_gap(error: dict[str, Any]) -> bool:
-    """The open bug: hls.js skipping a start gap of under 0.2 s in the first segment."""
-    reason = str(error.get("reason", ""))
-    return (
-        error.get("details") == "bufferSeekOverHole"
-        and not error.get("fatal")
-        and reason.startswith("fragment loaded with buffer holes, seeking from 0 to 0.")
-        and float(reason.rsplit(" ", 1)[-1]) < 0.2
-    )
 
 
 def get_text(url: str) -> str:
@@ -223,13 +212,11 @@ async def test_a_cut_plays_like_the_frames_it_was_cut_from(live: Live, page_url:
         assert duration == pytest.approx(SECONDS, abs=0.1), original
         assert await asyncio.to_thread(ffmpeg_warnings, original) == ""
 
-        # hls.js plays it to its end, anonymously. One error is known and open (issue 13's
-        # note): in about half the runs hls.js reports a non-fatal `bufferSeekOverHole` of
-        # 0.167 s at the very start of the re-encoded first segment. Only that one is let
-        # through, and only at the start; any other error fails.
+        # hls.js plays it to its end, anonymously, without one error, fatal or not: the
+        # re-encoded first segment starts audio and video together (no start gap for it
+        # to report as `bufferSeekOverHole` and seek over).
         state, report = await asyncio.to_thread(hlsjs_plays_to_the_end, page_url, master)
-        others = [e for e in state["errors"] if not known_start_gap(e)]
-        assert others == [], report
+        assert state["errors"] == [], report
         assert state["duration"] == pytest.approx(SECONDS, abs=0.2), report
     finally:
         returncode, stderr = await publisher

@@ -320,6 +320,7 @@ def _rendition(
             to_offset_ms=piece.to_offset_ms,
             template=template,
             rendition=rendition,
+            opens_video=number == 0,
         )
         fitted = _fit(edge.data, data, number == 0, number == len(pieces) - 1, discontinuity)
         storage.put(bucket, key, fitted, SEGMENT_CONTENT_TYPE, SEGMENT_CACHE_CONTROL)

@@ -12,6 +12,15 @@ discontinuity. AAC packets are copied, cut at the AAC frame nearest each instant
 The muxer is the segmenter's (same PIDs, same options), and the continuity counters
 are then fitted to the neighbours (`vod.continuity`).
 
+The edge that opens the video starts audio and video together, as hls.js needs: it
+takes the first decode timestamp of either track as time zero (its `initPTS`), so
+B-frame reordering (the IDR decoded two frames before it is shown) or an AAC frame
+starting before the first picture would put a hole before the first picture, which
+hls.js then reports and seeks over (`bufferSeekOverHole`). So that edge's IDR is
+decoded when it is shown (its first few decode timestamps closer together, joining
+the encoder's from the first one that allows it: `opening_decode_times`), and its
+audio starts with the first AAC frame not before that picture.
+
 One core at most: the decoder and x264 run single-threaded.
 """
 
@@ -20,6 +29,7 @@ from __future__ import annotations
 import io
 import itertools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -174,28 +184,58 @@ def reencode_edge(
     to_offset_ms: int | None,
     template: JobTemplate | None,
     rendition: str,
+    opens_video: bool = False,
 ) -> Edge:
     """Re-encode the part of live segment `data` (lasting `segment_ms`) from
     `from_offset_ms` (None: its start) to `to_offset_ms` (None: its end), offsets from
-    its first frame."""
+    its first frame. `opens_video`: it is the video's first segment, whose audio and
+    video must start together (the module's docstring says why)."""
     demuxed = _demux(data)
     try:
         return _reencode(
-            demuxed, data, segment_ms, from_offset_ms, to_offset_ms, template, rendition
+            demuxed,
+            data,
+            segment_ms,
+            (from_offset_ms, to_offset_ms),
+            template,
+            rendition,
+            opens_video,
         )
     finally:
         demuxed.container.close()
+
+
+def opening_decode_times(pts: Sequence[int], dts: Sequence[int]) -> list[int]:
+    """Decode timestamps for packets in decode order (`pts`, `dts` as the encoder gave
+    them) such that the first, the IDR, is decoded when it is shown, and the others as
+    the encoder said from the first one (the joint) that leaves at least one tick
+    per packet before it; those before it are spread evenly from the IDR's. None is
+    after its own presentation or after a later packet's. Without such a joint (an
+    edge of a few frames) the encoder's timestamps are kept."""
+    if not dts or dts[0] >= pts[0]:
+        return list(dts)
+    start = pts[0]
+    latest = list(itertools.accumulate(reversed(pts), min))[::-1]  # min pts from k on
+    for joint in range(1, len(dts)):
+        if dts[joint] - start < joint:
+            continue
+        span = dts[joint] - start
+        ramp = [start + span * k // joint for k in range(joint)]
+        if all(ramp[k] <= latest[k] for k in range(joint)):
+            return ramp + list(dts[joint:])
+    return list(dts)
 
 
 def _reencode(
     demuxed: _Demuxed,
     data: bytes,
     segment_ms: int,
-    from_offset_ms: int | None,
-    to_offset_ms: int | None,
+    offsets_ms: tuple[int | None, int | None],
     template: JobTemplate | None,
     rendition: str,
+    opens_video: bool,
 ) -> Edge:
+    from_offset_ms, to_offset_ms = offsets_ms
     first = demuxed.first_pts
     decoder = demuxed.video_stream.codec_context
     decoder.thread_count = 1
@@ -248,8 +288,12 @@ def _reencode(
             picture.pict_type = PictureType.I if index == 0 else PictureType.NONE
             packets.extend(context.encode(picture))
         packets.extend(context.encode(None))
+        audio_begin = begin
+        if opens_video:
+            _decode_idr_when_shown(packets)
+            audio_begin = _ticks(kept[0].pts)  # its first picture
         edge_sps = _sps(bytes(context.extradata or b""))
-        out = _mux(encoded_stream, packets, demuxed, begin, end)
+        out = _mux(encoded_stream, packets, demuxed, audio_begin, end, opens_video)
     finally:
         holder.close()
     same = live_sps is not None and live_sps == edge_sps
@@ -260,13 +304,25 @@ def _reencode(
     return Edge(out, stop - start, start - first, len(kept), same)
 
 
+def _decode_idr_when_shown(packets: list[av.Packet]) -> None:
+    """The packets' decode timestamps rewritten by `opening_decode_times`."""
+    pts = [_ticks(p.pts) for p in packets]
+    dts = [_ticks(p.dts) for p in packets]
+    for packet, decode_time in zip(packets, opening_decode_times(pts, dts), strict=True):
+        packet.dts = decode_time
+
+
 def _mux(
     video_template: Any,
     packets: list[av.Packet],
     demuxed: _Demuxed,
     begin: int | None,
     end: int | None,
+    opens_video: bool = False,
 ) -> bytes:
+    """The edge as TS: the encoded `packets` and the live's AAC packets from `begin`
+    to `end` (the nearest AAC frame to each, or from the first one not before `begin`
+    when it `opens_video`)."""
     buffer = io.BytesIO()
     container = av.open(buffer, "w", format="mpegts", options=MUXER_OPTIONS)
     try:
@@ -284,7 +340,7 @@ def _mux(
             half = AAC_FRAME_SAMPLES * TICKS_PER_SECOND // rate // 2
             for order, source in enumerate(demuxed.audio, start=len(packets)):
                 pts = _ticks(source.pts) - OFFSET_TICKS
-                if begin is not None and pts < begin - half:
+                if begin is not None and pts < (begin if opens_video else begin - half):
                     continue
                 if end is not None and pts >= end - half:
                     continue

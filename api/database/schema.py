@@ -223,3 +223,22 @@ service_secrets = Table(
     Column("value", Text, nullable=False),
     Column("created_at", Text, nullable=False),
 )
+
+# Restreams of a live (`api.restreams`): where its media is forwarded (an RTMP/RTMPS
+# application URL and its stream key), enabled or not (`status`, 0/1). The key is a
+# secret kept as is (it must be sent), like a job's stream key: never logged.
+restreams = Table(
+    "restreams",
+    metadata,
+    _id(),
+    Column("project_id", Text, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("live_job_id", Int64, ForeignKey("live_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("stream_url", Text, nullable=False),
+    Column("stream_key", Text, nullable=False),
+    Column("status", Int64, nullable=False),  # 1 enabled (forwarded while live), 0 not
+    Column("created_at", Text, nullable=False),
+    Index("restreams_job", "live_job_id", "id"),
+    Index("restreams_project", "project_id", "id"),
+    sqlite_autoincrement=True,
+)

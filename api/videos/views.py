@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 
-from ..errors import ValidationFailed
 from ..models import PublishedCut, Video, VideoPublicId
 from ..openapi import PathParameter, Route
-from ..present import envelope, page_info
+from ..present import envelope, json_body, page_info
 from ..validation import CutAndPublish, PlaylistQuery, StopAndCut, VideosQuery, parse
 from .service import PLAYLIST_CONTENT_TYPE, Videos
 
@@ -23,20 +19,9 @@ def _api_base(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
 
-async def _json_body(request: web.Request) -> Any:
-    if not request.body_exists:
-        return {}
-    try:
-        return json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValidationFailed(["body: malformed JSON"]) from None
-    except RecursionError:
-        raise ValidationFailed(["body: JSON nested too deeply"]) from None
-
-
 async def stop_and_cut_live_video(request: web.Request) -> web.Response:
     """The live ends; the range becomes a video, cut in the background."""
-    body = parse(StopAndCut, await _json_body(request))
+    body = parse(StopAndCut, await json_body(request, optional=True))
     video = await request.app[VIDEOS_KEY].stop_and_cut(
         request.match_info["projectId"], request.match_info["id"], body
     )
@@ -48,7 +33,7 @@ async def stop_and_cut_live_video(request: web.Request) -> web.Response:
 
 async def cut_and_publish_live_video(request: web.Request) -> web.Response:
     """A recorded range becomes a video, cut in the background; the live goes on."""
-    body = parse(CutAndPublish, await _json_body(request))
+    body = parse(CutAndPublish, await json_body(request, optional=True))
     videos = request.app[VIDEOS_KEY]
     video, job = await videos.get(
         request.match_info["projectId"],

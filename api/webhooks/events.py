@@ -5,6 +5,14 @@ it is written once, in the transaction that records what it tells (the status ch
 and its timing row, or the timing of a failed rendition), and every attempt sends
 those same bytes. `data` names the job by its integer id (`liveJobId`) and its public
 name (`name`, a UUID), never by its stream key.
+
+`restream.state` (`restream_event`): a restream of a live (`api.restreams`) changed
+state, queued with its timing row (`JobRecords.restream_changed`). Its `data`:
+`{"liveJobId", "name", "restreamId", "title", "state", "reason", "message"}`, where
+`state` is `connecting`, `forwarding`, `reconnecting`, `errored` or `idle` (stopped),
+`reason` the timing's child status (`RestreamConnecting`, `RestreamConnected`,
+`RestreamReconnecting`, `RestreamErrored`, `RestreamStopped`) and `message` what the
+runtime said. Never the restream's stream key or its URL.
 """
 
 from __future__ import annotations
@@ -33,7 +41,23 @@ HEALTH_EVENT = "livejob.health"
 # A video cut from a live (`api.videos`) is ready, or failed for good.
 VIDEO_READY, VIDEO_FAILED = "video.ready", "video.failed"
 VIDEO_EVENTS = (VIDEO_READY, VIDEO_FAILED)
-EVENT_TYPES = (*STATUS_EVENTS.values(), *TIMING_EVENTS.values(), HEALTH_EVENT, *VIDEO_EVENTS)
+# A restream of a live changed state (`api.restreams`), with its timing: the timing's
+# child status -> the restream's state it tells.
+RESTREAM_STATE_EVENT = "restream.state"
+RESTREAM_CHILD_STATES = {
+    "RestreamConnecting": "connecting",
+    "RestreamConnected": "forwarding",
+    "RestreamReconnecting": "reconnecting",
+    "RestreamErrored": "errored",
+    "RestreamStopped": "idle",
+}
+EVENT_TYPES = (
+    *STATUS_EVENTS.values(),
+    *TIMING_EVENTS.values(),
+    HEALTH_EVENT,
+    *VIDEO_EVENTS,
+    RESTREAM_STATE_EVENT,
+)
 
 WEBHOOK_ID_PREFIX = "msg_"
 
@@ -116,6 +140,24 @@ def video_event(job: Mapping[str, Any], video: Mapping[str, Any]) -> tuple[str, 
         "liveJobId": int(job["id"]),
         "status": video["status"],
         "error": None if ready else video["error"],
+    }
+
+
+def restream_event(
+    job: Mapping[str, Any], restream_id: int, title: str, child_status: str, message: str
+) -> tuple[str, dict[str, Any]] | None:
+    """(type, data) of a restream's change of state (`child_status`, one of
+    `RESTREAM_CHILD_STATES`); None without a callbackUrl."""
+    if not job.get("callback_url"):
+        return None
+    return RESTREAM_STATE_EVENT, {
+        "liveJobId": int(job["id"]),
+        "name": job["name"],
+        "restreamId": int(restream_id),
+        "title": title,
+        "state": RESTREAM_CHILD_STATES[child_status],
+        "reason": child_status,
+        "message": message,
     }
 
 

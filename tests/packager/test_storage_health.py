@@ -82,3 +82,27 @@ def test_abandoned_probe_frees_the_slot_without_clearing_the_failure() -> None:
     assert health.wait_seconds(now=1.0) is None
     health.abandoned("a")
     assert health.failing and health.wait_seconds(now=1.0) == 0.0
+
+
+def test_a_write_from_the_outage_failing_late_starts_no_new_outage() -> None:
+    """A connection cut during the outage answers after the storage came back: that
+    failure is stale news (the write is retried); a write started afterwards failing
+    is a new outage."""
+    health = StorageHealth(0.5, 5.0)
+    health.started("stuck")  # in flight when the link goes down, answered late
+    health.started("a")
+    assert health.failed("a", "down", now=0.0) == "new"
+    health.delay("a")
+    health.started("a")  # the probe
+    health.succeeded("a", now=3.0)
+    health.stored("a", now=3.0)
+    assert not health.in_outage
+    assert health.failed("stuck", "connection closed", now=3.5) == "other"
+    assert not health.failing and health.wait_seconds(now=3.5) == 0.0
+    health.started("b")
+    assert health.failed("b", "down again", now=9.0) == "new"
+    assert [status for status, _ in health.take_events()] == [
+        STORAGE_OUTAGE,
+        STORAGE_RECOVERED,
+        STORAGE_OUTAGE,
+    ]

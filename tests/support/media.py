@@ -126,6 +126,7 @@ def session_start(container: av.container.InputContainer, session: int) -> Sessi
             nominal_frame_rate(Fraction(rate)) if rate else None,
             Fraction(v.time_base),
             v,
+            bytes(v.codec_context.extradata or b"") or None,
         )
     if container.streams.audio:
         a = container.streams.audio[0]
@@ -135,6 +136,7 @@ def session_start(container: av.container.InputContainer, session: int) -> Sessi
             a.codec_context.channels,
             Fraction(a.time_base),
             a,
+            bytes(a.codec_context.extradata or b"") or None,
         )
     return SessionStart(session, video, audio)
 

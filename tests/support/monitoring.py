@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.service import Live
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
@@ -36,3 +39,25 @@ def queried_metrics() -> set[str]:
     """Every sample name (`onair_*`) the dashboard and the alert rules query."""
     expressions = dashboard_expressions() + [rule["expr"] for rule in alert_rules()]
     return {name for expr in expressions for name in _METRIC.findall(expr)}
+
+
+# The series of a live's restreams (there only while it has some).
+RESTREAM_SERIES = {
+    "onair_restream_state",
+    "onair_restream_sent_bytes_total",
+    "onair_restream_reconnects_total",
+    "onair_restream_dropped_packets_total",
+}
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(live: Live) -> Samples:
+    """`/metrics`, parsed: (sample name, sorted labels) -> value."""
+    async with live.session.get(live.server.make_url("/metrics")) as response:
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

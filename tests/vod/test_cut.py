@@ -199,6 +199,30 @@ def test_audio_is_cut_at_the_same_instants(vod: tuple[CutResult, Path, LoggingSt
         assert audio_start == pytest.approx(video_start, abs=AAC_FRAME_SECONDS)
 
 
+def test_the_first_segment_starts_audio_and_video_together(
+    vod: tuple[CutResult, Path, LoggingStorage],
+) -> None:
+    """What hls.js takes as zero is the earliest decode time of either track: its first
+    picture must be decoded when shown, and no audio come before it (else hls.js
+    reports the hole before it, `bufferSeekOverHole`, and seeks over it)."""
+    _, root, _ = vod
+    for rendition in SIZES:
+        first = m3u8.loads((root / rendition / "index.m3u8").read_text()).segments[0].uri
+        info, errors = ffprobe(
+            root / rendition / first, "-show_entries", "packet=codec_type,pts,dts"
+        )
+        assert errors == ""
+        video = [p for p in info["packets"] if p["codec_type"] == "video"]
+        audio = [p for p in info["packets"] if p["codec_type"] == "audio"]
+        shown = min(int(p["pts"]) for p in video)
+        assert int(video[0]["dts"]) == int(video[0]["pts"]) == shown, (rendition, video[:3])
+        decoded = [int(p["dts"]) for p in video]
+        assert decoded == sorted(set(decoded)), rendition
+        assert all(int(p["dts"]) <= int(p["pts"]) for p in video), rendition
+        audio_start = int(audio[0]["pts"])
+        assert 0 <= audio_start - shown < AAC_FRAME_SECONDS * 90_000, (rendition, audio_start)
+
+
 def test_the_mp4_is_the_top_rendition_with_faststart(
     vod: tuple[CutResult, Path, LoggingStorage],
 ) -> None:

@@ -1,8 +1,10 @@
 """The cut's pure parts, byte for byte and millisecond for millisecond: the counters
-fitted to copied neighbours, and the timeline's mapping of ranges and date-times."""
+fitted to copied neighbours, the opening edge's decode times, and the timeline's
+mapping of ranges and date-times."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from tests.support.mpegts import Segment, check_continuity, parse_packets
 from vod import CutError, RecordedTimeline
 from vod.continuity import counters_after, counters_before, fit_counters
+from vod.edges import opening_decode_times
 from vod.timeline import RecordedRendition, RecordedSegment
 
 T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
@@ -51,6 +54,29 @@ def test_adaptation_only_packets_keep_the_counter() -> None:
     edge = ts_packet(0x100, 0) + ts_packet(0x100, 0, payload=False) + ts_packet(0x100, 1)
     fitted = fit_counters(edge, ending=counters_after(live))
     assert [p.continuity_counter for p in parse_packets(fitted)] == [4, 4, 5]
+
+
+FRAME = 3000  # 1/90000 ticks at 30 fps
+
+
+def test_the_opening_idr_is_decoded_when_shown_and_the_rest_join_the_encoders() -> None:
+    # x264 with a B-pyramid, decode order I0 P4 B2 B1 B3 P8 ...: the IDR decoded two
+    # frames before it is shown (what made hls.js see a 67 ms hole before it).
+    shown = [0, 4, 2, 1, 3, 8, 6, 5, 7]
+    pts = [1000 + FRAME * f for f in shown]
+    dts = [1000 + FRAME * (k - 2) for k in range(len(shown))]
+    decoded = opening_decode_times(pts, dts)
+    assert decoded[0] == pts[0]
+    assert decoded[:4] == [1000, 2000, 3000, 4000]  # spread up to the joint, B1's own
+    assert decoded[3:] == dts[3:]
+    assert all(a < b for a, b in itertools.pairwise(decoded))
+    assert all(d <= p for d, p in zip(decoded, pts, strict=True))
+
+
+def test_opening_decode_times_keep_what_needs_no_change_or_cannot_change() -> None:
+    assert opening_decode_times([500, 3500], [500, 3500]) == [500, 3500]  # no B-frames
+    assert opening_decode_times([0, 6000, 3000], [-6000, -3000, 0]) == [-6000, -3000, 0]
+    assert opening_decode_times([], []) == []
 
 
 def timeline() -> RecordedTimeline:

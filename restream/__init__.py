@@ -1,0 +1,1 @@
+"""Forwarding a live to other platforms (restreams): FLV over RTMP/RTMPS."""
