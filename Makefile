@@ -10,14 +10,16 @@ APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 # and plays with playbin; Chromium runs hls.js (the players tier, tests/players); the store
 # tests start Debian's PostgreSQL server as an unprivileged user in a temporary directory;
 # the restream tests forward into nginx with its RTMP module (and `stream` for RTMPS).
+# The SRT ingest loads Debian's libsrt (through ctypes): the service needs it to run.
+RUN_APT_PACKAGES := libsrt1.5-openssl
 TEST_APT_PACKAGES := ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly chromium \
-	postgresql nginx libnginx-mod-rtmp libnginx-mod-stream
+	postgresql nginx libnginx-mod-rtmp libnginx-mod-stream srt-tools $(RUN_APT_PACKAGES)
 # hls.js, pinned in package-lock.json; npm writes this file at each install.
 NODE_STAMP := node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint fuzz bench install test-deps clean
+.PHONY: run test test-fast lint fuzz bench install run-deps test-deps clean
 
 $(PY):
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq python3-venv python3-pip; }
@@ -32,8 +34,11 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 ## make run: install everything, start SeaweedFS (embedded S3) and the service in the foreground.
-run: $(STAMP)
+run: run-deps $(STAMP)
 	$(VENV)/bin/onair run
+
+run-deps:
+	@ls /usr/lib/*/libsrt.so.1.5 >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $(RUN_APT_PACKAGES); }
 
 test-deps: $(NODE_STAMP)
 	@missing=""; \
@@ -42,6 +47,7 @@ test-deps: $(NODE_STAMP)
 	command -v chromium >/dev/null || missing=1; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	ls /usr/lib/nginx/modules/ngx_rtmp_module.so /usr/lib/nginx/modules/ngx_stream_module.so >/dev/null 2>&1 || missing=1; \
+	command -v srt-live-transmit >/dev/null && ls /usr/lib/*/libsrt.so.1.5 >/dev/null 2>&1 || missing=1; \
 	if [ -n "$$missing" ]; then \
 		$(APT) update -qq && $(APT) install -y -qq --no-install-recommends $(TEST_APT_PACKAGES); \
 	fi

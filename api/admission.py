@@ -21,6 +21,8 @@ from .errors import HostAtCapacity, JobOffline, UnknownStreamKey, WrongIngestPro
 
 # The application every stream key is published under (`rtmp://host:1935/live/<key>`).
 INGEST_APP = "live"
+PUSH_APP, PULL_APP = "hls", "pull"  # an HLS publisher's, onair's own puller's
+HLS_APPS = (PUSH_APP, PULL_APP)
 
 
 def default_capacity() -> float:
@@ -82,9 +84,11 @@ class Admission:
 
     @staticmethod
     def check_app(request: PublishRequest) -> None:
-        """The key is published under the one application onair serves."""
-        if request.app.strip("/") != INGEST_APP:
-            raise UnknownStreamKey(f"unknown application {request.app!r}; use /{INGEST_APP}/")
+        """The key is published under the application onair serves for its protocol:
+        /live/ for RTMP and SRT, /hls/ for an HLS push, "pull" for onair's own puller."""
+        wanted = HLS_APPS if request.protocol is IngestProtocol.HLS else (INGEST_APP,)
+        if request.app.strip("/") not in wanted:
+            raise UnknownStreamKey(f"unknown application {request.app!r}; use /{wanted[0]}/")
 
     @staticmethod
     def check_job(job: dict[str, Any] | None, request: PublishRequest) -> dict[str, Any]:
@@ -94,6 +98,18 @@ class Admission:
             raise UnknownStreamKey("unknown stream key")  # the server logs it, rate-limited
         if not job["online"]:
             raise JobOffline("this live job is offline: put it online first", "the job is offline")
+        if (
+            request.protocol is IngestProtocol.HLS
+            and job["server_type"] == IngestProtocol.HLS
+            and (request.app == PULL_APP) != bool(job["source_url"])
+        ):
+            pulls = bool(job["source_url"])
+            raise WrongIngestProtocol(
+                "this live job pulls its source: it takes no push"
+                if pulls
+                else "this live job takes HLS pushes, it pulls nothing",
+                "the job pulls input.sourceUrl" if pulls else "the job has no input.sourceUrl",
+            )
         if job["server_type"] != request.protocol:
             takes = IngestProtocol(job["server_type"]).name
             raise WrongIngestProtocol(

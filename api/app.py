@@ -20,8 +20,11 @@ from prometheus_client import (
 )
 
 from ingest.connlimit import ConnectionLimiter, GatedProtocol, is_loopback
+from ingest.hls.push import HlsPushServer
 from ingest.ratelog import RateLimitedLog
 from ingest.rtmp.server import RtmpServer
+from ingest.srt import SrtAccess, SrtServer
+from ingest.srt.libsrt import SrtError
 from packager.object_store import S3Storage
 from restream.forwarder import Destination
 
@@ -249,6 +252,20 @@ def create_app(
             max_pending_per_ip=settings.rtmp_max_pending_per_ip,
         )
         app[RTMP_KEY] = rtmp
+
+        async def srt_access(stream_key: str) -> SrtAccess:
+            return SrtAccess(passphrase=await lives.srt_passphrase(stream_key))
+
+        srt = SrtServer(
+            lives.admit,
+            srt_access,
+            host=settings.srt_host,
+            port=settings.srt_port,
+            latency_ms=settings.srt_latency_ms,
+        )
+        hls_push = HlsPushServer(
+            lives.admit, host=settings.hls_ingest_host, port=settings.hls_ingest_port
+        )
         connections = Gauge(
             "onair_rtmp_connections",
             "RTMP connections: pending (not published yet) or publishing",
@@ -292,17 +309,33 @@ def create_app(
         try:
             await lives.start()
             await rtmp.start()
+            await hls_push.start()
+            try:
+                await srt.start()
+            except SrtError as error:
+                if error.call != "load":
+                    raise
+                # Without libsrt (Debian's libsrt1.5-openssl, which `make run` installs)
+                # the other ingests serve on; SRT publishers find nothing listening.
+                logger.error("SRT ingest disabled: %s", error)
             await webhooks.start()
             await videos.start()
         except BaseException:
-            await rtmp.stop()
+            await asyncio.gather(rtmp.stop(), hls_push.stop(), srt.stop())
             await asyncio.gather(lives.stop(), webhooks.stop(), videos.close())
             database.close()
             raise
         logger.info("RTMP ingest listening on %s:%s", settings.rtmp_host, rtmp.port)
+        logger.info("SRT ingest listening on %s:%s (UDP)", settings.srt_host, srt.port)
+        logger.info(
+            "HLS push ingest listening on http://%s:%s/hls/",
+            settings.hls_ingest_host,
+            hls_push.port,
+        )
         yield
         await app[HEALTH_KEY].close()
-        await rtmp.stop()  # no new publisher, every session closed
+        # No new publisher, every session closed.
+        await asyncio.gather(rtmp.stop(), hls_push.stop(), srt.stop())
         # The lives finish (bounded) while the sender stops (bounded): events they
         # queue now are delivered after the next start, or by another host.
         # Cuts are cancelled (bounded) and resume at the next start.

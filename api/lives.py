@@ -25,7 +25,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from encoder.templates import get_template
 from ingest.health import Health
-from ingest.session import PublishRefused, PublishRequest, PublishSession
+from ingest.hls.pull import HlsPuller
+from ingest.session import (
+    MPEGTS,
+    IngestProtocol,
+    PublishRefused,
+    PublishRequest,
+    PublishSession,
+    TransportStatistics,
+)
 from ingest.stats import SourceStatistics
 from packager.object_store import S3Storage
 from restream.forwarder import Destination, ForwarderStatus
@@ -60,6 +68,8 @@ class LiveJobs:
     ) -> None:
         self._settings = settings
         self._records = JobRecords(database)
+        self._pullers: dict[int, HlsPuller] = {}  # HLS pull jobs online: their source
+        self._tasks: set[asyncio.Task[None]] = set()
         capacity = settings.capacity if settings.capacity is not None else default_capacity()
         self._admission = Admission(capacity)
         self._running = RunningPipelines(settings, self._records, object_store, registry)
@@ -97,10 +107,44 @@ class LiveJobs:
         in the spool is uploaded (in the background)."""
         await self._records.restore()
         await self._running.start()
+        for job in await self._records.online_jobs():
+            await self._start_pulling(job)
 
     async def stop(self) -> None:
         """Finish every live, bounded (the ingest servers are stopped first)."""
+        await asyncio.gather(*(puller.stop() for puller in self._pullers.values()))
+        self._pullers.clear()
         await self._running.stop()
+
+    # -- HLS pull jobs: onair fetches their source while they are online ----------------
+
+    async def _start_pulling(self, job: dict[str, Any]) -> None:
+        job_id = int(job["id"])
+        if not job["source_url"] or job["server_type"] != IngestProtocol.HLS:
+            return
+        if job_id in self._pullers:
+            return
+
+        def on_event(child_status: str, message: str) -> None:
+            task = asyncio.ensure_future(self._records.add_timing(job_id, child_status, message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        puller = HlsPuller(
+            self.admit,
+            stream_key=job["stream_key"],
+            source_url=job["source_url"],
+            policy=self._settings.outbound,
+            on_event=on_event,
+            label=f"job {job_id}",
+        )
+        self._pullers[job_id] = puller
+        await puller.start()
+
+    async def _stop_pulling(self, job_id: int) -> None:
+        puller = self._pullers.pop(job_id, None)
+        if puller is not None:
+            await puller.stop()
 
     # -- queries --------------------------------------------------------------------
 
@@ -137,6 +181,11 @@ class LiveJobs:
         live = self._running.input_statistics(job["id"])
         return live if live is not None else from_record(job["statistics"])
 
+    def transport_statistics(self, job: dict[str, Any]) -> TransportStatistics | None:
+        """The publisher's transport's own figures (SRT), None without them."""
+        pipeline = self._running.get(int(job["id"]))
+        return pipeline.transport_statistics() if pipeline is not None else None
+
     def dropped_frames(self, job: dict[str, Any]) -> int:
         """Frames dropped between decoder and encoder (the encoder fell behind)."""
         return self._running.dropped_frames(job["id"])
@@ -171,6 +220,7 @@ class LiveJobs:
                 cut_start=toggle.start,
                 cut_finish=toggle.finish,
             )
+            await self._start_pulling(job)
         elif not toggle.online and job["online"]:
             await self._go_offline(
                 job_id, "WentOffline", "job offline: publisher refused from now on"
@@ -186,6 +236,7 @@ class LiveJobs:
         return await self._records.get(project_id, str(job["id"]))
 
     async def _go_offline(self, job_id: int, child_status: str, message: str) -> None:
+        await self._stop_pulling(job_id)
         async with self._admission.serialised(job_id):  # not while it is being admitted
             finishing = self._running.take_down(job_id, "job went offline")
             self._admission.capacity.release(job_id)
@@ -207,8 +258,14 @@ class LiveJobs:
 
     async def rotate_key(self, project_id: str, ref: str) -> dict[str, Any]:
         """A new stream key for a job (by id or name); the old one is refused from now
-        on (a live already publishing with it is not cut)."""
-        return await self._records.rotate_key(project_id, ref)
+        on (a live already publishing with it is not cut; an HLS pull job's puller goes
+        on with the new key)."""
+        job = await self._records.rotate_key(project_id, ref)
+        job_id = int(job["id"])
+        if job_id in self._pullers:
+            await self._stop_pulling(job_id)
+            await self._start_pulling(await self._records.by_id(job_id) or job)
+        return job
 
     async def mark_skipped(self, job_id: int, skipped: dict[str, str]) -> None:
         """Record the renditions the job's pipeline does not encode (name -> reason)."""
@@ -251,6 +308,31 @@ class LiveJobs:
         )
         return session
 
+    async def srt_passphrase(self, stream_key: str) -> str | None:
+        """An SRT publisher's first check, in its handshake (before any media): the job's
+        passphrase, which SRT itself then asks of it (None: the job has none).
+        `PublishRefused` if the key is unknown, or its job offline or not an SRT job
+        (a `PublisherRefused` timing where the job is known); `admit` follows the
+        handshake with every other check."""
+        probe = PublishRequest(
+            IngestProtocol.SRT, INGEST_APP, stream_key, "", MPEGTS, _ignore, _ignore
+        )
+        job = None
+        try:
+            job = await self._records.by_stream_key(stream_key)
+            job = Admission.check_job(job, probe)
+        except AdmissionRefused as refused:
+            self._refused.labels(refused.reason).inc()
+            if job is not None:
+                await self._records.add_timing(
+                    int(job["id"]),
+                    "PublisherRefused",
+                    f"SRT: {refused.detail or refused.description}",
+                )
+            raise PublishRefused(refused.description, refused.status) from None
+        passphrase = job["srt_passphrase"]
+        return str(passphrase) if passphrase else None
+
     async def _admit_to(self, job_id: int, request: PublishRequest) -> tuple[PublishSession, bool]:
         """Under the job's lock: its pipeline (started, or restarted after a failure)
         and the publisher's session on it."""
@@ -284,3 +366,7 @@ class LiveJobs:
                 raise
         session, reconnect = running.attach(job_id, request)
         return session, reconnect or job["status"] == LiveStatus.INTERRUPTED
+
+
+def _ignore(reason: str) -> None:
+    """A probe's close/reject: there is no connection to act on yet."""

@@ -113,6 +113,17 @@ class JobMetrics(Collector):
             "Source packets a restream dropped, its destination too slow",
             labels=["live_job", "restream"],
         )
+        srt_rtt = GaugeMetricFamily(
+            "onair_job_srt_rtt_seconds",
+            "SRT publishers: the connection's round-trip time",
+            labels=["live_job"],
+        )
+        srt_packets = CounterMetricFamily(
+            "onair_job_srt_packets",
+            "SRT publishers: packets received, lost (the first time), retransmitted and"
+            " dropped (too late: lost media), since the publisher connected",
+            labels=["live_job", "kind"],
+        )
         lives = 0
         for job_id, pipeline in self._pipelines():
             lives += 1
@@ -145,6 +156,16 @@ class JobMetrics(Collector):
             for health_state in HealthState:
                 name = health_state.value.lower()
                 health.add_metric([job, name], 1.0 if health_state is now else 0.0)
+            transport = pipeline.transport_statistics()
+            if transport is not None:
+                srt_rtt.add_metric([job], transport.rtt_ms / 1000.0)
+                for kind, count in (
+                    ("received", transport.packets_received),
+                    ("lost", transport.packets_lost),
+                    ("retransmitted", transport.packets_retransmitted),
+                    ("dropped", transport.packets_dropped),
+                ):
+                    srt_packets.add_metric([job, kind], count)
             for restream_id, forwarding in pipeline.restreams.statuses().items():
                 labels = [job, str(restream_id)]
                 for restream in RestreamState:
@@ -159,3 +180,4 @@ class JobMetrics(Collector):
         yield segments
         yield from (latency, spool, outage, state, health, active)
         yield from (restream_state, restream_bytes, restream_reconnects, restream_dropped)
+        yield from (srt_rtt, srt_packets)

@@ -96,6 +96,17 @@ class HealthReasonView(ResponseModel):
     description: str
 
 
+class TransportFigures(ResponseModel):
+    """SRT's own figures of the publisher's connection, since it connected."""
+
+    rtt_ms: float = Field(description="Round-trip time (smoothed), ms")
+    packets_received: int
+    packets_lost: int = Field(description="Never arrived the first time")
+    packets_retransmitted: int = Field(description="Sent again by the publisher")
+    packets_dropped: int = Field(description="Too late for the latency: given up (lost media)")
+    bandwidth_mbps: float = Field(description="The link's estimated capacity, Mbit/s")
+
+
 class JobStatistics(Statistics):
     """A row of `stats`: the input, the frames it dropped, its health, and each
     rendition's figures."""
@@ -104,6 +115,9 @@ class JobStatistics(Statistics):
     health_status_name: HealthStatusName
     health_reasons: list[HealthReasonView]
     outputs: list[RenditionFigures]
+    transport: TransportFigures | None = Field(
+        None, description="SRT publishers: the connection's own figures; null otherwise"
+    )
 
 
 class LiveStatusResult(ResponseModel):
@@ -129,6 +143,14 @@ class LiveJobInputView(ResponseModel):
     input_class: Literal[0, 1]
     input_class_options: list[Option]
     callback_url: str | None
+    srt_passphrase: str | None = Field(
+        None,
+        description="SRT jobs: whether a passphrase is set, as its first two characters"
+        " and an ellipsis (never in full); null without one",
+    )
+    source_url: str | None = Field(
+        None, description="HLS pull jobs: the source playlist onair fetches; null otherwise"
+    )
 
 
 class LiveJobSummary(ResponseModel):
@@ -165,8 +187,19 @@ class LiveJob(ResponseModel):
     bucket: str
     cdn_distribution: bool
     rtmp_server: str | None = Field(
-        description="The RTMP server URL (OBS 'Server') of an RTMP job; null for SRT"
-        " and HLS jobs (serverType 1, 2), whose ingest is not built yet"
+        description="Where the publisher connects, without the key: for RTMP jobs"
+        " rtmp://{host}:{port}/live/ (OBS 'Server', with `key` as its 'Stream Key'); for"
+        " SRT jobs srt://{host}:{port}; for HLS push jobs http://{host}:{port}/hls/; null"
+        " for HLS pull jobs (onair fetches input.sourceUrl)"
+    )
+    ingest_url: str | None = Field(
+        description="The complete URL with the key, for ffmpeg and for OBS's SRT"
+        " 'Server' field: rtmp://{host}:{port}/live/{key},"
+        " srt://{host}:{port}?streamid=#!::r=live/{key},m=publish or"
+        " http://{host}:{port}/hls/{key}/index.m3u8; null for HLS pull jobs"
+    )
+    backup_ingest_url: str | None = Field(
+        description="Where a backup publisher sends (Standard input class); null here"
     )
     web_socket_connection: str
     cdn: str | None = Field(

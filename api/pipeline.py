@@ -29,7 +29,7 @@ from ingest.adapter import DecoderSession
 from ingest.decode import LiveDecoder
 from ingest.health import Health
 from ingest.media import MediaItem, SourceItem, media_broadcast, source_broadcast
-from ingest.session import PublishRequest
+from ingest.session import PublishRequest, TransportStatistics
 from ingest.stats import SourceStatistics
 from media.fanout import Broadcast, Reader
 from media.outbound import OutboundPolicy
@@ -226,6 +226,17 @@ class JobPipeline:
 
     def input_statistics(self) -> SourceStatistics:
         return self.decoder.stats()
+
+    def transport_statistics(self) -> TransportStatistics | None:
+        """The publisher's transport's own figures (SRT), None without them."""
+        session = self.session
+        if session is None or session.request.transport_stats is None:
+            return None
+        try:
+            return session.request.transport_stats()
+        except Exception:  # a connection closing under us: no figures, no failure
+            logger.debug("[job %s] transport statistics unavailable", self.job_id, exc_info=True)
+            return None
 
     def output_statistics(self) -> list[OutputStatistics]:
         """Per rendition: what the encoder measured, and what was published."""

@@ -31,7 +31,7 @@ from .models import (
 from .settings import Settings
 from .statistics import from_record, source_view
 from .status import LiveStatus
-from .validation import INPUT_CLASSES, RTMP_SERVER_TYPE, SERVER_TYPES, Paging
+from .validation import HLS_SERVER_TYPE, INPUT_CLASSES, SERVER_TYPES, SRT_SERVER_TYPE, Paging
 
 
 def envelope(
@@ -87,11 +87,24 @@ def _cdn_url(settings: Settings, job: dict[str, Any], key: str) -> str | None:
     return f"{settings.cdn_base_url}/{url_path(job['bucket'], key)}"
 
 
-def _rtmp_server(settings: Settings, job: dict[str, Any]) -> str | None:
-    """Where OBS connects; None for SRT and HLS jobs, whose ingest is not built yet."""
-    if job["server_type"] != RTMP_SERVER_TYPE:
-        return None
-    return f"rtmp://{settings.public_host}:{settings.rtmp_port}/live/"
+def _ingest_urls(settings: Settings, job: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(`rtmpServer`, `ingestUrl`): where the publisher connects, without and with the
+    key; (None, None) for an HLS job that pulls its source."""
+    host, key = settings.public_host, job["stream_key"]
+    if job["server_type"] == SRT_SERVER_TYPE:
+        server = f"srt://{host}:{settings.srt_port}"
+        return server, f"{server}?streamid=#!::r=live/{key},m=publish"
+    if job["server_type"] == HLS_SERVER_TYPE:
+        if job["source_url"]:
+            return None, None
+        server = f"http://{host}:{settings.hls_ingest_port}/hls/"
+        return server, f"{server}{key}/index.m3u8"
+    server = f"rtmp://{host}:{settings.rtmp_port}/live/"
+    return server, server + key
+
+
+def masked_passphrase(passphrase: str | None) -> str | None:
+    return None if passphrase is None else passphrase[:2] + "…"
 
 
 def playback_url(settings: Settings, job: dict[str, Any]) -> str:
@@ -112,12 +125,15 @@ def job_urls(
     Without them (None), every rendition of the template is listed.
     """
     prefix = object_prefix(job["destination"], job["file_path"])
+    server, ingest_url = _ingest_urls(settings, job)
     renditions = [r.name for r in template.renditions]
     if outputs is not None:
         encoded = {o["rendition"] for o in outputs if not o["skipped"]}
         renditions = [name for name in renditions if name in encoded]
     return {
-        "rtmp_server": _rtmp_server(settings, job),
+        "rtmp_server": server,
+        "ingest_url": ingest_url,
+        "backup_ingest_url": None,
         "web_socket_connection": (
             f"ws://{settings.public_host}:{settings.http_port}/api/v1/projects/"
             f"{job['project_id']}/livejobs/{job['name']}/events"
@@ -184,6 +200,8 @@ def job_detail(
             input_class=job["input_class"],
             input_class_options=_options(INPUT_CLASSES, job["input_class"]),
             callback_url=job["callback_url"],
+            srt_passphrase=masked_passphrase(job["srt_passphrase"]),
+            source_url=job["source_url"],
         ),
         statistics=source_view(
             statistics if statistics is not None else from_record(job["statistics"])

@@ -72,6 +72,8 @@ class JobRecords:
             "server_type": new.server_type,
             "input_class": new.input_class,
             "callback_url": new.callback_url,
+            "srt_passphrase": new.srt_passphrase,
+            "source_url": new.source_url,
             "status": int(LiveStatus.OFFLINE),
             "online": 0,
             "insert_date": utcnow(),
@@ -337,6 +339,9 @@ class JobRecords:
                 }
             )
         await db.call(db.update_outputs, job_id, updates)
+
+    async def online_jobs(self) -> list[dict[str, Any]]:
+        return list(await self._db.call(self._db.online_jobs))
 
     async def restore(self) -> None:
         """After a restart: jobs that were online wait for their publisher again."""

@@ -34,6 +34,10 @@ class Settings:
     rtmp_max_pending: int = 64  # RTMP connections not publishing yet, in total
     rtmp_max_pending_per_ip: int = 8  # ... and from one remote IP
     srt_port: int = 9000
+    srt_host: str = "0.0.0.0"
+    srt_latency_ms: int = 120
+    hls_ingest_host: str = "0.0.0.0"
+    hls_ingest_port: int = 8088
     data_dir: Path = Path("./data")
     # None: SQLite in data_dir. Never in a repr: it may hold the database's password.
     database_url: str | None = field(default=None, repr=False)
@@ -101,7 +105,11 @@ DOCUMENTED: dict[str, str] = {
     "RTMP_PORT": "Port of the RTMP ingest (one port for every live job)",
     "RTMP_MAX_PENDING": "RTMP connections not yet publishing, in total; more are closed at once",
     "RTMP_MAX_PENDING_PER_IP": "RTMP connections not yet publishing from one IP address",
-    "SRT_PORT": "Port of the SRT ingest",
+    "SRT_PORT": "UDP port of the SRT ingest (one port for every SRT job)",
+    "SRT_HOST": "Address the SRT ingest listens on",
+    "SRT_LATENCY_MS": "SRT receive latency in milliseconds (the publisher's own may be higher)",
+    "HLS_INGEST_HOST": "Address the HLS push ingest listens on",
+    "HLS_INGEST_PORT": "Port of the HLS push ingest (http://host:port/hls/{key}/index.m3u8)",
     "DATA_DIR": "State: SQLite store, upload spool, embedded S3 data",
     "DATABASE_URL": "PostgreSQL store, postgresql://user:password@host:port/database"
     " (unset: SQLite in DATA_DIR)",
@@ -280,6 +288,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "rtmp_max_pending": _positive_int,
     "rtmp_max_pending_per_ip": _positive_int,
     "srt_port": _port,
+    "srt_host": _nonempty,
+    "srt_latency_ms": _positive_int,
+    "hls_ingest_host": _nonempty,
+    "hls_ingest_port": _port,
     "data_dir": lambda _n, v: Path(v),
     "database_url": _database_url,
     "s3_endpoint": _url,
@@ -332,7 +344,7 @@ def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
     if settings.embedded_s3 and settings.s3_port in (
         settings.http_port,
         settings.rtmp_port,
-        settings.srt_port,
+        settings.hls_ingest_port,
     ):
         raise ConfigError(f"ONAIR_S3_PORT={settings.s3_port}: collides with another onair port")
     if (settings.s3_access_key is None) != (settings.s3_secret_key is None):

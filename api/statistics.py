@@ -14,10 +14,11 @@ import json
 from dataclasses import dataclass
 
 from encoder.statistics import RenditionStatistics
+from ingest.session import TransportStatistics
 from ingest.stats import SourceStatistics
 from packager.hls import PublishedRendition
 
-from .models import RenditionFigures, Statistics
+from .models import RenditionFigures, Statistics, TransportFigures
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class OutputStatistics:
 def source_view(statistics: SourceStatistics) -> Statistics:
     """The reference's `statistics` object."""
     return Statistics(**dataclasses.asdict(statistics))
+
+
+def transport_view(transport: TransportStatistics | None) -> TransportFigures | None:
+    """An SRT connection's own figures, as `stats` shows them."""
+    return None if transport is None else TransportFigures(**dataclasses.asdict(transport))
 
 
 def output_view(output: OutputStatistics) -> RenditionFigures:

@@ -43,8 +43,8 @@ from packager.layout import object_prefix
 
 from .errors import ValidationFailed
 
-RTMP_SERVER_TYPE = 0
-SERVER_TYPES = {RTMP_SERVER_TYPE: "RTMP", 1: "SRT", 2: "HLS"}
+RTMP_SERVER_TYPE, SRT_SERVER_TYPE, HLS_SERVER_TYPE = 0, 1, 2
+SERVER_TYPES = {RTMP_SERVER_TYPE: "RTMP", SRT_SERVER_TYPE: "SRT", HLS_SERVER_TYPE: "HLS"}
 INPUT_CLASSES = {0: "Single", 1: "Standard"}
 
 MAX_PATH_CHARS = 512
@@ -187,6 +187,31 @@ class RequestModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, strict=True, frozen=True)
 
 
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host, of a shape the outbound guard opens (its address is
+    the guard's to check, at each connection)."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if (
+        not host
+        or parts.scheme not in ("http", "https")
+        or _CONTROL.search(value)
+        or len(value) > MAX_URL_CHARS
+    ):
+        raise refuse("must be an http:// or https:// URL with a host")
+    try:
+        check_url(value, HTTP_SCHEMES)
+    except OutboundRefused as exc:
+        raise refuse(f"must be an http:// or https:// URL onair can open: {exc.reason}") from None
+    return value
+
+
+SRT_PASSPHRASE_CHARS = (10, 79)  # libsrt's bounds
+
+
 class LiveJobInput(RequestModel):
     file_path: KeyPath = Field(description="Relative key path under destination (see destination)")
     server_type: ServerType
@@ -201,28 +226,50 @@ class LiveJobInput(RequestModel):
 
     @field_validator("callback_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
+    def _callback_url(cls, value: str | None) -> str | None:
+        return _http_url(value) if value else None
+
+    srt_passphrase: str | None = Field(
+        None,
+        description="SRT jobs (serverType 1): the passphrase the publisher must give"
+        f" (SRT encryption), {SRT_PASSPHRASE_CHARS[0]}-{SRT_PASSPHRASE_CHARS[1]} printable"
+        " ASCII characters; a wrong one is refused by SRT itself. Never returned in full",
+    )
+    source_url: str | None = Field(
+        None,
+        json_schema_extra={"format": "uri"},
+        description="HLS jobs (serverType 2) that pull: the source's playlist (http or"
+        " https; a master playlist's highest-bandwidth variant is followed). Without it an"
+        " HLS job takes pushes. Its address and every segment's are checked at each"
+        " fetch: a private one is refused unless ONAIR_OUTBOUND_ALLOW_PRIVATE",
+    )
+
+    @field_validator("srt_passphrase")
+    @classmethod
+    def _srt_passphrase(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        low, high = SRT_PASSPHRASE_CHARS
+        if not low <= len(value) <= high:
+            raise refuse(f"must be {low} to {high} characters (SRT's rule)")
+        if not all(" " <= c <= "~" for c in value):
+            raise refuse("must be printable ASCII")
+        return value
+
+    @field_validator("source_url")
+    @classmethod
+    def _source_url(cls, value: str | None) -> str | None:
         if not value:
             return None
-        try:
-            parts = urlsplit(value)
-            host = parts.hostname
-        except ValueError:
-            host = None
-        if (
-            not host
-            or parts.scheme not in ("http", "https")
-            or _CONTROL.search(value)
-            or len(value) > MAX_URL_CHARS
-        ):
-            raise refuse("must be an http:// or https:// URL with a host")
-        try:  # the shape the outbound guard opens (the address is its to check, later)
-            check_url(value, HTTP_SCHEMES)
-        except OutboundRefused as exc:
-            raise refuse(
-                f"must be an http:// or https:// URL onair can open: {exc.reason}"
-            ) from None
-        return value
+        return _http_url(value)
+
+    @model_validator(mode="after")
+    def _for_its_protocol(self) -> LiveJobInput:
+        if self.srt_passphrase is not None and self.server_type != SRT_SERVER_TYPE:
+            raise refuse("only for SRT jobs (serverType 1)", at="input.srtPassphrase")
+        if self.source_url is not None and self.server_type != HLS_SERVER_TYPE:
+            raise refuse("only for HLS jobs (serverType 2)", at="input.sourceUrl")
+        return self
 
 
 INPUT_FIELDS = tuple(field.alias or name for name, field in LiveJobInput.model_fields.items())
@@ -329,6 +376,14 @@ class NewLiveJob(RequestModel):
     @property
     def callback_url(self) -> str | None:
         return self.input.callback_url
+
+    @property
+    def srt_passphrase(self) -> str | None:
+        return self.input.srt_passphrase
+
+    @property
+    def source_url(self) -> str | None:
+        return self.input.source_url
 
 
 class Toggle(RequestModel):

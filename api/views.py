@@ -42,7 +42,7 @@ from .present import (
 )
 from .restreams.views import RESTREAM_ROUTES
 from .settings import Settings
-from .statistics import output_view, source_view
+from .statistics import output_view, source_view, transport_view
 from .status import LiveStatus
 from .validation import (
     LiveJobsQuery,
@@ -158,6 +158,7 @@ async def get_stats(request: web.Request) -> web.Response:
         health_status_name=health.state.value,
         health_reasons=_health_reasons(health),
         outputs=[output_view(row) for row in jobs.output_statistics(job)],
+        transport=transport_view(jobs.transport_statistics(job)),
     )
     return envelope([statistics])
 

@@ -47,6 +47,18 @@ class IngestProtocol(enum.IntEnum):
 
 
 @dataclass(frozen=True)
+class TransportStatistics:
+    """What a transport measures of its own (SRT): shown beside the media statistics."""
+
+    rtt_ms: float  # round-trip time, smoothed
+    packets_received: int
+    packets_lost: int  # never arrived (before any retransmission)
+    packets_retransmitted: int  # the publisher sent again
+    packets_dropped: int  # too late for the latency: given up
+    bandwidth_mbps: float  # the link's estimated capacity
+
+
+@dataclass(frozen=True)
 class PublishRequest:
     """What a publisher asks for; given to the admit callback before any media is read."""
 
@@ -62,6 +74,8 @@ class PublishRequest:
     close: Callable[[str], None]
     reject: Callable[[str], None]
     url: str | None = None  # where the publisher says it connected (RTMP tcUrl); no key
+    # The transport's own statistics now (SRT), from any thread; None: it has none.
+    transport_stats: Callable[[], TransportStatistics | None] | None = None
 
 
 class PublishRefused(Exception):

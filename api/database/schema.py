@@ -75,6 +75,8 @@ live_jobs = Table(
     Column("server_type", Int64, nullable=False),
     Column("input_class", Int64, nullable=False),
     Column("callback_url", Text),
+    Column("srt_passphrase", Text),  # SRT jobs: what libsrt asks of the publisher
+    Column("source_url", Text),  # HLS pull jobs: where the source is fetched from
     Column("status", Int64, nullable=False),
     Column("online", Int64, nullable=False),
     Column("insert_date", Text, nullable=False),

@@ -30,9 +30,11 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: onair\r\n\r\n"
 
 
 def plain_settings(tmp_path: Path) -> Settings:
-    """Settings with no S3 (nothing here publishes, so none is asked); the RTMP ingest on
-    a port of its own choosing (two apps share these settings)."""
-    return load_settings({}, data_dir=tmp_path / "data", rtmp_host="127.0.0.1", rtmp_port=0)
+    """Settings with no S3 (nothing here publishes, so none is asked); the RTMP, SRT and
+    HLS push ingests on ports of their own choosing (two apps share these settings)."""
+    ingest = {f"{kind}_host": "127.0.0.1" for kind in ("rtmp", "srt", "hls_ingest")}
+    ports = {f"{kind}_port": 0 for kind in ("rtmp", "srt", "hls_ingest")}
+    return load_settings({}, data_dir=tmp_path / "data", **ingest, **ports)
 
 
 @asynccontextmanager

@@ -190,6 +190,8 @@ def new_job(bucket: str, destination: str, file_path: str) -> Any:
         server_type=0,
         input_class=0,
         callback_url=None,
+        srt_passphrase=None,
+        source_url=None,
     )
 
 

@@ -24,17 +24,53 @@ def _input(**changes: object) -> dict[str, object]:
     return {"input": {**CREATE_BODY["input"], **changes}}
 
 
-async def test_only_rtmp_jobs_have_an_rtmp_server(api: Api) -> None:
+async def test_every_job_says_where_its_publisher_connects(api: Api) -> None:
+    """rtmpServer without the key (OBS's Server), ingestUrl with it (ffmpeg, OBS's SRT
+    Server field), for each protocol; an HLS job that pulls has neither."""
+    settings = api.settings
     rtmp = await api.create_job()
-    assert rtmp["rtmpServer"] == f"rtmp://127.0.0.1:{api.settings.rtmp_port}/live/"
-    for server_type in (1, 2):  # SRT, HLS: no ingest yet, so nowhere to connect
-        job = await api.create_job(**_input(serverType=server_type, filePath=f"t{server_type}"))
-        assert job["rtmpServer"] is None, server_type
+    assert rtmp["rtmpServer"] == f"rtmp://127.0.0.1:{settings.rtmp_port}/live/"
+    assert rtmp["ingestUrl"] == f"rtmp://127.0.0.1:{settings.rtmp_port}/live/{rtmp['key']}"
+    srt = await api.create_job(**_input(serverType=1, filePath="srt", srtPassphrase="s3cret-pass"))
+    assert srt["rtmpServer"] == f"srt://127.0.0.1:{settings.srt_port}"
+    assert srt["ingestUrl"] == (
+        f"srt://127.0.0.1:{settings.srt_port}?streamid=#!::r=live/{srt['key']},m=publish"
+    )
+    assert srt["input"]["srtPassphrase"] == "s3…"  # never in full
+    push = await api.create_job(**_input(serverType=2, filePath="push"))
+    assert push["rtmpServer"] == f"http://127.0.0.1:{settings.hls_ingest_port}/hls/"
+    assert push["ingestUrl"] == (
+        f"http://127.0.0.1:{settings.hls_ingest_port}/hls/{push['key']}/index.m3u8"
+    )
+    source = "https://origin.example.com/live/index.m3u8"
+    pull = await api.create_job(**_input(serverType=2, filePath="pull", sourceUrl=source))
+    assert (pull["rtmpServer"], pull["ingestUrl"]) == (None, None)
+    assert pull["input"]["sourceUrl"] == source
+    for job in (rtmp, srt, push, pull):
         _, body = await api.call("GET", f"/livejobs/{job['id']}")
-        assert body["result"]["rtmpServer"] is None
-        assert body["result"]["input"]["serverType"] == server_type
-    _, body = await api.call("GET", f"/livejobs/{rtmp['id']}")
-    assert body["result"]["rtmpServer"] == f"rtmp://127.0.0.1:{api.settings.rtmp_port}/live/"
+        shown = body["result"]
+        assert (shown["rtmpServer"], shown["ingestUrl"]) == (job["rtmpServer"], job["ingestUrl"])
+        assert shown["backupIngestUrl"] is None
+        assert "s3cret-pass" not in str(body)
+
+
+async def test_srt_and_hls_input_fields_are_for_their_protocol_only(api: Api) -> None:
+    cases = [
+        (_input(srtPassphrase="long-enough-1"), "input.srtPassphrase", "only for SRT jobs"),
+        (_input(serverType=1, srtPassphrase="short"), "input.srtPassphrase", "10 to 79"),
+        (_input(serverType=1, srtPassphrase="x" * 80), "input.srtPassphrase", "10 to 79"),
+        (
+            _input(serverType=1, srtPassphrase="caf\u00e9-caf\u00e9-"),
+            "input.srtPassphrase",
+            "ASCII",
+        ),
+        (_input(sourceUrl="https://a.example/x.m3u8"), "input.sourceUrl", "only for HLS"),
+        (_input(serverType=2, sourceUrl="ftp://a.example/x"), "input.sourceUrl", "http"),
+    ]
+    for changes, field, text in cases:
+        status, body = await api.call("POST", "/livejobs", json={**CREATE_BODY, **changes})
+        assert status == 400, (changes, body)
+        assert any(e.startswith(field + ":") and text in e for e in body["errors"]), body
 
 
 async def test_the_dvr_master_sits_next_to_the_master(api: Api) -> None:

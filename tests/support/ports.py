@@ -1,4 +1,4 @@
-"""Free TCP ports on 127.0.0.1, safe when pytest-xdist runs several workers at once.
+"""Free TCP (and UDP) ports on 127.0.0.1, safe when pytest-xdist runs several workers at once.
 
 `free_port` asks the kernel (an ephemeral port, 32768-60999 on Linux: the kernel does
 not hand the same one to two workers at once). SeaweedFS needs a block of ports
@@ -22,6 +22,13 @@ _BLOCK_HIGH = 32_768 - GRPC_OFFSET - 4  # its highest port stays below the ephem
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_udp_port() -> int:
+    """A UDP port free on 127.0.0.1 right now (SRT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -26,7 +26,7 @@ from api.cli import create_project
 from api.database import Database
 from api.settings import Settings, load_settings
 from packager.s3server import EmbeddedS3
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_udp_port
 
 CREATE_BODY: dict[str, Any] = {
     "jobTemplateId": 2,
@@ -120,6 +120,10 @@ def make_settings(tmp_path: Path, s3_server: EmbeddedS3, **overrides: Any) -> Se
             "s3_secret_key": s3_server.secret_key,
             "rtmp_host": "127.0.0.1",
             "rtmp_port": free_port(),
+            "srt_host": "127.0.0.1",
+            "srt_port": free_udp_port(),
+            "hls_ingest_host": "127.0.0.1",
+            "hls_ingest_port": free_port(),
             **overrides,
         },
     )
@@ -299,7 +303,10 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         ONAIR_DATA_DIR=str(tmp_path / "data"),
         ONAIR_HTTP_PORT=str(free_port()),
         ONAIR_RTMP_PORT=str(free_port()),
-        ONAIR_SRT_PORT=str(free_port()),
+        ONAIR_SRT_PORT=str(free_udp_port()),
+        ONAIR_SRT_HOST="127.0.0.1",
+        ONAIR_HLS_INGEST_PORT=str(free_port()),
+        ONAIR_HLS_INGEST_HOST="127.0.0.1",
         ONAIR_RTMP_HOST="127.0.0.1",
     )
     env.update(extra)
