@@ -171,6 +171,10 @@ async def serve(settings: Settings, *, embedded: EmbeddedS3 | None = None) -> No
             [
                 f"onair is up. API:      {api}  (OpenAPI: {api}/api/openapi.json)",
                 f"RTMP (OBS 'Server'):  rtmp://{settings.public_host}:{settings.rtmp_port}/live/",
+                f"SRT:                  srt://{settings.public_host}:{settings.srt_port}"
+                "?streamid=#!::r=live/{key},m=publish",
+                f"HLS push:             http://{settings.public_host}:{settings.hls_ingest_port}"
+                "/hls/{key}/index.m3u8",
                 f"S3:                   {s3_endpoint(settings)}"
                 + (" (embedded SeaweedFS)" if embedded else ""),
                 *dev_lines,

@@ -420,6 +420,12 @@ class Restream(ResponseModel):
     dropped_packets: int = Field(
         description="Packets not sent because the destination was too slow"
     )
+    forwarding: str | None = Field(
+        None,
+        description="What is sent: `source` (the publisher's packets), or `rendition"
+        " {name}` (the ladder's top rendition, when the source is not H.264/AAC, e.g."
+        " HEVC over enhanced RTMP); null while not connected",
+    )
 
 
 class RestreamToggled(ResponseModel):

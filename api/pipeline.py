@@ -164,6 +164,8 @@ class JobPipeline:
             slate_image=limits.slate_image,
             slate_max_seconds=limits.slate_max_seconds,
             label=label,
+            ladder=self.encoder.encoded,
+            rendition=self.encoder.top_rendition,
         )
 
     def update_restreams(self, destinations: list[Destination]) -> None:

@@ -195,6 +195,14 @@ class LiveEncoder:
         mode = self._mode
         return mode.stats() if mode is not None else []
 
+    def top_rendition(self) -> str | None:
+        """The ladder's first (tallest) H.264 rendition, once planned (the first video
+        frame); None before, and for a copy (its codec is the source's)."""
+        mode = self._mode
+        if isinstance(mode, TranscodeMode) and mode.workers:
+            return mode.workers[0].plan.name
+        return None
+
     @property
     def failed(self) -> BaseException | None:
         return self._failed

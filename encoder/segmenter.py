@@ -15,6 +15,12 @@ the segment really starts a new run.
 Each segment carries the wall-clock instant its first frame arrived (`arrived_at`),
 from the encoder's `ArrivalClock` (`encoder.timeline`).
 
+A run's first segment (the live's first, or the first after a discontinuity) has its
+IDR decoded when it is shown (`opening_decode_times`): hls.js takes a run's time zero
+from the earliest of its audio PTS and video *decode* time, and x264's B-frames decode
+the IDR two frames early, which would leave a 67 ms hole before the video (hls.js
+then reports `bufferSeekOverHole` and jumps over it).
+
 Timestamps in the TS are the output timeline plus `TS_PTS_OFFSET` (1.4 s), exactly
 as ffmpeg's own TS/HLS output does (`max_delay` 0.7 s): it leaves room for B-frame
 decode timestamps and AAC priming before zero and gives the PCR its lead.
@@ -23,10 +29,12 @@ decode timestamps and AAC priming before zero and gives the PCR its lead.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
+import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
@@ -217,6 +225,8 @@ class Segmenter:
         self._early_cut = None
         video = self._video
         self._video = []
+        if self.segments_emitted == 0 or self._segment_discontinuity:
+            video = _decoded_when_shown(video)
         audio: list[AudioPacket] = []
         while self._audio and (final or self._audio[0].pts_ticks < end_ticks):
             audio.append(self._audio.popleft())
@@ -268,6 +278,15 @@ class Segmenter:
         return buffer.getvalue()
 
 
+def _decoded_when_shown(video: list[VideoPacket]) -> list[VideoPacket]:
+    """A run's first segment: its IDR decoded when shown (see the module)."""
+    decode_times = opening_decode_times([p.pts for p in video], [p.dts for p in video])
+    return [
+        p if p.dts == dts else dataclasses.replace(p, dts=dts)
+        for p, dts in zip(video, decode_times, strict=True)
+    ]
+
+
 def _packet(
     data: bytes, stream: Stream, time_base: Fraction, timing: VideoPacket | AudioPacket
 ) -> av.Packet:
@@ -279,3 +298,24 @@ def _packet(
     packet.dts = timing.dts
     packet.duration = timing.duration
     return packet
+
+
+def opening_decode_times(pts: Sequence[int], dts: Sequence[int]) -> list[int]:
+    """Decode timestamps for packets in decode order (`pts`, `dts` as the encoder gave
+    them) such that the first, the IDR, is decoded when it is shown, and the others as
+    the encoder said from the first one (the joint) that leaves at least one tick
+    per packet before it; those before it are spread evenly from the IDR's. None is
+    after its own presentation or after a later packet's. Without such a joint (an
+    edge of a few frames) the encoder's timestamps are kept."""
+    if not dts or dts[0] >= pts[0]:
+        return list(dts)
+    start = pts[0]
+    latest = list(itertools.accumulate(reversed(pts), min))[::-1]  # min pts from k on
+    for joint in range(1, len(dts)):
+        if dts[joint] - start < joint:
+            continue
+        span = dts[joint] - start
+        ramp = [start + span * k // joint for k in range(joint)]
+        if all(ramp[k] <= latest[k] for k in range(joint)):
+            return ramp + list(dts[joint:])
+    return list(dts)

@@ -24,6 +24,11 @@ platform neither ends the broadcast nor splits its recording. After
 `slate_max_seconds` without a publisher the connection is closed (`idle`) until
 media comes again.
 
+A session whose codecs FLV cannot carry (HEVC over enhanced RTMP) is forwarded as the
+ladder's top rendition instead (H.264 and the shared AAC, read from the `encoded`
+track through `restream.rendition.RenditionFeed`, subscribed only while it is used),
+on the same connection and timeline; a later H.264/AAC session is the source again.
+
 The stream key is a secret: every log line and message carries the URL redacted
 (`restream.redact`).
 """
@@ -42,6 +47,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
+from encoder.encoded import EncodedItem
 from ingest.media import SessionEnd, SessionStart, SourceItem, SourcePacket
 from media.clock import TICKS_PER_SECOND
 from media.fanout import Broadcast, QueueClosed, Reader
@@ -50,6 +56,7 @@ from media.outbound.policy import OutboundError, OutboundRefused
 
 from .flv import FlvMuxer, FlvTag, UnsupportedCodec
 from .redact import display_url, redact
+from .rendition import RenditionFeed, unsupported
 from .rtmp_client import (
     RtmpAddressRefused,
     RtmpCertificateError,
@@ -72,6 +79,12 @@ POLL_SECONDS = 0.1  # how soon a stop is seen, and a slate's pace
 SLATE_LEAD_SECONDS = 0.5  # a slate runs this far ahead of real time
 SLATE_STEP_SECONDS = 1.0  # sent a GOP at a time
 BITRATE_WINDOW_SECONDS = 5.0
+# Forwarding a rendition: after the publisher left, what the ladder still encodes is
+# sent until it has been quiet this long (then the slate); a ladder that has no
+# rendition to give this long after a session started makes the restream `errored`.
+RENDITION_TAIL_SECONDS = 1.0
+RENDITION_WAIT_SECONDS = 10.0
+RENDITION_SESSIONS = 1 << 20  # a rendition's sessions are numbered from here
 
 
 class RestreamState(enum.StrEnum):
@@ -109,6 +122,7 @@ class ForwarderStatus:
     bytes_sent: int = 0
     bitrate: int = 0  # bits per second over the last BITRATE_WINDOW_SECONDS
     dropped_packets: int = 0  # by its queue, the destination too slow
+    forwarding: str | None = None  # "source", or "rendition 720p" (the source is HEVC)
 
 
 class Publisher(Protocol):
@@ -169,6 +183,8 @@ class Forwarder:
         connect: Connect = rtmp_connect,
         slate_image: Path | None = None,
         slate_max_seconds: float = 30.0,
+        ladder: Broadcast[EncodedItem] | None = None,
+        rendition: Callable[[], str | None] | None = None,
         backoff_initial_seconds: float = BACKOFF_INITIAL_SECONDS,
         backoff_max_seconds: float = BACKOFF_MAX_SECONDS,
         label: str = "",
@@ -192,6 +208,16 @@ class Forwarder:
         self._thread: threading.Thread | None = None
         self._counted: Publisher | None = None  # the connection `_count_sent` last read
         self._counted_bytes = 0
+        # The encoded track and its top rendition's name, for a source FLV cannot carry.
+        self._ladder = ladder
+        self._rendition = rendition
+        self._feed: RenditionFeed | None = None  # while the rendition is forwarded
+        self._feed_dropped = 0  # by the feeds closed so far
+        self._feed_opened_at = 0.0
+        self._feed_late_reported = False
+        self._why = ""  # what the source is that FLV cannot carry ("hevc")
+        self._announced: int | None = None  # the source session last logged about
+        self._source_closed = False  # the live ended; a feed still drains
 
     # -- control (any thread) -------------------------------------------------------
 
@@ -213,6 +239,9 @@ class Forwarder:
         self._stop.set()
         if self._reader is not None:
             self._reader.close()
+        feed = self._feed
+        if feed is not None:
+            feed.close()
 
     def join(self, timeout_seconds: float) -> bool:
         """Wait for the thread to end; False if it is still running."""
@@ -228,7 +257,7 @@ class Forwarder:
             while self._sent and self._sent[0][0] < now - BITRATE_WINDOW_SECONDS:
                 self._sent.popleft()
             sent = sum(size for _, size in self._sent)
-        dropped = self._reader.dropped_total if self._reader is not None else 0
+        dropped = self._dropped()
         bitrate = int(sent * 8 / BITRATE_WINDOW_SECONDS)
         return replace(status, bitrate=bitrate, dropped_packets=dropped)
 
@@ -287,6 +316,7 @@ class Forwarder:
         finally:
             if self._reader is not None:
                 self._reader.close()
+            self._close_feed()
         self._set(RestreamState.IDLE, "stopped")
 
     def _failed(self, state: RestreamState, message: str) -> None:
@@ -309,7 +339,10 @@ class Forwarder:
         while not self._stop.is_set():
             session = self._session
             if session is not None and session.ended_at is None:
-                return True
+                feed = self._feed
+                if feed is None or feed.start is not None:
+                    return True
+                self._rendition_late()
             try:
                 self._take(POLL_SECONDS)
             except _Stopped:
@@ -317,13 +350,40 @@ class Forwarder:
         return False
 
     def _take(self, timeout: float) -> SourceItem | None:
-        """The next item of the source, noting sessions and keyframes (`_Stopped`: the
-        live ended, or the forwarder was stopped)."""
+        """The next item to forward: the source's, or its top rendition's while the
+        source cannot go into FLV (`_Stopped`: the live ended, or the forwarder was
+        stopped)."""
+        if self._feed is None:
+            item = self._take_source(timeout)
+            if isinstance(item, SessionStart) and self._use_rendition(item):
+                return None  # the rendition's own SessionStart comes from the feed
+            return item
+        while not self._source_closed:  # the source now only says when sessions change
+            item = self._take_source(0)
+            if item is None or isinstance(item, SessionEnd):
+                break
+            if isinstance(item, SessionStart) and not self._use_rendition(item):
+                return item  # H.264/AAC again: the source
+        feed = self._feed
+        assert feed is not None
+        try:
+            item = feed.take(timeout)
+        except QueueClosed:
+            raise _Stopped() from None
+        if isinstance(item, SessionStart):
+            self._announce(feed)
+        return item
+
+    def _take_source(self, timeout: float) -> SourceItem | None:
+        """The next item of the source, noting sessions and keyframes."""
         assert self._reader is not None
         try:
             item = self._reader.get(timeout)
         except QueueClosed:
-            raise _Stopped() from None
+            if self._feed is None:
+                raise _Stopped() from None
+            self._source_closed = True  # the rendition's last packets still come
+            return None
         if isinstance(item, SessionStart):
             self._session = _Session(item)
         elif isinstance(item, SessionEnd):
@@ -334,6 +394,80 @@ class Forwarder:
                 self._session.keyframe = item.data
         return item
 
+    # -- the rendition, for a source FLV cannot carry ------------------------------------
+
+    def _use_rendition(self, start: SessionStart) -> bool:
+        """At a source session's start: whether its top rendition is forwarded instead
+        (the feed opened if it was not); False: the source (the feed closed)."""
+        what = unsupported(start)
+        if what is None or self._ladder is None or self._rendition is None:
+            if self._feed is not None:
+                logger.info("%s source is H.264/AAC again: forwarding the source", self._prefix)
+                self._close_feed()
+            with self._lock:
+                self._status = replace(self._status, forwarding="source")
+            return False
+        self._why = what
+        if self._feed is None:
+            self._feed = RenditionFeed(
+                self._ladder,
+                self._rendition,
+                f"restream {self.destination.id}",
+                first_session=RENDITION_SESSIONS,
+            )
+            self._feed_opened_at = time.monotonic()
+            self._feed_late_reported = False
+        return True
+
+    def _announce(self, feed: RenditionFeed) -> None:
+        """The rendition started a session: said once per source session."""
+        session = self._session
+        number = session.start.session if session is not None else None
+        if number != self._announced:
+            self._announced = number
+            logger.info(
+                "%s source is %s: forwarding rendition %s (H.264)",
+                self._prefix,
+                self._why,
+                feed.rendition,
+            )
+        with self._lock:
+            self._status = replace(self._status, forwarding=f"rendition {feed.rendition}")
+
+    def _rendition_late(self) -> None:
+        """A source FLV cannot carry, and still no rendition to send: say so once."""
+        waited = time.monotonic() - self._feed_opened_at
+        if waited >= RENDITION_WAIT_SECONDS and not self._feed_late_reported:
+            self._feed_late_reported = True
+            self._failed(
+                RestreamState.ERRORED,
+                f"the source is {self._why} (not FLV) and the ladder has no H.264 rendition",
+            )
+
+    def _close_feed(self) -> None:
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            feed.close()
+            self._feed_dropped += feed.dropped_total
+
+    def _dropped(self) -> int:
+        """Items the forwarder's queues dropped (the source's, the feeds')."""
+        dropped = self._reader.dropped_total if self._reader is not None else 0
+        feed = self._feed
+        return dropped + self._feed_dropped + (feed.dropped_total if feed is not None else 0)
+
+    def _current_start(self) -> SessionStart | None:
+        """What the connection forwards now: the rendition's session, or the source's."""
+        if self._feed is not None:
+            return self._feed.start
+        session = self._session
+        return session.start if session is not None else None
+
+    def _tail_sent(self) -> bool:
+        """The publisher left: whether what the ladder still had to give was sent."""
+        feed = self._feed
+        return feed is None or time.monotonic() - feed.last_item_at >= RENDITION_TAIL_SECONDS
+
     # -- one connection -----------------------------------------------------------------
 
     def _forward(self, publisher: Publisher) -> None:
@@ -341,20 +475,22 @@ class Forwarder:
         muxer = FlvMuxer()
         with self._lock:
             self._status = replace(self._status, last_error=None, connected_since=time.time())
-        self._set(RestreamState.FORWARDING, f"forwarding to {self.destination.shown}")
-        dropped = self._reader.dropped_total
-        session = self._session
-        if session is not None and session.ended_at is None:
-            self._send(publisher, muxer.session_start(*_configuration(session.start)))
+        feed = self._feed
+        note = f" (rendition {feed.rendition}: the source is {self._why})" if feed else ""
+        self._set(RestreamState.FORWARDING, f"forwarding to {self.destination.shown}{note}")
+        dropped = self._dropped()
+        session, start = self._session, self._current_start()
+        if session is not None and session.ended_at is None and start is not None:
+            self._send(publisher, muxer.session_start(*_configuration(start)))
         while True:
             if self._stop.is_set():
                 raise _Stopped()
             session = self._session
-            if session is not None and session.ended_at is not None:
+            if session is not None and session.ended_at is not None and self._tail_sent():
                 self._slate(publisher, muxer, session)
                 continue
             item = self._take(POLL_SECONDS)
-            now_dropped = self._reader.dropped_total
+            now_dropped = self._dropped()
             if now_dropped > dropped:
                 raise TooSlow(
                     f"the destination is too slow: {now_dropped - dropped} packets dropped"
@@ -375,7 +511,11 @@ class Forwarder:
     def _slate(self, publisher: Publisher, muxer: FlvMuxer, session: _Session) -> None:
         """The publisher left: keep the connection with a slate, in real time, until
         the next session starts (returns), or for slate_max_seconds (`_Disconnect`)."""
-        slate = self._make_slate(session.start, session.keyframe)
+        feed = self._feed
+        if feed is not None and feed.start is not None:  # at the rendition's format
+            slate = self._make_slate(feed.start, feed.keyframe)
+        else:
+            slate = self._make_slate(session.start, session.keyframe)
         logger.info("%s publisher gone: sending the slate", self._prefix)
         began = time.monotonic()
         slate_session = -1 - session.start.session  # its own number, never a source's
@@ -397,7 +537,8 @@ class Forwarder:
             if self._stop.is_set():
                 raise _Stopped()
             if isinstance(item, SessionStart):
-                logger.info("%s publisher back: forwarding the source again", self._prefix)
+                what = "its rendition" if self._feed is not None else "the source"
+                logger.info("%s publisher back: forwarding %s again", self._prefix, what)
                 self._send(publisher, muxer.session_start(*_configuration(item)))
                 return
             publisher.poll()

@@ -1,6 +1,7 @@
 """A live's restreams: one `Forwarder` per enabled destination, kept in step with the
 control plane's list (`update`), each on its own thread and its own reader of the
-live's source track."""
+live's source track (and, for a source FLV cannot carry, of its encoded track:
+`restream.rendition`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from encoder.encoded import EncodedItem
 from ingest.media import SourceItem
 from media.fanout import Broadcast
 from media.outbound import OutboundPolicy
@@ -35,6 +37,8 @@ class LiveRestreams:
         slate_max_seconds: float = 30.0,
         connect: Connect = rtmp_connect,
         label: str = "",
+        ladder: Broadcast[EncodedItem] | None = None,
+        rendition: Callable[[], str | None] | None = None,
     ) -> None:
         self._source = source
         self._policy = policy
@@ -43,6 +47,8 @@ class LiveRestreams:
         self._slate_max_seconds = slate_max_seconds
         self._connect = connect
         self._label = label
+        self._ladder = ladder  # the encoded track, and its top rendition's name
+        self._rendition = rendition
         self._lock = threading.Lock()
         self._forwarders: dict[int, Forwarder] = {}
         self._closed = False
@@ -101,5 +107,7 @@ class LiveRestreams:
             connect=self._connect,
             slate_image=self._slate_image,
             slate_max_seconds=self._slate_max_seconds,
+            ladder=self._ladder,
+            rendition=self._rendition,
             label=self._label,
         )

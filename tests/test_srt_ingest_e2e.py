@@ -15,6 +15,7 @@ import m3u8
 import pytest
 
 from tests.support.media import SMALL_RENDITIONS, SMALL_TEMPLATE, ffprobe
+from tests.support.monitoring import Samples, scrape
 from tests.support.publishers import ffmpeg_publish_cmd
 from tests.support.service import Live
 from tests.support.srt import LossyRelay, feed_paced, live_transmit_cmd, pad_to_datagrams
@@ -143,6 +144,7 @@ async def test_ffmpeg_and_srt_live_transmit_publish_720p_at_once_on_one_port(
         await wait_encoded(live, job, seconds * FPS)
         stats = (await live.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
         assert (stats["width"], stats["height"]) == (1280, 720)
+        assert (stats["videoCodecId"], stats["audioCodecId"]) == (7, 10)  # as RTMP's (FLV ids)
         await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
         counts = rendition_video_packets(live, job, tmp_path)
         assert counts == {r: seconds * FPS for r in SMALL_RENDITIONS}, (job["key"], counts)
@@ -192,6 +194,7 @@ async def test_five_percent_loss_each_way_at_120_ms_still_gives_the_whole_output
     relay = LossyRelay(("127.0.0.1", live.settings.srt_port), 0.05, seed=7)
     port = await relay.start()
     transport: dict[str, Any] | None = None
+    metrics: Samples = {}
     try:
         url = job["ingestUrl"].replace(f":{live.settings.srt_port}?", f":{port}?")
         publishing = asyncio.create_task(
@@ -200,12 +203,16 @@ async def test_five_percent_loss_each_way_at_120_ms_still_gives_the_whole_output
         await live.wait_status(job, 3, within=20)
         while not publishing.done():  # SRT's own figures, the last seen while connected
             stats = (await live.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
-            transport = stats["transport"] or transport
+            if stats["transport"]:
+                transport, metrics = stats["transport"], await scrape(live)
             await asyncio.sleep(0.3)
         assert await publishing == 0
     finally:
         await relay.stop()
     assert transport is not None and transport["packetsReceived"] > 0
+    ours = ("live_job", str(job["id"]))
+    assert metrics[("onair_job_srt_packets_total", (("kind", "received"), ours))] > 0
+    assert metrics[("onair_job_srt_rtt_seconds", (ours,))] >= 0
     assert relay.to_server.counts.dropped > 0 and relay.to_publisher.counts.dropped > 0
     await live.wait_status(job, 4)
     await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})

@@ -29,7 +29,6 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -40,7 +39,7 @@ from av.video.frame import PictureType
 
 from encoder.codecs import CodecStringError, h264_header_sps
 from encoder.ladder import BUFSIZE_FACTOR, MAXRATE_FACTOR, RenditionPlan
-from encoder.segmenter import MUXER_OPTIONS, TS_PTS_OFFSET
+from encoder.segmenter import MUXER_OPTIONS, TS_PTS_OFFSET, opening_decode_times
 from encoder.templates import JobTemplate, all_templates
 from encoder.timeline import keyframe_interval_seconds
 from encoder.video import x264_options
@@ -203,27 +202,6 @@ def reencode_edge(
         )
     finally:
         demuxed.container.close()
-
-
-def opening_decode_times(pts: Sequence[int], dts: Sequence[int]) -> list[int]:
-    """Decode timestamps for packets in decode order (`pts`, `dts` as the encoder gave
-    them) such that the first, the IDR, is decoded when it is shown, and the others as
-    the encoder said from the first one (the joint) that leaves at least one tick
-    per packet before it; those before it are spread evenly from the IDR's. None is
-    after its own presentation or after a later packet's. Without such a joint (an
-    edge of a few frames) the encoder's timestamps are kept."""
-    if not dts or dts[0] >= pts[0]:
-        return list(dts)
-    start = pts[0]
-    latest = list(itertools.accumulate(reversed(pts), min))[::-1]  # min pts from k on
-    for joint in range(1, len(dts)):
-        if dts[joint] - start < joint:
-            continue
-        span = dts[joint] - start
-        ramp = [start + span * k // joint for k in range(joint)]
-        if all(ramp[k] <= latest[k] for k in range(joint)):
-            return ramp + list(dts[joint:])
-    return list(dts)
 
 
 def _reencode(

@@ -49,6 +49,7 @@ class RestreamLiveState:
     bytes_sent: int = 0
     bitrate_bps: int = 0  # what is sent now
     dropped_packets: int = 0  # not sent: the destination was too slow
+    forwarding: str | None = None  # "source" or "rendition {name}"
 
 
 def live_state(status: ForwarderStatus) -> RestreamLiveState:
@@ -61,6 +62,7 @@ def live_state(status: ForwarderStatus) -> RestreamLiveState:
         bytes_sent=status.bytes_sent,
         bitrate_bps=status.bitrate,
         dropped_packets=status.dropped_packets,
+        forwarding=status.forwarding,
     )
 
 
@@ -234,6 +236,7 @@ class Restreams:
             bytes_sent=live.bytes_sent,
             bitrate=live.bitrate_bps,
             dropped_packets=live.dropped_packets,
+            forwarding=live.forwarding if live.state == "forwarding" else None,
         )
 
     # -- the runtime's -----------------------------------------------------------------

@@ -89,6 +89,7 @@ def _check_operation(operation, service: RunningService, project: dict[str, str]
 EXAMPLES = 30
 
 
+@pytest.mark.slow  # the whole service as a subprocess, 30 examples an operation
 def test_api_conforms_to_its_openapi_document(
     running: tuple[RunningService, dict[str, str]],
 ) -> None:

@@ -31,6 +31,7 @@ FORWARDING_FIELDS = {
     "bytesSent",
     "bitrate",
     "droppedPackets",
+    "forwarding",
 }
 YOUTUBE = "rtmp://a.rtmp.youtube.com/live2"
 
@@ -97,6 +98,7 @@ async def test_create_answers_the_references_fields_and_the_forwardings_state(ap
         "bytesSent": 0,
         "bitrate": 0,
         "droppedPackets": 0,
+        "forwarding": None,
     }
     # The live job's integer id names the live video too; the answer says its name.
     by_id = await create(
@@ -354,6 +356,7 @@ async def test_the_runtime_is_told_of_every_change_and_its_states_are_answered(
         bytes_sent=123_456,
         bitrate_bps=4_500_000,
         dropped_packets=7,
+        forwarding="rendition 720p",
     )
     (row,) = await listed(api, job["name"])
     assert {k: row[k] for k in FORWARDING_FIELDS} == {
@@ -364,6 +367,7 @@ async def test_the_runtime_is_told_of_every_change_and_its_states_are_answered(
         "bytesSent": 123_456,
         "bitrate": 4_500_000,
         "droppedPackets": 7,
+        "forwarding": "rendition 720p",
     }
     assert (await call(api, "PUT", f"restreams/{restream['id']}/toggle"))[0] == 200
     assert (await call(api, "DELETE", f"restreams/{restream['id']}"))[0] == 200

@@ -18,6 +18,7 @@ import pytest
 
 from ingest.hls.push import ENDLIST_REASON, HlsPushServer
 from ingest.session import MPEGTS, IngestProtocol, PublishRefused, PublishRequest
+from tests.support.media import ffmpeg_warnings
 from tests.support.publishers import ffmpeg_publish_cmd
 from tests.support.waiting import async_wait_until
 
@@ -154,18 +155,6 @@ def _frames(path: Path) -> int:
     return int(probe.stdout.split()[-1].rstrip(","))
 
 
-def _decode_warnings(path: Path) -> str:
-    """What `ffmpeg -v warning` says decoding the whole file (nothing when clean)."""
-    decode = subprocess.run(
-        ["ffmpeg", "-v", "warning", "-i", str(path), "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert decode.returncode == 0, decode.stderr
-    return decode.stderr
-
-
 # ffmpeg as the publisher
 
 
@@ -195,7 +184,7 @@ async def test_ffmpeg_publishes_every_frame(
     recorded = tmp_path / "recorded.ts"
     recorded.write_bytes(session.data)
     assert await asyncio.to_thread(_frames, recorded) == 180
-    assert await asyncio.to_thread(_decode_warnings, recorded) == ""
+    assert await asyncio.to_thread(ffmpeg_warnings, recorded) == ""
 
 
 @needs_ffmpeg

@@ -33,6 +33,7 @@ from ingest.srt.server import (
     parse_stream_id,
     redact_key,
 )
+from tests.support.media import ffmpeg_warnings
 from tests.support.publishers import ffmpeg_publish_cmd
 from tests.support.srt import (
     LossyRelay,
@@ -176,17 +177,6 @@ def frame_counts(path: Path) -> dict[str, int]:
         kind, frames = line.split(",")[:2]
         counts[kind] = int(frames)
     return counts
-
-
-def ffmpeg_warnings(path: Path) -> str:
-    """What `ffmpeg -v warning` says reading the whole file ("" for a clean one)."""
-    result = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "warning", "-i", str(path), "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return result.stderr.strip()
 
 
 async def run(cmd: list[str], timeout_seconds: float = 30.0) -> int:

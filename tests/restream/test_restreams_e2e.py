@@ -24,7 +24,7 @@ from api.views import LIVE_JOBS_KEY
 from media.outbound import OutboundPolicy
 from packager.s3server import EmbeddedS3
 from restream.forwarder import QUEUE_BYTES
-from tests.support.media import SMALL_TEMPLATE
+from tests.support.media import SMALL_TEMPLATE, ffmpeg_warnings
 from tests.support.monitoring import RESTREAM_SERIES, queried_metrics, scrape
 from tests.support.nginx import NginxRtmp
 from tests.support.publishers import publish
@@ -117,16 +117,6 @@ def probe(path: Path) -> dict[str, list[float]]:
     return found
 
 
-def warnings_reading(path: Path) -> str:
-    result = subprocess.run(
-        ["ffmpeg", "-v", "warning", "-i", str(path), "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return result.stderr.strip()
-
-
 def assert_every_source_frame(frames: dict[str, list[float]], seconds: float) -> None:
     """The first `seconds` of the recording are the source's frames, every one, in
     order at 30 fps from its start (0, or the B-frames' composition delay), with the
@@ -184,7 +174,7 @@ async def test_two_restreams_rtmp_and_rtmps_carry_every_source_frame(
 
     for app, key in (("live1", plain_key), ("live2", tls_key)):
         recording = nginx.recording(app, key)
-        assert warnings_reading(recording) == ""
+        assert ffmpeg_warnings(recording) == ""
         assert_every_source_frame(probe(recording), seconds)
 
     timings = await restream_timings(live, job)
@@ -358,7 +348,7 @@ async def test_a_publisher_blip_is_bridged_by_the_slate_on_one_connection(
     publishes = nginx.error_log_text().count("publish: name=")
     assert publishes == 1, nginx.error_log_text()
     recording = nginx.recording("live1", key)
-    assert warnings_reading(recording) == ""
+    assert ffmpeg_warnings(recording) == ""
     frames = probe(recording)
     video = sorted(frames["video"])
     # Continuous: at most the source's B-frame delay (2 frames) and one frame lost
@@ -390,3 +380,57 @@ def decode_between(path: Path, start: float, end: float) -> list[np.ndarray]:
                 break
             planes.append(frame.to_ndarray(format="gray"))
     return planes
+
+
+@pytest.mark.skipif("libx265" not in __import__("av").codecs_available, reason="no libx265")
+async def test_an_hevc_source_is_restreamed_as_its_top_rendition(
+    live: Live, nginx: NginxRtmp, caplog: pytest.LogCaptureFixture
+) -> None:
+    import av
+
+    from tests.support.publishers import pyav_publish_cmd, run_process
+
+    caplog.set_level(logging.INFO)
+    job = await live.create_online_job(SMALL_TEMPLATE, "rs-" + secrets.token_hex(4), "hevc")
+    key = new_key()
+    restream = await add_restream(live, job, nginx.rtmp_url("live1"), key)
+    seconds = 8
+    cmd = pyav_publish_cmd(live.rtmp_url(job["key"]), "libx265", 320, 180, FPS, seconds, "1:8")
+    publisher = asyncio.create_task(run_process(cmd))
+    forwarding = await wait_state(live, job, restream, "forwarding")
+    assert forwarding["lastError"] is None
+    rc, stderr = await publisher
+    assert rc == 0, stderr
+    stats = (await live.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
+    await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
+    await wait_state(live, job, restream, "idle")
+
+    top = stats["outputs"][0]
+    assert (top["name"], top["width"], top["height"]) == ("180p", 320, 180)
+    recording = nginx.recording("live1", key)
+    assert ffmpeg_warnings(recording) == ""
+    with av.open(str(recording)) as container:
+        video = container.streams.video[0]
+        audio = container.streams.audio[0]
+        codecs = (video.codec_context.name, audio.codec_context.name)
+        size = (video.codec_context.width, video.codec_context.height)
+        pictures = [f.to_ndarray(format="gray") for f in container.decode(video)]
+    assert codecs == ("h264", "aac") and size == (320, 180)
+    frames = probe(recording)
+    duration = max(frames["video"]) - min(frames["video"])
+    # The rendition's frames, then (the publisher gone) the slate: its still picture.
+    moving = 1 + sum(
+        1 for a, b in pairwise(pictures) if float(np.abs(b.astype(int) - a).mean()) > 0.5
+    )
+    gop = 2 * FPS  # SMALL_TEMPLATE's gopSeconds
+    assert abs(moving - top["framesEncoded"]) <= gop, (moving, top["framesEncoded"], duration)
+    assert seconds - 1 <= moving / FPS <= seconds + 0.5, moving
+    assert seconds - 1 <= duration <= seconds + 3, duration  # the slate's second or two
+    assert frames["audio"] and abs(min(frames["audio"]) - min(frames["video"])) < 3 / FPS
+
+    timings = await restream_timings(live, job)
+    connected = [m for s, m in timings if s == "RestreamConnected"]
+    assert connected and "(rendition 180p: the source is hevc)" in connected[0], timings
+    said = [r.getMessage() for r in caplog.records if "forwarding rendition" in r.getMessage()]
+    assert len(said) == 1 and "source is hevc: forwarding rendition 180p (H.264)" in said[0]
+    assert grep_logs(caplog, key) == []

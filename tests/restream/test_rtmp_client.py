@@ -30,7 +30,7 @@ from restream.rtmp_client import (
     RtmpRefused,
     split_stream_url,
 )
-from tests.support.media import make_source
+from tests.support.media import ffmpeg_warnings, make_source
 from tests.support.nginx import NginxRtmp
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -125,16 +125,6 @@ def frame_counts(path: Path) -> dict[str, int]:
     return {kind: int(count) for kind, count in (line.split(",") for line in out.split())}
 
 
-def decode_warnings(path: Path) -> str:
-    result = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "warning", "-i", str(path), "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return (result.stdout + result.stderr).strip()
-
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
     """5 s of testsrc2 320x180 30 fps + sine AAC as FLV, and its tags."""
@@ -153,7 +143,7 @@ def assert_recorded(nginx: NginxRtmp, app: str, key: str, source: Source) -> Non
         timeout_seconds=10,
         what=f"every frame in {recording.name}",
     )
-    assert decode_warnings(recording) == ""
+    assert ffmpeg_warnings(recording) == ""
 
 
 def test_publish_records_every_frame(nginx: NginxRtmp, source: Source) -> None:

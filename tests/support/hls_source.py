@@ -17,6 +17,7 @@ from pathlib import Path
 import m3u8
 from aiohttp import web
 
+from tests.support.media import ffmpeg_warnings
 from tests.support.ports import free_port
 
 SEGMENT_COUNT = 8
@@ -59,18 +60,6 @@ def frames(path: Path) -> dict[str, int]:
     )
     streams = json.loads(probe.stdout)["streams"]
     return {s["codec_type"]: int(s["nb_read_frames"]) for s in streams}
-
-
-def warnings_reading(path: Path) -> str:
-    """What `ffmpeg -v warning` says decoding `path` whole: nothing when it is clean."""
-    run = subprocess.run(
-        ["ffmpeg", "-v", "warning", "-i", str(path), "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    return run.stderr.strip()
 
 
 # The source: a local HTTP server
@@ -161,3 +150,7 @@ async def serve_source(segments: list[bytes]) -> AsyncIterator[Source]:
         yield box
     finally:
         await runner.cleanup()
+
+
+def warnings_reading(path: Path) -> str:
+    return ffmpeg_warnings(path)

@@ -302,3 +302,22 @@ def make_ladder(root: Path) -> Ladder:
             VariantInfo(name, width, height, 24.0, "avc1.42c00d,mp4a.40.2", (kbps + 32) * 1000)
         )
     return Ladder(variants, segments)
+
+
+def ffmpeg_warnings(path: Path | str, *, strict: bool = False) -> str:
+    """What `ffmpeg -v warning` says decoding the whole of `path` (a file or a URL): ""
+    when it is clean
+    (a failed decode says its exit code if ffmpeg printed nothing); `strict` stops at
+    the first error (`-xerror`)."""
+    result = subprocess.run(
+        [
+            *("ffmpeg", "-hide_banner", "-nostdin", "-v", "warning"),
+            *(("-xerror",) if strict else ()),
+            *("-i", str(path), "-f", "null", "-"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = (result.stdout + result.stderr).strip()
+    return said or ("" if result.returncode == 0 else f"exit {result.returncode}")

@@ -15,7 +15,7 @@ from ingest.formats import flv
 from ingest.media import SessionStart, SourcePacket, source_packet
 from ingest.packets import AudioTimestamps
 from restream.flv import FlvTag
-from tests.support.media import LIVE_PROBE, session_start
+from tests.support.media import LIVE_PROBE, ffmpeg_warnings, session_start
 
 FPS = 30
 SECONDS = 3
@@ -90,11 +90,4 @@ def ffprobe_video_frames(path: Path) -> list[float]:
 
 
 def ffmpeg_errors(path: Path) -> str:
-    """What `ffmpeg -v warning -xerror` says reading `path` ("" when clean)."""
-    result = subprocess.run(
-        ["ffmpeg", "-v", "warning", "-xerror", "-i", str(path), "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return result.stderr.strip() or ("" if result.returncode == 0 else f"rc {result.returncode}")
+    return ffmpeg_warnings(path, strict=True)

@@ -4,7 +4,6 @@ would: ffprobe/ffmpeg on the VOD, its frames against the source's, its bytes."""
 from __future__ import annotations
 
 import io
-import subprocess
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from encoder.codecs import h264_header_sps
 from packager.object_store import S3Storage
-from tests.support.media import ffprobe
+from tests.support.media import ffmpeg_warnings, ffprobe
 from tests.support.mpegts import Segment, check_continuity
 from tests.support.recording import GAP_SECONDS, Recorded, decoded_frames, psnr
 from vod import CutCancelled, CutError, CutRequest, CutResult, cut_video, recorded_timeline
@@ -69,16 +68,6 @@ def download(recorded: Recorded, prefix: str, into: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(client.get_object(Bucket=recorded.bucket, Key=item["Key"])["Body"].read())
     return into
-
-
-def ffmpeg_warnings(path: Path) -> str:
-    result = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "warning", "-i", str(path), "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return (result.stdout + result.stderr).strip()
 
 
 def packets(path: Path) -> list[dict[str, Any]]:

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from encoder.segmenter import opening_decode_times
 from tests.support.mpegts import Segment, check_continuity, parse_packets
 from vod import CutError, RecordedTimeline
 from vod.continuity import counters_after, counters_before, fit_counters
-from vod.edges import opening_decode_times
 from vod.timeline import RecordedRendition, RecordedSegment
 
 T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
