@@ -38,6 +38,11 @@ MPEGTS = "mpegts"
 CONTAINERS = frozenset({FLV, MPEGTS})
 
 
+def masked_key(key: str) -> str:
+    """A stream key as every ingest server logs it: a secret, so only a prefix."""
+    return key[:3] + "…" if len(key) > 6 else "…"
+
+
 class IngestProtocol(enum.IntEnum):
     """How the publisher sends; the values are the API's `serverType`."""
 

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import m3u8
 import pytest
 
 from media.outbound import OutboundPolicy
 from packager.s3server import EmbeddedS3
 from tests.support.hls_source import make_segments, serve_source
-from tests.support.media import SMALL_RENDITIONS, SMALL_TEMPLATE, ffprobe
+from tests.support.media import SMALL_RENDITIONS, SMALL_TEMPLATE
 from tests.support.publishers import ffmpeg_publish_cmd
 from tests.support.service import Live, start_live
 
@@ -78,25 +77,6 @@ async def wait_for(live: Live, job: dict[str, Any], child_status: str, within: f
         await asyncio.sleep(0.2)
 
 
-def rendition_video_packets(live: Live, bucket: str, path: str, tmp_path: Path) -> dict[str, int]:
-    """Video packets in each rendition's whole recording (its event playlist)."""
-    found = {}
-    for rendition in SMALL_RENDITIONS:
-        event = m3u8.loads(live.get_text(bucket, f"live/{path}/{rendition}/event.m3u8"))
-        whole = b"".join(
-            live.s3.get_object(Bucket=bucket, Key=f"live/{path}/{rendition}/{s.uri}")["Body"].read()
-            for s in event.segments
-        )
-        probe, _ = ffprobe(tmp_path / f"{rendition}.ts", "-show_packets", data=whole)
-        found[rendition] = sum(1 for p in probe["packets"] if p["codec_type"] == "video")
-    return found
-
-
-async def encoded_frames(live: Live, job: dict[str, Any]) -> int:
-    stats = (await live.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
-    return min((o.get("framesEncoded", 0) for o in stats["outputs"]), default=0)
-
-
 # -- pull ---------------------------------------------------------------------------------
 
 
@@ -117,7 +97,7 @@ async def test_a_pulled_live_source_is_encoded_whole_and_its_endlist_ends_the_li
         await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
     assert source.hits["/live/seg0.ts"] == 1
     assert all(source.hits[f"/live/seg{n}.ts"] == 1 for n in range(len(segments)))
-    counts = rendition_video_packets(live, bucket, "pulled", tmp_path)
+    counts = live.recorded_video_packets(job, SMALL_RENDITIONS, tmp_path)
     assert counts == {r: len(segments) * FPS for r in SMALL_RENDITIONS}, counts
     statuses = await child_statuses(live, job)
     assert statuses.index("PublisherConnected") < statuses.index("MediaStarted")
@@ -135,12 +115,12 @@ async def test_a_source_answering_404_for_5_s_is_reported_and_pulled_again(
         source.playlist_down = True
         await wait_for(live, job, "SourceFailing", within=10)
         await asyncio.sleep(5)
-        before = await encoded_frames(live, job)
+        before = await live.encoded_frames(job)
         source.playlist_down = False
         source.published += 2  # the source went on meanwhile
         await wait_for(live, job, "SourceRecovered", within=15)
         deadline = time.monotonic() + 20
-        while await encoded_frames(live, job) <= before:
+        while await live.encoded_frames(job) <= before:
             assert time.monotonic() < deadline, "nothing encoded after the source came back"
             await asyncio.sleep(0.2)
         await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
@@ -179,11 +159,11 @@ async def test_an_hls_push_is_encoded_as_an_rtmp_publish_would_be(
     assert done.returncode == 0, done.stderr
     await live.wait_status(job, 4, within=15)  # the publisher ended it (EXT-X-ENDLIST)
     deadline = time.monotonic() + 30
-    while await encoded_frames(live, job) < seconds * FPS:
-        assert time.monotonic() < deadline, await encoded_frames(live, job)
+    while await live.encoded_frames(job) < seconds * FPS:
+        assert time.monotonic() < deadline, await live.encoded_frames(job)
         await asyncio.sleep(0.2)
     await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
-    counts = rendition_video_packets(live, bucket, "pushed", tmp_path)
+    counts = live.recorded_video_packets(job, SMALL_RENDITIONS, tmp_path)
     assert counts == {r: seconds * FPS for r in SMALL_RENDITIONS}, counts
 
 

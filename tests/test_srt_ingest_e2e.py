@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import m3u8
 import pytest
 
-from tests.support.media import SMALL_RENDITIONS, SMALL_TEMPLATE, ffprobe
+from tests.support.media import SMALL_RENDITIONS, SMALL_TEMPLATE
 from tests.support.monitoring import Samples, scrape
 from tests.support.publishers import ffmpeg_publish_cmd
 from tests.support.service import Live
@@ -86,30 +85,11 @@ async def live_transmit(port: int, key: str, ts: bytes, bytes_per_second: float)
         await process.wait()
 
 
-async def encoded_frames(live: Live, job: dict[str, Any]) -> int:
-    stats = (await live.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
-    return min((o.get("framesEncoded", 0) for o in stats["outputs"]), default=0)
-
-
 async def wait_encoded(live: Live, job: dict[str, Any], frames: int, within: float = 30) -> None:
     deadline = time.monotonic() + within
-    while await encoded_frames(live, job) < frames:
-        assert time.monotonic() < deadline, (await encoded_frames(live, job), frames)
+    while await live.encoded_frames(job) < frames:
+        assert time.monotonic() < deadline, (await live.encoded_frames(job), frames)
         await asyncio.sleep(0.2)
-
-
-def rendition_video_packets(live: Live, job: dict[str, Any], tmp_path: Path) -> dict[str, int]:
-    bucket, path = job["bucket"], job["input"]["filePath"]
-    found = {}
-    for rendition in SMALL_RENDITIONS:
-        event = m3u8.loads(live.get_text(bucket, f"live/{path}/{rendition}/event.m3u8"))
-        whole = b"".join(
-            live.s3.get_object(Bucket=bucket, Key=f"live/{path}/{rendition}/{s.uri}")["Body"].read()
-            for s in event.segments
-        )
-        probe, _ = ffprobe(tmp_path / f"{rendition}.ts", "-show_packets", data=whole)
-        found[rendition] = sum(1 for p in probe["packets"] if p["codec_type"] == "video")
-    return found
 
 
 async def test_ffmpeg_and_srt_live_transmit_publish_720p_at_once_on_one_port(
@@ -146,7 +126,7 @@ async def test_ffmpeg_and_srt_live_transmit_publish_720p_at_once_on_one_port(
         assert (stats["width"], stats["height"]) == (1280, 720)
         assert (stats["videoCodecId"], stats["audioCodecId"]) == (7, 10)  # as RTMP's (FLV ids)
         await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
-        counts = rendition_video_packets(live, job, tmp_path)
+        counts = live.recorded_video_packets(job, SMALL_RENDITIONS, tmp_path)
         assert counts == {r: seconds * FPS for r in SMALL_RENDITIONS}, (job["key"], counts)
         statuses = [t["childStatus"] for t in await live.timings(job)]
         assert "PublisherConnected" in statuses and "MediaStarted" in statuses
@@ -216,7 +196,7 @@ async def test_five_percent_loss_each_way_at_120_ms_still_gives_the_whole_output
     assert relay.to_server.counts.dropped > 0 and relay.to_publisher.counts.dropped > 0
     await live.wait_status(job, 4)
     await live.call("POST", f"/livejobs/{job['key']}", json={"online": False})
-    counts = rendition_video_packets(live, job, tmp_path)
+    counts = live.recorded_video_packets(job, SMALL_RENDITIONS, tmp_path)
     assert transport["packetsLost"] > 0 and transport["packetsRetransmitted"] > 0, transport
     if transport["packetsDropped"]:  # too late for the latency: the stats say it was lost
         assert all(0 < n <= seconds * FPS for n in counts.values()), counts

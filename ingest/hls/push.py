@@ -67,6 +67,7 @@ from ingest.session import (
     PublishRefused,
     PublishRequest,
     PublishSession,
+    masked_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -88,11 +89,6 @@ LINGER_SECONDS = 1.0
 LOG_LINES_PER_INTERVAL = 10
 LOG_INTERVAL_SECONDS = 10.0
 ENDLIST_REASON = "the publisher ended the stream (EXT-X-ENDLIST)"
-
-
-def mask_key(key: str) -> str:
-    """Stream keys are secrets: log only a prefix (as the RTMP server does)."""
-    return key[:3] + "…" if len(key) > 6 else "…"
 
 
 def _format_peer(peer: Any) -> str:
@@ -157,7 +153,7 @@ class _Publisher:
     def __init__(self, server: HlsPushServer, key: str) -> None:
         self.server = server
         self.key = key
-        self.prefix = f"[hls {mask_key(key)}]"
+        self.prefix = f"[hls {masked_key(key)}]"
         self.lock = asyncio.Lock()
         self.queued = 0  # requests waiting for the lock
         self.active = 0  # requests being served (holding the lock)
@@ -388,7 +384,7 @@ class HlsPushServer:
             return await self._on_upload(request, key, name)
         if request.method == "DELETE":
             # ffmpeg's `-hls_flags delete_segments`: nothing of ours to delete.
-            logger.debug("[hls %s] DELETE %s: 204", mask_key(key), name)
+            logger.debug("[hls %s] DELETE %s: 204", masked_key(key), name)
             return web.Response(status=HTTPStatus.NO_CONTENT)
         response = _text(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed", close=True)
         response.headers["Allow"] = "PUT, POST, DELETE"
@@ -403,7 +399,7 @@ class HlsPushServer:
             return _text(
                 HTTPStatus.NOT_FOUND, "not a playlist (.m3u8) or segment (.ts)", close=True
             )
-        prefix = f"[hls {remote} {mask_key(key)}]"
+        prefix = f"[hls {remote} {masked_key(key)}]"
         exempt = self._exempt is not None and self._exempt(ip)
         if not (exempt or self.ip_rate.allow(ip)) or not self.key_rate.allow(key):
             self._refused("rate", prefix, "too many requests")

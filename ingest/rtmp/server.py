@@ -47,6 +47,7 @@ from ingest.session import (
     PublishRefused,
     PublishRequest,
     PublishSession,
+    masked_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -244,11 +245,6 @@ def _format_peer(peer: Any) -> str:
         host, port = peer[0], peer[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(peer)
-
-
-def _mask_key(key: str) -> str:
-    """Stream keys are secrets: log only a prefix."""
-    return key[:3] + "…" if len(key) > 6 else "…"
 
 
 class _Connection:
@@ -620,7 +616,7 @@ class _Connection:
             return
         self._send(messages.CONTROL_CHUNK_STREAM, messages.stream_begin(stream_id))
         self._status(stream_id, "status", "NetStream.Publish.Start", "Publishing started.")
-        logger.info("%s publishing %s/%s", self.prefix, self._app, _mask_key(key))
+        logger.info("%s publishing %s/%s", self.prefix, self._app, masked_key(key))
 
     async def _refuse(self, stream_id: int, refused: PublishRefused) -> None:
         self._refused = True

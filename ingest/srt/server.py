@@ -29,7 +29,7 @@ The flow of one publisher:
 Threads: libsrt's own, one accept thread, one per connection (at most
 `max_connections`). libsrt calls that may wait on libsrt's threads (close, cleanup)
 are never made on the event loop: the listen callback may be waiting for the loop.
-Stream keys are secrets: logs show `redact_key(key)`.
+Stream keys are secrets: logs show `masked_key(key)`.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from ingest.session import (
     PublishRequest,
     PublishSession,
     TransportStatistics,
+    masked_key,
 )
 from ingest.srt import libsrt
 from ingest.srt.libsrt import SrtError
@@ -94,11 +95,6 @@ class SrtAccess:
 
 
 Precheck = Callable[[str], Awaitable[SrtAccess]]  # key -> access; raises PublishRefused
-
-
-def redact_key(key: str) -> str:
-    """Stream keys are secrets: log only a prefix (as the RTMP server does)."""
-    return key[:3] + "…" if len(key) > 6 else "…"
 
 
 def reject_reason(status: int) -> int:
@@ -458,7 +454,7 @@ class SrtServer:
                 "%s refused %s/%s: %s",
                 prefix,
                 APP,
-                redact_key(key),
+                masked_key(key),
                 refused.description,
             )
             return reject_reason(refused.status)
@@ -702,7 +698,7 @@ class _Connection:
         if self._closing.is_set():
             self._finish(self._close_reason or "dropped")
             return None
-        logger.info("%s publishing %s/%s", self.prefix, APP, redact_key(self.key))
+        logger.info("%s publishing %s/%s", self.prefix, APP, masked_key(self.key))
         return session
 
     def _deliver(self, data: bytes) -> None:

@@ -23,6 +23,7 @@ from ingest.session import (
     PublishRefused,
     PublishRequest,
     TransportStatistics,
+    masked_key,
 )
 from ingest.srt import libsrt
 from ingest.srt.server import (
@@ -31,7 +32,6 @@ from ingest.srt.server import (
     StreamIdError,
     TsAligner,
     parse_stream_id,
-    redact_key,
 )
 from tests.support.media import ffmpeg_warnings
 from tests.support.publishers import ffmpeg_publish_cmd
@@ -535,8 +535,8 @@ def test_stream_ids_refused(stream_id: str, reason: int) -> None:
 
 
 def test_keys_are_redacted() -> None:
-    assert redact_key("abcdef123456") == "abc…"
-    assert redact_key("short") == "…"
+    assert masked_key("abcdef123456") == "abc…"
+    assert masked_key("short") == "…"
 
 
 # TS realignment

@@ -11,13 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import m3u8
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -26,6 +27,7 @@ from api.cli import create_project
 from api.database import Database
 from api.settings import Settings, load_settings
 from packager.s3server import EmbeddedS3
+from tests.support.media import ffprobe
 from tests.support.ports import free_port, free_udp_port
 
 CREATE_BODY: dict[str, Any] = {
@@ -210,6 +212,30 @@ class Live:
     async def timings(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         body = await self.call("GET", f"/livejobs/{job['id']}/timings?pageSize=100")
         return body["result"]  # type: ignore[no-any-return]
+
+    async def encoded_frames(self, job: dict[str, Any]) -> int:
+        """Frames the job's slowest rendition has encoded so far (`stats`)."""
+        stats = (await self.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
+        return min((o.get("framesEncoded", 0) for o in stats["outputs"]), default=0)
+
+    def recorded_video_packets(
+        self, job: dict[str, Any], renditions: Iterable[str], scratch: Path
+    ) -> dict[str, int]:
+        """Video packets in each rendition's whole recording (its event playlist), as
+        ffprobe counts them (files in `scratch`)."""
+        bucket, prefix = job["bucket"], f"{job['destination']}/{job['input']['filePath']}"
+        found = {}
+        for rendition in renditions:
+            event = m3u8.loads(self.get_text(bucket, f"{prefix}/{rendition}/event.m3u8"))
+            whole = b"".join(
+                self.s3.get_object(Bucket=bucket, Key=f"{prefix}/{rendition}/{s.uri}")[
+                    "Body"
+                ].read()
+                for s in event.segments
+            )
+            probe, _ = ffprobe(scratch / f"{rendition}.ts", "-show_packets", data=whole)
+            found[rendition] = sum(1 for p in probe["packets"] if p["codec_type"] == "video")
+        return found
 
     def get_text(self, bucket: str, key: str) -> str:
         return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()  # type: ignore[no-any-return]
