@@ -41,6 +41,7 @@ from restream.forwarder import Destination, RestreamState
 from restream.live import LiveRestreams
 
 from .statistics import OutputStatistics
+from .webhooks.events import RESTREAM_CHILD_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +79,10 @@ class PipelineEvent:
     restream: Destination | None = None  # the restream a "restream" event is about
 
 
-# A restream's state, as its timing rows' `childStatus` say it.
+# A restream's state, as its timing rows' `childStatus` say it (the events' table, read
+# the other way).
 RESTREAM_CHILD_STATUS = {
-    RestreamState.CONNECTING: "RestreamConnecting",
-    RestreamState.FORWARDING: "RestreamConnected",
-    RestreamState.RECONNECTING: "RestreamReconnecting",
-    RestreamState.ERRORED: "RestreamErrored",
-    RestreamState.IDLE: "RestreamStopped",
+    RestreamState(state): child for child, state in RESTREAM_CHILD_STATES.items()
 }
 
 
