@@ -15,11 +15,12 @@ RUN_APT_PACKAGES := libsrt1.5-openssl
 TEST_APT_PACKAGES := ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly chromium \
 	postgresql nginx libnginx-mod-rtmp libnginx-mod-stream srt-tools $(RUN_APT_PACKAGES)
-# hls.js, pinned in package-lock.json; npm writes this file at each install.
+# hls.js, mpegts.js and uPlot (the web console's, and the players the tests drive),
+# pinned in package-lock.json; npm writes this file at each install.
 NODE_STAMP := node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint fuzz bench install run-deps test-deps clean
+.PHONY: run test test-fast lint fuzz bench cluster-demo install run-deps test-deps clean
 
 $(PY):
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq python3-venv python3-pip; }
@@ -34,7 +35,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 ## make run: install everything, start SeaweedFS (embedded S3) and the service in the foreground.
-run: run-deps $(STAMP)
+run: run-deps $(NODE_STAMP) $(STAMP)
 	$(VENV)/bin/onair run
 
 run-deps:
@@ -88,6 +89,12 @@ bench: test-deps $(STAMP)
 	$(PY) bench/memory.py --seconds 15
 	$(PY) bench/end_to_end.py
 	$(PY) bench/cut.py
+	$(PY) bench/cluster.py --kills 10
+
+## make cluster-demo: three hosts on one PostgreSQL and one SeaweedFS behind a TCP
+## round-robin balancer on port 1935, as plain processes; Ctrl-C stops all.
+cluster-demo: run-deps test-deps $(STAMP)
+	$(PY) deploy/cluster_demo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out node_modules

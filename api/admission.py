@@ -15,14 +15,41 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ingest.session import IngestProtocol, PublishRequest
+from encoder.program import BACKUP, PRIMARY
+from ingest.session import (
+    BACKUP_APP,
+    HLS_BACKUP_APP,
+    HLS_PUSH_APP,
+    INGEST_APP,
+    PULL_APP,
+    PULL_BACKUP_APP,
+    RELAY_APP,
+    RELAY_BACKUP_APP,
+    IngestProtocol,
+    PublishRequest,
+)
 
 from .errors import HostAtCapacity, JobOffline, UnknownStreamKey, WrongIngestProtocol
+from .validation import STANDARD_INPUT_CLASS
 
-# The application every stream key is published under (`rtmp://host:1935/live/<key>`).
-INGEST_APP = "live"
-PUSH_APP, PULL_APP = "hls", "pull"  # an HLS publisher's, onair's own puller's
-HLS_APPS = (PUSH_APP, PULL_APP)
+# The applications (`ingest.session`): `rtmp://host:1935/live/<key>` and, for a
+# Standard job's backup publisher, `rtmp://host:1935/backup/<key>` (SRT's
+# `r=backup/<key>`); HLS push's `/hls/` and `/hls-backup/`; onair's own pullers'; and
+# (RTMP, from another onair host) the relays of a Standard job's inputs.
+HLS_APPS = (HLS_PUSH_APP, PULL_APP, HLS_BACKUP_APP, PULL_BACKUP_APP)
+PULL_APPS = (PULL_APP, PULL_BACKUP_APP)
+RELAY_APPS = (RELAY_APP, RELAY_BACKUP_APP)
+BACKUP_APPS = (BACKUP_APP, HLS_BACKUP_APP, PULL_BACKUP_APP, RELAY_BACKUP_APP)
+
+
+def relayed(request: PublishRequest) -> bool:
+    """Whether the publisher is another onair host relaying an input to this one."""
+    return request.protocol is IngestProtocol.RTMP and request.app.strip("/") in RELAY_APPS
+
+
+def input_of(request: PublishRequest) -> str:
+    """Which input of its job a publisher feeds: the backup for a backup app."""
+    return BACKUP if request.app.strip("/") in BACKUP_APPS else PRIMARY
 
 
 def default_capacity() -> float:
@@ -86,7 +113,9 @@ class Admission:
     def check_app(request: PublishRequest) -> None:
         """The key is published under the application onair serves for its protocol:
         /live/ for RTMP and SRT, /hls/ for an HLS push, "pull" for onair's own puller."""
-        wanted = HLS_APPS if request.protocol is IngestProtocol.HLS else (INGEST_APP,)
+        if relayed(request):
+            return  # its token is checked with the job (`LiveJobs.admit`)
+        wanted = HLS_APPS if request.protocol is IngestProtocol.HLS else (INGEST_APP, BACKUP_APP)
         if request.app.strip("/") not in wanted:
             raise UnknownStreamKey(f"unknown application {request.app!r}; use /{wanted[0]}/")
 
@@ -98,10 +127,21 @@ class Admission:
             raise UnknownStreamKey("unknown stream key")  # the server logs it, rate-limited
         if not job["online"]:
             raise JobOffline("this live job is offline: put it online first", "the job is offline")
+        if input_of(request) == BACKUP and job["input_class"] != STANDARD_INPUT_CLASS:
+            raise WrongIngestProtocol(
+                "this live job has no backup input (inputClass Single)",
+                "a backup publisher to a Single job",
+            )
+        if relayed(request):
+            if job["input_class"] != STANDARD_INPUT_CLASS:
+                raise WrongIngestProtocol(
+                    "only a Standard job's inputs are relayed", "a relay to a Single job"
+                )
+            return job  # the publisher's own protocol was checked by the relaying host
         if (
             request.protocol is IngestProtocol.HLS
             and job["server_type"] == IngestProtocol.HLS
-            and (request.app == PULL_APP) != bool(job["source_url"])
+            and (request.app in PULL_APPS) != bool(job["source_url"])
         ):
             pulls = bool(job["source_url"])
             raise WrongIngestProtocol(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -29,18 +30,21 @@ from packager.object_store import S3Storage
 from restream.forwarder import Destination
 
 from .auth import authenticate
+from .console import console_routes
 from .database import Database
 from .errors import Forbidden, JobNotFound, Unauthorized, ValidationFailed
 from .health import HEALTH_CACHE_SECONDS, HEALTH_KEY, HealthChecks, StoragePing
-from .lives import LiveJobs
-from .openapi import JSON, Route, openapi_document
+from .hosts import Hosts
+from .lives import LiveJobs, capacity_units
+from .openapi import JSON, PathParameter, Route, openapi_document
 from .present import envelope
 from .restreams.service import Restreams, live_state
 from .restreams.views import RESTREAMS_KEY
 from .settings import Settings
 from .videos.service import Videos
 from .videos.views import VIDEOS_KEY
-from .views import LIVE_JOBS_KEY, ROUTES, SETTINGS_KEY
+from .viewers import VIEWERS_KEY, NewToken, Viewers, ViewerToken, create_token, websocket_play
+from .views import BASE, JOB, LIVE_JOBS_KEY, ROUTES, SETTINGS_KEY
 from .webhooks.sender import WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -51,6 +55,7 @@ PROJECT_KEY = web.RequestKey("project_id", str)  # the authenticated project
 STORAGE_PING_KEY: web.AppKey[StoragePing] = web.AppKey("storage_ping")
 METRICS_KEY = web.AppKey("metrics", CollectorRegistry)
 WEBHOOKS_KEY = web.AppKey("webhooks", WebhookSender)  # delivers the store's webhook queue
+HOSTS_KEY = web.AppKey("hosts", Hosts)  # this host's registration, heartbeat and leases
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC_PATHS = ("/healthz", "/metrics", "/api/openapi.json")
@@ -131,6 +136,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     if (request.method, route_template(request)) in PUBLIC_ROUTES:
         return await handler(request)  # its own credential (a private video's token)
+    if route_template(request) in TOKEN_ROUTES and "token" in request.query:
+        project_id = request.match_info["projectId"]
+        job = await request.app[LIVE_JOBS_KEY].get(project_id, request.match_info["id"])
+        problem = await request.app[VIEWERS_KEY].token_problem(
+            job, "events", request.query["token"]
+        )
+        if problem is not None:
+            raise Forbidden(f"telemetry refused: {problem}")
+        request[PROJECT_KEY] = project_id
+        return await handler(request)
     project_id = await authenticate(request.app[DATABASE_KEY], request.headers)
     path_project = request.match_info.get("projectId")
     if path_project is not None and path_project != project_id:
@@ -151,9 +166,37 @@ async def metrics(request: web.Request) -> web.Response:
 # Everything the app serves: the API's routes and its own.
 APP_ROUTES = (
     *ROUTES,
+    Route(
+        "POST",
+        f"{BASE}/livejobs/{{id}}/tokens",
+        create_token,
+        "A short-lived token for a browser: purpose view (the job's WebSocket viewing,"
+        " required when viewerTokenRequired) or events (its telemetry socket, instead of"
+        " the key header a browser cannot send)",
+        ViewerToken,
+        status=201,
+        body=NewToken,
+        parameters=JOB,
+        errors=(404,),
+    ),
+    Route(
+        "GET",
+        "/websocketplay/{name}",
+        websocket_play,
+        "WebSocket (webSocketConnection): the live as MPEG-TS for mpegts.js, binary"
+        " messages; ?rendition=source or a rendition's name (default the top one);"
+        " ?token= when the job says viewerTokenRequired. 404 no such live, 403 a token"
+        " refused, 409 not live, 503 at the viewers' limit",
+        status=101,
+        public=True,
+        errors=(400, 403, 404, 409, 503),
+        parameters={"name": PathParameter("The live job's name (its public UUID)")},
+    ),
     Route("GET", "/metrics", metrics, "Prometheus metrics", public=True, media_type="text/plain"),
     Route("GET", "/api/openapi.json", openapi, "This document", public=True, media_type=JSON),
 )
+# Routes whose `?token=` (`api.viewers`) stands in for the API key: a browser's socket.
+TOKEN_ROUTES = frozenset({f"{BASE}/livejobs/{{id}}/events"})
 # Routes under /api/ that take no API key (a private video's playlist: its token).
 PUBLIC_ROUTES = frozenset(
     (method, r.path) for r in APP_ROUTES if r.public for method in (r.method, "HEAD")
@@ -242,7 +285,16 @@ def create_app(
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         database = Database.for_settings(settings)
         app[DATABASE_KEY] = database
-        lives = LiveJobs(settings, database, media_store, registry)
+        hosts = Hosts(database, settings)
+        try:
+            encoder_id = await hosts.register(capacity_units(settings))
+        except BaseException:
+            database.close()
+            raise
+        here = replace(settings, encoder_id=encoder_id)  # this host's, from the store
+        app[SETTINGS_KEY] = here
+        app[HOSTS_KEY] = hosts
+        lives = LiveJobs(here, database, media_store, registry, hosts)
         app[LIVE_JOBS_KEY] = lives
         rtmp = RtmpServer(
             lives.admit,
@@ -250,6 +302,7 @@ def create_app(
             port=settings.rtmp_port,
             max_pending=settings.rtmp_max_pending,
             max_pending_per_ip=settings.rtmp_max_pending_per_ip,
+            proxy_protocol=settings.proxy_protocol,
         )
         app[RTMP_KEY] = rtmp
 
@@ -264,7 +317,10 @@ def create_app(
             latency_ms=settings.srt_latency_ms,
         )
         hls_push = HlsPushServer(
-            lives.admit, host=settings.hls_ingest_host, port=settings.hls_ingest_port
+            lives.admit,
+            host=settings.hls_ingest_host,
+            port=settings.hls_ingest_port,
+            proxy_protocol=settings.proxy_protocol,
         )
         connections = Gauge(
             "onair_rtmp_connections",
@@ -290,8 +346,9 @@ def create_app(
             settings.s3_secret_key,
             settings.s3_region,
         )
-        videos = Videos(settings, database, lives, media_store, presigner)
+        videos = Videos(here, database, lives, media_store, presigner)
         app[VIDEOS_KEY] = videos
+        app[VIEWERS_KEY] = Viewers(settings, lives, videos.store, registry)
         restreams = Restreams(database, lives, settings.outbound)
         app[RESTREAMS_KEY] = restreams
 
@@ -308,6 +365,7 @@ def create_app(
         )
         try:
             await lives.start()
+            await hosts.start()
             await rtmp.start()
             await hls_push.start()
             try:
@@ -320,9 +378,12 @@ def create_app(
                 logger.error("SRT ingest disabled: %s", error)
             await webhooks.start()
             await videos.start()
+            await restreams.start()
         except BaseException:
+            await restreams.stop()
             await asyncio.gather(rtmp.stop(), hls_push.stop(), srt.stop())
             await asyncio.gather(lives.stop(), webhooks.stop(), videos.close())
+            await hosts.stop()
             database.close()
             raise
         logger.info("RTMP ingest listening on %s:%s", settings.rtmp_host, rtmp.port)
@@ -334,16 +395,21 @@ def create_app(
         )
         yield
         await app[HEALTH_KEY].close()
+        await restreams.stop()
         # No new publisher, every session closed.
         await asyncio.gather(rtmp.stop(), hls_push.stop(), srt.stop())
         # The lives finish (bounded) while the sender stops (bounded): events they
         # queue now are delivered after the next start, or by another host.
         # Cuts are cancelled (bounded) and resume at the next start.
-        await asyncio.gather(lives.stop(), webhooks.stop(), videos.close())
-        database.close()
+        try:
+            await asyncio.gather(lives.stop(), webhooks.stop(), videos.close())
+        finally:
+            await hosts.stop()  # the leases were released as the lives finished
+            database.close()
 
     app.cleanup_ctx.append(service_ctx)
     app.router.add_routes(web.route(r.method, r.path, r.handler) for r in APP_ROUTES)
+    console_routes(app)  # the web console's static files, at /console
     return app
 
 

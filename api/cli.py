@@ -27,8 +27,10 @@ from .app import RouteAccessLogger, create_app, listen_http
 from .database import Database, restrict_mode, secure_data_dir
 from .database.engines import shown
 from .database.store import utc_at
+from .hosts import HostRefused
 from .keys import new_api_key
 from .settings import ConfigError, Settings, load_settings
+from .views import LIVE_JOBS_KEY
 from .webhooks.signing import new_webhook_secret
 
 logger = logging.getLogger("onair")
@@ -185,6 +187,9 @@ async def serve(settings: Settings, *, embedded: EmbeddedS3 | None = None) -> No
     )
     try:
         await stop.wait()
+        # A pod stopping: its lives go on for ONAIR_DRAIN_SECONDS, admitting nobody new,
+        # then end and release their leases (the cleanup below) for the next host.
+        await app[LIVE_JOBS_KEY].drain(settings.drain_seconds)
     finally:
         logger.info("stopping")
         listener.close()
@@ -231,6 +236,9 @@ def _run(settings: Settings) -> int:
     except OSError as exc:
         print(f"onair: cannot start: {exc}", file=sys.stderr)
         return 1
+    except HostRefused as exc:
+        print(f"onair: cannot start: {exc}", file=sys.stderr)
+        return 2
     finally:
         if embedded is not None:
             embedded.stop()

@@ -109,11 +109,35 @@ class AlreadyPublishing(AdmissionRefused):
     reason = "already_publishing"
 
 
+class LeaseHeld(AdmissionRefused):
+    """Another live host holds the job's lease: its pipeline runs there (409)."""
+
+    status = HTTPStatus.CONFLICT
+    reason = "lease_held"
+
+    def __init__(self, description: str, detail: str | None = None, holder: int = 0) -> None:
+        super().__init__(description, detail)
+        self.holder = holder  # the encoder id of the host that holds it
+
+
+class RelayRefused(AdmissionRefused):
+    """A relay (another host's, of a Standard job's input) without this host's token."""
+
+    reason = "relay_refused"
+
+
 class HostAtCapacity(AdmissionRefused):
     """A new live would take the host past `ONAIR_CAPACITY` (503: try another host)."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
     reason = "at_capacity"
+
+
+class HostDraining(AdmissionRefused):
+    """The host is stopping (SIGTERM): it admits no publisher (503: try another host)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    reason = "draining"
 
 
 class StillFinishing(AdmissionRefused):

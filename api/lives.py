@@ -17,8 +17,10 @@ pipeline starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -38,15 +40,35 @@ from ingest.stats import SourceStatistics
 from packager.object_store import S3Storage
 from restream.forwarder import Destination, ForwarderStatus
 
-from .admission import INGEST_APP, Admission, default_capacity
+from .admission import (
+    INGEST_APP,
+    PULL_APP,
+    PULL_APPS,
+    PULL_BACKUP_APP,
+    Admission,
+    default_capacity,
+    input_of,
+    relayed,
+)
 from .database import Database, Page, utcnow
-from .errors import AdmissionRefused, AlreadyPublishing, StillFinishing, UnknownStreamKey
+from .errors import (
+    AdmissionRefused,
+    AlreadyPublishing,
+    HostDraining,
+    LeaseHeld,
+    RelayRefused,
+    StillFinishing,
+    UnknownStreamKey,
+)
+from .hosts import Hosts
+from .input_relay import InputRelay, InputRelays, token_of
+from .pipeline import JobPipeline
 from .records import JobRecords
 from .running import OFFLINE_WAIT_SECONDS, RunningPipelines
 from .settings import Settings
 from .statistics import OutputStatistics, from_record
 from .status import LiveStatus
-from .validation import NewLiveJob, Paging, Toggle
+from .validation import STANDARD_INPUT_CLASS, NewLiveJob, Paging, Toggle
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +76,15 @@ logger = logging.getLogger(__name__)
 # starts the next one; past it the stop goes on in the background and the publisher is
 # refused (StillFinishing), as every publisher of that job until it is done.
 RESTART_WAIT_SECONDS = 5.0
+RELAYED = "PublisherRelayed"  # the timing of a publisher relayed to the lease's host
+# How often the lives running here are checked against the store's online flag (the
+# offline toggle answered by another host).
+OFFLINE_POLL_SECONDS = 1.0
+
+
+def capacity_units(settings: Settings) -> float:
+    """The host's capacity: `ONAIR_CAPACITY`, else measured (`default_capacity`)."""
+    return settings.capacity if settings.capacity is not None else default_capacity()
 
 
 class LiveJobs:
@@ -65,14 +96,27 @@ class LiveJobs:
         database: Database,
         object_store: S3Storage,
         registry: CollectorRegistry,
+        hosts: Hosts,
     ) -> None:
         self._settings = settings
+        self._hosts = hosts
+        self._draining = False
+        self._offline_watch: asyncio.Task[None] | None = None
         self._records = JobRecords(database)
-        self._pullers: dict[int, HlsPuller] = {}  # HLS pull jobs online: their source
+        # HLS pull jobs online: their source (and a Standard job's backup source)
+        self._pullers: dict[int, list[HlsPuller]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        capacity = settings.capacity if settings.capacity is not None else default_capacity()
+        capacity = capacity_units(settings)
         self._admission = Admission(capacity)
         self._running = RunningPipelines(settings, self._records, object_store, registry)
+        self._running.release_lease = hosts.release
+        self._running.lease_holds = hosts.still_holds
+        self._running.on_fenced = self._fenced_out
+        self._running.host_alive = hosts.alive
+        self._relays = InputRelays(settings.outbound, settings.max_input_pixels)
+        self._relays.on_end = self._relay_ended
+        hosts.used_units = lambda: self._admission.capacity.used_units
+        hosts.on_lost = self._lease_lost
         units = Gauge(
             "onair_capacity_units",
             "Host capacity, in template-2 720p lives",
@@ -105,20 +149,53 @@ class LiveJobs:
     async def start(self) -> None:
         """Jobs that were online wait for their publisher again; what the last run left
         in the spool is uploaded (in the background)."""
-        await self._records.restore()
+        await self._records.restore(self._hosts.encoder_id)
         await self._running.start()
+        self._offline_watch = asyncio.create_task(self._watch_offline())
         for job in await self._records.online_jobs():
             await self._start_pulling(job)
 
+    async def drain(self, seconds: float) -> None:
+        """A stopping host (SIGTERM): admit no publisher from now on and let the running
+        lives go on for up to `seconds` (less if they all end), then `stop` ends them and
+        releases their leases, so another host admits their publishers at once."""
+        self._draining = True
+        self._hosts.drain()
+        running = self._running.job_ids()
+        logger.info(
+            "draining: no publisher admitted; %d lives go on for up to %g s", len(running), seconds
+        )
+        with contextlib.suppress(Exception):
+            await self._hosts.beat()  # the store says so at once
+        await self._running.until_idle(seconds)
+
+    async def _watch_offline(self) -> None:
+        """The lives this host runs whose job another host put offline end here."""
+        while True:
+            await asyncio.sleep(OFFLINE_POLL_SECONDS)
+            try:
+                for job_id in await self._hosts.offline_of(self._running.job_ids()):
+                    async with self._admission.serialised(job_id):
+                        self._running.take_down(job_id, "job went offline (on another host)")
+                        self._admission.capacity.release(job_id)
+            except Exception:
+                logger.exception("reading which lives went offline failed: tried again")
+
     async def stop(self) -> None:
         """Finish every live, bounded (the ingest servers are stopped first)."""
-        await asyncio.gather(*(puller.stop() for puller in self._pullers.values()))
+        if self._offline_watch is not None:
+            self._offline_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._offline_watch
+        await asyncio.gather(*(p.stop() for pullers in self._pullers.values() for p in pullers))
         self._pullers.clear()
+        self._relays.stop("this host is stopping")
         await self._running.stop()
 
     # -- HLS pull jobs: onair fetches their source while they are online ----------------
 
     async def _start_pulling(self, job: dict[str, Any]) -> None:
+        """An HLS pull job's puller(s): its source, and a Standard job's backup source."""
         job_id = int(job["id"])
         if not job["source_url"] or job["server_type"] != IngestProtocol.HLS:
             return
@@ -130,21 +207,47 @@ class LiveJobs:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        puller = HlsPuller(
-            self.admit,
-            stream_key=job["stream_key"],
-            source_url=job["source_url"],
-            policy=self._settings.outbound,
-            on_event=on_event,
-            label=f"job {job_id}",
-        )
-        self._pullers[job_id] = puller
-        await puller.start()
+        sources = [(PULL_APP, job["source_url"], on_event)]
+        backup = job.get("backup_source_url")
+        if backup and job["input_class"] == STANDARD_INPUT_CLASS:
+
+            def on_backup_event(child_status: str, message: str) -> None:
+                on_event(child_status, f"backup source: {message}")
+
+            sources.append((PULL_BACKUP_APP, backup, on_backup_event))
+        pullers = [
+            HlsPuller(
+                self.admit,
+                stream_key=job["stream_key"],
+                source_url=url,
+                policy=self._settings.outbound,
+                on_event=events,
+                label=f"job {job_id}" if app == PULL_APP else f"job {job_id} backup",
+                app=app,
+                claim=partial(
+                    self._may_pull, job_id, get_template(job["job_template_id"]).capacity_units
+                ),
+            )
+            for app, url, events in sources
+        ]
+        self._pullers[job_id] = pullers
+        for puller in pullers:
+            await puller.start()
+
+    async def _may_pull(self, job_id: int, units: float) -> bool:
+        """A pull job is pulled by the host holding its lease: any host with room for it
+        while nobody does (the first to be admitted takes the lease)."""
+        if self._draining:
+            return False
+        holder = await self._hosts.holder(job_id)
+        if holder is not None:
+            return holder == self._hosts.encoder_id
+        capacity = self._admission.capacity
+        return capacity.holds(job_id) or capacity.used_units + units <= capacity.total_units
 
     async def _stop_pulling(self, job_id: int) -> None:
-        puller = self._pullers.pop(job_id, None)
-        if puller is not None:
-            await puller.stop()
+        pullers = self._pullers.pop(job_id, [])
+        await asyncio.gather(*(puller.stop() for puller in pullers))
 
     # -- queries --------------------------------------------------------------------
 
@@ -185,6 +288,21 @@ class LiveJobs:
         """The publisher's transport's own figures (SRT), None without them."""
         pipeline = self._running.get(int(job["id"]))
         return pipeline.transport_statistics() if pipeline is not None else None
+
+    async def by_public_name(self, name: str) -> dict[str, Any] | None:
+        """Any project's job by its public name (WebSocket viewers: no API key)."""
+        return await self._records.by_public_name(name)
+
+    async def runs_elsewhere(self, job: dict[str, Any]) -> str | None:
+        """Where another host that runs the job's live answers (its API's base URL);
+        None when it runs here or nowhere."""
+        if self._running.get(int(job["id"])) is not None:
+            return None
+        return await self._hosts.runs_elsewhere(int(job["id"]))
+
+    def running_pipeline(self, job: dict[str, Any]) -> JobPipeline | None:
+        """The job's pipeline on this host, None without one."""
+        return self._running.get(int(job["id"]))
 
     def dropped_frames(self, job: dict[str, Any]) -> int:
         """Frames dropped between decoder and encoder (the encoder fell behind)."""
@@ -237,19 +355,26 @@ class LiveJobs:
 
     async def _go_offline(self, job_id: int, child_status: str, message: str) -> None:
         await self._stop_pulling(job_id)
-        async with self._admission.serialised(job_id):  # not while it is being admitted
-            finishing = self._running.take_down(job_id, "job went offline")
-            self._admission.capacity.release(job_id)
-        if finishing is not None:
-            await asyncio.wait({finishing}, timeout=OFFLINE_WAIT_SECONDS)
+        holder = await self._hosts.holder(job_id)
+        elsewhere = holder is not None and holder != self._hosts.encoder_id
+        if not elsewhere:
+            async with self._admission.serialised(job_id):  # not while being admitted
+                finishing = self._running.take_down(job_id, "job went offline")
+                self._admission.capacity.release(job_id)
+            if finishing is not None:
+                await asyncio.wait({finishing}, timeout=OFFLINE_WAIT_SECONDS)
         await self._records.set_status(
-            job_id,
-            LiveStatus.OFFLINE,
-            child_status,
-            message,
-            online=0,
-            end_date_time=utcnow(),
+            job_id, LiveStatus.OFFLINE, child_status, message, online=0, end_date_time=utcnow()
         )
+        if elsewhere:
+            # Another host runs the live: it sees the job offline within a second and
+            # ends it there; the answer waits for its lease (the recording finished), as
+            # long as it would on that host.
+            await self._hosts.wait_released(job_id, OFFLINE_WAIT_SECONDS)
+
+    def running_job_ids(self) -> list[int]:
+        """The jobs whose live runs on this host."""
+        return self._running.job_ids()
 
     def publishing_here(self, job_id: int) -> bool:
         """Whether this host still runs, or still finishes, a pipeline of the job (its
@@ -282,6 +407,8 @@ class LiveJobs:
         is also a `PublisherRefused` timing.
         """
         try:
+            if self._draining:
+                raise HostDraining("this host is stopping: try another host")
             Admission.check_app(request)
             job = await self._records.by_stream_key(request.stream_key)
             if job is None:
@@ -292,8 +419,12 @@ class LiveJobs:
         job_id = int(job["id"])
         try:
             Admission.check_job(job, request)  # at once, before waiting for the job's lock
+            if relayed(request) and not self._hosts.relay_accepted(
+                job_id, input_of(request), request.stream_key, token_of(request)
+            ):
+                raise RelayRefused("relay refused", "a relay without this host's token")
             async with self._admission.serialised(job_id):
-                session, reconnect = await self._admit_to(job_id, request)
+                session, child_status, message = await self._admit_to(job_id, request)
         except AdmissionRefused as refused:
             self._refused.labels(refused.reason).inc()
             detail = refused.detail or refused.description
@@ -301,11 +432,7 @@ class LiveJobs:
                 job_id, "PublisherRefused", f"{request.remote}: {detail}"
             )
             raise PublishRefused(refused.description, refused.status) from None
-        await self._records.add_timing(
-            job_id,
-            "PublisherReconnected" if reconnect else "PublisherConnected",
-            f"{request.remote} publishing to /{INGEST_APP}/ (app {request.app})",
-        )
+        await self._records.add_timing(job_id, child_status, message)
         return session
 
     async def srt_passphrase(self, stream_key: str) -> str | None:
@@ -333,13 +460,17 @@ class LiveJobs:
         passphrase = job["srt_passphrase"]
         return str(passphrase) if passphrase else None
 
-    async def _admit_to(self, job_id: int, request: PublishRequest) -> tuple[PublishSession, bool]:
+    async def _admit_to(
+        self, job_id: int, request: PublishRequest
+    ) -> tuple[PublishSession, str, str]:
         """Under the job's lock: its pipeline (started, or restarted after a failure)
-        and the publisher's session on it."""
+        and the publisher's session on it, or the relay of a Standard job's input to
+        the host holding its lease; with the timing to record (childStatus, message)."""
         job = Admission.check_job(await self._records.by_id(job_id), request)
         running = self._running
         pipeline = running.get(job_id)
-        if pipeline is not None and pipeline.publishing:
+        input_name = input_of(request)
+        if pipeline is not None and pipeline.publishing_on(input_name):
             raise AlreadyPublishing(
                 "this stream key is already publishing", "the stream key is already publishing"
             )
@@ -360,12 +491,86 @@ class LiveJobs:
             units = get_template(job["job_template_id"]).capacity_units
             self._admission.capacity.claim(job_id, units)
             try:
-                await running.launch(job)
+                lease = await self._hosts.acquire(job_id)
+            except LeaseHeld as held:
+                self._admission.capacity.release(job_id)
+                if not self._relayable(job, request):
+                    raise
+                relay = await self._relay(job_id, request, input_name, held)
+                return relay.session, RELAYED, relay.described
             except BaseException:
                 self._admission.capacity.release(job_id)
                 raise
-        session, reconnect = running.attach(job_id, request)
-        return session, reconnect or job["status"] == LiveStatus.INTERRUPTED
+            try:
+                await running.launch(job, lease)
+            except BaseException:
+                self._admission.capacity.release(job_id)
+                await self._hosts.release(lease)
+                raise
+            if lease.taken_over_from is not None:
+                await self._records.add_timing(
+                    job_id,
+                    "Takeover",
+                    f"encoder {lease.encoder_id} ({self._hosts.name}) took the live over from"
+                    f" encoder {lease.taken_over_from}, whose lease had expired",
+                )
+        session, reconnect = running.attach(job_id, request, input_name)
+        message = f"{request.remote} publishing to /{INGEST_APP}/ (app {request.app})"
+        if reconnect or job["status"] == LiveStatus.INTERRUPTED:
+            return session, "PublisherReconnected", message
+        return session, "PublisherConnected", message
+
+    @staticmethod
+    def _relayable(job: dict[str, Any], request: PublishRequest) -> bool:
+        """A Standard job's publisher (not onair's own puller, not a relay already) may
+        be relayed to the host holding the job's lease."""
+        app = request.app.strip("/")
+        return (
+            job["input_class"] == STANDARD_INPUT_CLASS
+            and app not in PULL_APPS
+            and not relayed(request)
+        )
+
+    async def _relay(
+        self, job_id: int, request: PublishRequest, input_name: str, held: LeaseHeld
+    ) -> InputRelay:
+        target = await self._hosts.relay_target(held.holder)
+        if target is None:  # the holder stopped beating an instant ago: try again soon
+            raise held
+        return self._relays.start(job_id, input_name, request, target)
+
+    def _relay_ended(self, relay: InputRelay, reason: str) -> None:
+        message = f"{relay.described}: {reason}"
+        task = asyncio.create_task(self._records.add_timing(relay.job_id, "RelayEnded", message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _fenced_out(self, job_id: int) -> None:
+        """A write of the job's pipeline found its lease another host's (before this
+        host's heartbeat did): the lease is lost."""
+        if self._hosts.forget(job_id):
+            self._lease_lost(job_id, None)
+
+    def _lease_lost(self, job_id: int, holder: int | None) -> None:
+        """Another host took the job's lease while this one still ran its pipeline (this
+        host stalled past the lease's expiry): the pipeline stops here."""
+        task = asyncio.ensure_future(self._give_up(job_id, holder))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _give_up(self, job_id: int, holder: int | None) -> None:
+        if holder is None:
+            holder = await self._hosts.holder(job_id)
+        now_at = f"encoder {holder}" if holder is not None else "nobody"
+        await self._records.add_timing(
+            job_id,
+            "LeaseLost",
+            f"encoder {self._hosts.encoder_id} lost the job's lease ({now_at} holds it now):"
+            " its pipeline stops here",
+        )
+        async with self._admission.serialised(job_id):
+            self._running.take_down(job_id, "the job's lease was lost", release=False)
+            self._admission.capacity.release(job_id)
 
 
 def _ignore(reason: str) -> None:

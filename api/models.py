@@ -107,9 +107,25 @@ class TransportFigures(ResponseModel):
     bandwidth_mbps: float = Field(description="The link's estimated capacity, Mbit/s")
 
 
+class InputFigures(ResponseModel):
+    """One input of the job (`primary`; a Standard job's `backup` too), as the program
+    that the ladder encodes sees it now."""
+
+    name: str = Field(json_schema_extra={"enum": ["primary", "backup"]})
+    active: bool = Field(description="The ladder encodes this input now")
+    connected: bool = Field(description="A publisher session is open on it")
+    sending: bool = Field(description="Media arrived within input.inputLossThresholdMs")
+    last_media_seconds_ago: float | None = Field(
+        description="Since its last media arrived, s; null before any"
+    )
+    width: int
+    height: int
+    framerate: int
+
+
 class JobStatistics(Statistics):
-    """A row of `stats`: the input, the frames it dropped, its health, and each
-    rendition's figures."""
+    """A row of `stats`: the active input, the frames it dropped, its health, each
+    rendition's figures, and every input of the job."""
 
     dropped_frames: int
     health_status_name: HealthStatusName
@@ -117,6 +133,17 @@ class JobStatistics(Statistics):
     outputs: list[RenditionFigures]
     transport: TransportFigures | None = Field(
         None, description="SRT publishers: the connection's own figures; null otherwise"
+    )
+    inputs: list[InputFigures] = Field(
+        default_factory=list, description="Each input of the running live; [] without one"
+    )
+    fill: Literal["repeat", "slate"] | None = Field(
+        None,
+        description="While no input is there: the last picture repeated, then the slate"
+        " (ONAIR_INPUT_LOSS_REPEAT_MS); null otherwise",
+    )
+    fill_frames: int = Field(
+        0, description="Frames of the input-loss fill in this live so far (they are recorded)"
     )
 
 
@@ -151,6 +178,23 @@ class LiveJobInputView(ResponseModel):
     source_url: str | None = Field(
         None, description="HLS pull jobs: the source playlist onair fetches; null otherwise"
     )
+    input_loss_threshold_ms: int = Field(
+        description="How long the input may send no media before it is lost, in ms: a"
+        " Standard job fails over to its other input; with none to take, the outputs"
+        " carry the last picture (ONAIR_INPUT_LOSS_REPEAT_MS), then a slate"
+    )
+    input_preference: Literal["primary", "equal"] = Field(
+        description="Standard jobs: primary (go back to the primary once it has been"
+        " clean for failbackAfterSeconds) or equal (stay on the backup after a failover)"
+    )
+    failback_after_seconds: float = Field(
+        description="Standard jobs preferring the primary: how long it must send without"
+        " a loss before onair switches back to it, in seconds"
+    )
+    backup_source_url: str | None = Field(
+        description="Standard HLS pull jobs: the backup source playlist onair fetches"
+        " beside sourceUrl; null otherwise"
+    )
 
 
 class LiveJobSummary(ResponseModel):
@@ -182,26 +226,46 @@ class LiveJob(ResponseModel):
     start_date_time: DateTime | None
     end_date_time: DateTime | None
     job_template_id: int
-    argo_resource_name: str | None
+    argo_resource_name: str | None = Field(
+        description="The host (pod) running the job's live: its ONAIR_HOST_NAME; null when"
+        " none runs it"
+    )
     resource_name: str
     bucket: str
     cdn_distribution: bool
+    viewer_token_required: bool = Field(
+        False, description="WebSocket viewers need a token (POST .../livejobs/{id}/tokens)"
+    )
     rtmp_server: str | None = Field(
         description="Where the publisher connects, without the key: for RTMP jobs"
         " rtmp://{host}:{port}/live/ (OBS 'Server', with `key` as its 'Stream Key'); for"
         " SRT jobs srt://{host}:{port}; for HLS push jobs http://{host}:{port}/hls/; null"
-        " for HLS pull jobs (onair fetches input.sourceUrl)"
+        " for HLS pull jobs (onair fetches input.sourceUrl). It is the primary"
+        " publisher's: a Standard job's backup publisher uses backupIngestUrl"
     )
     ingest_url: str | None = Field(
         description="The complete URL with the key, for ffmpeg and for OBS's SRT"
         " 'Server' field: rtmp://{host}:{port}/live/{key},"
         " srt://{host}:{port}?streamid=#!::r=live/{key},m=publish or"
-        " http://{host}:{port}/hls/{key}/index.m3u8; null for HLS pull jobs"
+        " http://{host}:{port}/hls/{key}/index.m3u8 (the primary publisher's); null for"
+        " HLS pull jobs"
     )
     backup_ingest_url: str | None = Field(
-        description="Where a backup publisher sends (Standard input class); null here"
+        description="Standard input class (inputClass 1): where the backup publisher"
+        " sends, with the key: rtmp://{host}:{port}/backup/{key} (OBS: Server"
+        " rtmp://{host}:{port}/backup/, Stream Key `key`),"
+        " srt://{host}:{port}?streamid=#!::r=backup/{key},m=publish or"
+        " http://{host}:{port}/hls-backup/{key}/index.m3u8. onair takes the backup when"
+        " the primary sends no media for input.inputLossThresholdMs (and back, see"
+        " input.inputPreference). Null for Single jobs and for HLS pull jobs (their"
+        " backup is input.backupSourceUrl)"
     )
-    web_socket_connection: str
+    web_socket_connection: str = Field(
+        description="Where a browser watches the live: ws(s)://{public host}/websocketplay/"
+        "{name}, MPEG-TS over WebSocket for mpegts.js (?rendition=source or a rendition's"
+        " name; ?token= when viewerTokenRequired). The job's public name, never its stream"
+        " key (the key publishes). wss behind TLS (ONAIR_PUBLIC_URL)"
+    )
     cdn: str | None = Field(
         description="{ONAIR_CDN_BASE_URL}/{bucket}/{destination}/{filePath}/master.m3u8:"
         " a CDN in front of the S3 public URL, its origin path the bucket path; null"

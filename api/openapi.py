@@ -32,6 +32,7 @@ _ERRORS = {
     401: "Unauthorized: no or an invalid API key",
     403: "Forbidden: the key belongs to another project",
     404: "Result Not Found",
+    409: "Conflict: the resource is not in a state that allows it (a live not on)",
     500: "Internal Server Error",
     503: "Backend Fetch Failed: a backend does not answer",
 }

@@ -10,6 +10,7 @@ at the prefix already.
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Any
 
 from packager.layout import object_prefix
@@ -40,7 +41,8 @@ class StorageOwnership:
 
         - With `ONAIR_S3_BUCKETS`, no other bucket is created or written.
         - Without it, only buckets onair created itself: one found already there is
-          refused (list it in ONAIR_S3_BUCKETS to use it).
+          refused (list it in ONAIR_S3_BUCKETS to use it). The store is marked before
+          the bucket is created, so hosts sharing it agree on which buckets are onair's.
         - Objects at the prefix of a job that never wrote there are not onair's:
           they are neither continued nor overwritten; the pipeline fails and says so.
         Refusals are `PermanentStorageError`s: the output fails at once, with a timing.
@@ -51,9 +53,11 @@ class StorageOwnership:
         if allowed is not None and bucket not in allowed:
             raise PermanentStorageError(f"bucket {bucket} is not in ONAIR_S3_BUCKETS")
         with self._bucket_lock(bucket):  # another job's worker may be creating it
-            created = self._object_store.ensure_bucket(bucket)
-            if created:
-                records.mark_bucket_created(bucket)
+            # Marked before it is made: another host finding the bucket an instant
+            # after this one made it finds the mark too.
+            created = self._object_store.ensure_bucket(
+                bucket, before_create=partial(records.mark_bucket_created, bucket)
+            )
         if not created and allowed is None and not records.bucket_created_by_onair(bucket):
             raise PermanentStorageError(
                 f"bucket {bucket} was already in the S3 and onair did not create it:"

@@ -19,23 +19,33 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from encoder.live_encoder import LiveEncoder
+from encoder.program import (
+    BACKUP,
+    PRIMARY,
+    InputState,
+    ProgramEvent,
+    ProgramFeed,
+    ProgramInput,
+    ProgramRules,
+)
 from encoder.templates import JobTemplate
 from ingest.adapter import DecoderSession
 from ingest.decode import LiveDecoder
-from ingest.health import Health
+from ingest.health import Health, HealthState, ReasonType
 from ingest.media import MediaItem, SourceItem, media_broadcast, source_broadcast
-from ingest.session import PublishRequest, TransportStatistics
+from ingest.session import IngestProtocol, PublishRequest, TransportStatistics
 from ingest.stats import SourceStatistics
 from media.fanout import Broadcast, Reader
 from media.outbound import OutboundPolicy
 from packager.hls import HlsWriter
 from packager.layout import object_prefix
-from packager.object_store import S3Storage
+from packager.object_store import ObjectStore, S3Storage
 from packager.spool import SpoolBudget
 from restream.forwarder import Destination, RestreamState
 from restream.live import LiveRestreams
@@ -64,7 +74,10 @@ class PipelineLimits:
     # Restreams: where they may connect, the slate's image, how long a slate lasts.
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     slate_image: Path | None = None
-    slate_max_seconds: float = 30.0
+    slate_max_seconds: float = 30.0  # the reconnect window: also the input-loss fill's
+    # The input-loss fill (`encoder.program`): the last picture this long, then the slate.
+    input_loss_repeat_seconds: float = 1.0
+    input_slate_image: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -72,11 +85,12 @@ class PipelineEvent:
     """Something a media thread saw; `RunningPipelines` records it on the loop."""
 
     job_id: int
-    kind: str  # "media", "closed", "failed", "timing", "restream"
+    kind: str  # "media", "closed", "failed", "timing", "restream", "input"
     child_status: str = ""
     message: str = ""
     rendition: str | None = None  # the output the event is about
     restream: Destination | None = None  # the restream a "restream" event is about
+    program: ProgramEvent | None = None  # an "input" event: a switch between inputs
 
 
 # A restream's state, as its timing rows' `childStatus` say it (the events' table, read
@@ -89,8 +103,48 @@ RESTREAM_CHILD_STATUS = {
 EventSink = Callable[[PipelineEvent], None]
 
 
+@dataclass(eq=False)
+class PipelineInput:
+    """One input of the job (a Single job has the primary; a Standard job a backup
+    too): its decoder, its tracks, the program's reader, its publisher's session."""
+
+    name: str
+    decoder: LiveDecoder
+    frames: Broadcast[MediaItem]
+    source: Broadcast[SourceItem]
+    ladder: Reader[MediaItem]
+    session: DecoderSession | None = None
+
+    def starving(self) -> str | None:
+        """The input reasons its health is Starving for now, None when it is not
+        starving. Never encoderOverloaded (onair's own drops), nor publisherGone (the
+        program hears of that from the session's end, in order with its media)."""
+        health = self.decoder.health.evaluate(self.decoder.health_clock())
+        if health.state is not HealthState.STARVING:
+            return None
+        ignored = (ReasonType.ENCODER_OVERLOADED, ReasonType.PUBLISHER_GONE)
+        reasons = [r for r in health.reasons if r.type not in ignored]
+        return "; ".join(f"{r.type.value} ({r.description})" for r in reasons) or None
+
+
+def program_rules(
+    job: dict[str, Any], template: JobTemplate, limits: PipelineLimits
+) -> ProgramRules:
+    """How the job's program chooses and fills, from its input settings."""
+    return ProgramRules(
+        loss_threshold_seconds=int(job.get("input_loss_threshold_ms") or 1000) / 1000,
+        repeat_seconds=limits.input_loss_repeat_seconds,
+        fill_max_seconds=limits.slate_max_seconds,
+        failback_after_seconds=float(job.get("failback_after_seconds") or 30.0),
+        prefer_primary=(job.get("input_preference") or "primary") != "equal",
+        slate_title=str(job.get("description") or job.get("name") or f"live {job['id']}"),
+        slate_image=limits.input_slate_image,
+        relay=template.passthrough,
+    )
+
+
 class JobPipeline:
-    """Decoder, encoder and HLS writer of one live job."""
+    """Decoder(s), program, encoder and HLS writer of one live job."""
 
     def __init__(
         self,
@@ -102,35 +156,33 @@ class JobPipeline:
         *,
         limits: PipelineLimits,
         prepare: Callable[[], object] | None = None,
+        writes: ObjectStore | None = None,
+        timeline_start: Fraction = Fraction(0),
     ) -> None:
+        """`writes`: where the HLS writer writes (the job's fenced store, `FencedStore`);
+        default `storage`. `timeline_start`: where the output timeline begins (past the
+        stored recording it continues, `encoder.timeline.continuing_at`)."""
         self.job_id = int(job["id"])
         self.template = template
         self.events = events
         self.lock_key = str(uuid.uuid4())
         label = f"job {self.job_id}"
-        self.source: Broadcast[SourceItem] = source_broadcast(label)
-        self.frames: Broadcast[MediaItem] = media_broadcast(label)
-        self.ladder: Reader[MediaItem] = self.frames.subscribe(
-            "ladder",
-            max_items=MEDIA_QUEUE_ITEMS,
-            max_bytes=limits.media_queue_bytes,
-            late=False,
-            paces=True,  # a source ahead of real time waits for the ladder (no loss)
-        )
         self.failed: BaseException | None = None
         self._fail_lock = threading.Lock()
-        self.session: DecoderSession | None = None
-        self.decoder = LiveDecoder(
-            self.frames,
-            decode=not template.passthrough,
+        names = [PRIMARY, BACKUP] if int(job.get("input_class") or 0) == 1 else [PRIMARY]
+        self.inputs = {name: self._input(name, label, template, limits) for name in names}
+        primary = self.inputs[PRIMARY]
+        hls = int(job.get("server_type") or 0) == int(IngestProtocol.HLS)  # segment by segment
+        # The primary's tracks: the restreams read its source.
+        self.decoder, self.frames, self.source = primary.decoder, primary.frames, primary.source
+        self.program = ProgramFeed(
+            [ProgramInput(i.name, i.ladder, i.starving, bursty=hls) for i in self.inputs.values()],
+            program_rules(job, template, limits),
+            on_event=self._program_event,
             label=label,
-            on_error=self._on_error,
-            on_refused=self._on_refused,
-            max_pixels=limits.max_input_pixels,
-            source=self.source,
         )
         self.writer = HlsWriter(
-            storage,
+            writes if writes is not None else storage,
             job["bucket"],
             object_prefix(job["destination"], job["file_path"]),
             spool_dir / str(self.job_id),
@@ -147,11 +199,12 @@ class JobPipeline:
         )
         self.encoder = LiveEncoder(
             template,
-            self.ladder,
+            self.program,
             self.writer,
             label=label,
             on_event=self._timing,
             on_failure=self._on_error,
+            timeline_start=timeline_start,
         )
         self.encoder.start()
         # Readers of the source track, each on its own thread (`update_restreams`).
@@ -165,6 +218,42 @@ class JobPipeline:
             ladder=self.encoder.encoded,
             rendition=self.encoder.top_rendition,
         )
+
+    def _input(
+        self, name: str, label: str, template: JobTemplate, limits: PipelineLimits
+    ) -> PipelineInput:
+        label = label if name == PRIMARY else f"{label} {name}"
+        source: Broadcast[SourceItem] = source_broadcast(label)
+        frames: Broadcast[MediaItem] = media_broadcast(label)
+        ladder = frames.subscribe(
+            "ladder",
+            max_items=MEDIA_QUEUE_ITEMS,
+            max_bytes=limits.media_queue_bytes,
+            late=False,
+            paces=True,  # a source ahead of real time waits for the ladder (no loss)
+        )
+        decoder = LiveDecoder(
+            frames,
+            decode=not template.passthrough,
+            label=label,
+            on_error=self._on_error,
+            on_refused=self._on_refused,
+            max_pixels=limits.max_input_pixels,
+            source=source,
+        )
+        return PipelineInput(name, decoder, frames, source, ladder)
+
+    @property
+    def ladder(self) -> Reader[MediaItem]:
+        """The program's reader of the primary's frames."""
+        return self.inputs[PRIMARY].ladder
+
+    @property
+    def standard(self) -> bool:
+        return BACKUP in self.inputs
+
+    def _program_event(self, event: ProgramEvent) -> None:
+        self.events(PipelineEvent(self.job_id, "input", event.kind, event.message, program=event))
 
     def update_restreams(self, destinations: list[Destination]) -> None:
         """Forward the live to exactly these destinations (the enabled restreams)."""
@@ -197,39 +286,80 @@ class JobPipeline:
 
     # -- publisher sessions -----------------------------------------------------
 
-    def attach(self, request: PublishRequest) -> DecoderSession:
-        """The publisher's session, feeding this pipeline's decoder (on the loop)."""
+    def attach(self, request: PublishRequest, input_name: str = PRIMARY) -> DecoderSession:
+        """The publisher's session on one input, feeding its decoder (on the loop)."""
+        target = self.inputs[input_name]
         session = DecoderSession(
-            self.decoder,
+            target.decoder,
             request,
-            on_first_media=self._media_started,
-            on_closed=self.session_closed,
+            on_first_media=partial(self._media_started, target),
+            on_closed=partial(self._session_closed, target),
         )
-        self.session = session
+        target.session = session
         return session
 
-    def _media_started(self, session: DecoderSession) -> None:
-        self.emit("media", "MediaStarted", f"first media from {session.request.remote}")
+    def _media_started(self, target: PipelineInput, session: DecoderSession) -> None:
+        others = [i for i in self.inputs.values() if i is not target and i.session is not None]
+        where = f" on the {target.name} input" if self.standard else ""
+        message = f"first media from {session.request.remote}{where}"
+        if any(other.session.media_seen for other in others if other.session is not None):
+            self.emit("timing", "MediaStarted", message)  # the live was on already
+        else:
+            self.emit("media", "MediaStarted", message)
+
+    def _session_closed(self, target: PipelineInput, session: DecoderSession, reason: str) -> None:
+        if target.session is session:
+            target.session = None
+        where = f" ({target.name} input)" if self.standard else ""
+        message = f"{session.request.remote}{where}: {reason}"
+        # A publisher refused before any media leaves the job waiting, not interrupted;
+        # so does one input of a Standard job while the other still publishes.
+        quiet = (session.refused and not session.media_seen) or self.publishing
+        self.emit("timing" if quiet else "closed", "PublisherDisconnected", message)
 
     def session_closed(self, session: DecoderSession, reason: str) -> None:
-        if self.session is session:
-            self.session = None
-        # A publisher refused before any media leaves the job waiting, not interrupted.
-        kind = "timing" if session.refused and not session.media_seen else "closed"
-        self.emit(kind, "PublisherDisconnected", f"{session.request.remote}: {reason}")
+        """The primary's publisher left (tests that drive sessions by hand)."""
+        self._session_closed(self.inputs[PRIMARY], session, reason)
+
+    @property
+    def session(self) -> DecoderSession | None:
+        """The primary's publisher session, else the backup's."""
+        for target in self.inputs.values():
+            if target.session is not None:
+                return target.session
+        return None
 
     @property
     def publishing(self) -> bool:
-        return self.session is not None
+        return any(target.session is not None for target in self.inputs.values())
+
+    def publishing_on(self, input_name: str) -> bool:
+        target = self.inputs.get(input_name)
+        return target is not None and target.session is not None
+
+    def close_sessions(self, reason: str) -> None:
+        """Drop every publisher of the job (from the loop)."""
+        for target in self.inputs.values():
+            if target.session is not None:
+                target.session.close(reason)
+
+    def input_states(self) -> list[InputState]:
+        """Each input as the program sees it (stats)."""
+        return self.program.inputs()
+
+    def _active(self) -> PipelineInput:
+        name = self.program.active_input
+        return self.inputs.get(name or PRIMARY, self.inputs[PRIMARY])
 
     # -- statistics ---------------------------------------------------------------
 
     def input_statistics(self) -> SourceStatistics:
-        return self.decoder.stats()
+        """The active input's (the primary's before any)."""
+        return self._active().decoder.stats()
 
     def transport_statistics(self) -> TransportStatistics | None:
-        """The publisher's transport's own figures (SRT), None without them."""
-        session = self.session
+        """The active publisher's transport's own figures (SRT), None without them."""
+        session = self._active().session
         if session is None or session.request.transport_stats is None:
             return None
         try:
@@ -245,30 +375,33 @@ class JobPipeline:
 
     def track_readers(self) -> list[tuple[str, list[Reader[Any]]]]:
         """The readers of the live's tracks now, by track."""
-        return [
-            ("source", list(self.source.readers)),
-            ("frames", list(self.frames.readers)),
-            ("encoded", list(self.encoder.encoded.readers)),
-        ]
+        tracks: list[tuple[str, list[Reader[Any]]]] = []
+        for target in self.inputs.values():
+            suffix = "" if target.name == PRIMARY else f" {target.name}"
+            tracks.append((f"source{suffix}", list(target.source.readers)))
+            tracks.append((f"frames{suffix}", list(target.frames.readers)))
+        tracks.append(("encoded", list(self.encoder.encoded.readers)))
+        return tracks
 
     @property
     def state(self) -> str:
         """ "failed", "publishing" or "waiting" (for its publisher)."""
         if self.failed is not None:
             return "failed"
-        return "publishing" if self.session is not None else "waiting"
+        return "publishing" if self.publishing else "waiting"
 
     @property
     def ingest_dropped_frames(self) -> int:
         """Decoded frames the encoder was too slow to take (dropped before any rendition)."""
-        return self.ladder.dropped["video"]
+        return sum(target.ladder.dropped["video"] for target in self.inputs.values())
 
     def health(self) -> Health:
-        """The input's health now (`ingest.health`, fed by the decoder); the frames
-        onair dropped itself (the ladder or a rendition behind) are `encoderOverloaded`,
-        never starvation."""
-        monitor = self.decoder.health
-        now = self.decoder.health_clock()
+        """The active input's health now (`ingest.health`, fed by its decoder); the
+        frames onair dropped itself (the ladder or a rendition behind) are
+        `encoderOverloaded`, never starvation."""
+        decoder = self._active().decoder
+        monitor = decoder.health
+        now = decoder.health_clock()
         dropped = self.ingest_dropped_frames + sum(r.dropped_frames for r in self.encoder.stats())
         monitor.on_encoder_dropped(dropped, now)
         return monitor.evaluate(now)
@@ -283,9 +416,11 @@ class JobPipeline:
         Bounded: the decoder and the encoder get `encoder_timeout_seconds` to flush,
         the uploads `finish_timeout_seconds`; what is left stays in the spool."""
         deadline = time.monotonic() + encoder_timeout_seconds
-        self.decoder.stop(min(5.0, encoder_timeout_seconds / 2))
-        self.frames.close()
-        self.source.close()  # the restreams send what they have, then stop
+        for target in self.inputs.values():
+            target.decoder.stop(min(5.0, encoder_timeout_seconds / 2))
+        for target in self.inputs.values():
+            target.frames.close()  # the program ends once every input did
+            target.source.close()  # the restreams send what they have, then stop
         # flushes, then the writer's finish() with what is left (closed past it)
         self.encoder.stop(
             max(0.5, deadline - time.monotonic()), finish_timeout_seconds=finish_timeout_seconds

@@ -12,9 +12,11 @@ from urllib.parse import quote
 from aiohttp import web
 
 from encoder.templates import JobTemplate, get_template
+from ingest.session import BACKUP_APP, HLS_BACKUP_APP
 from ingest.stats import SourceStatistics
 from packager.layout import dvr_master_key, live_playlist_key, master_key, object_prefix
 
+from .database import utcnow
 from .errors import ValidationFailed
 from .models import (
     Envelope,
@@ -31,7 +33,14 @@ from .models import (
 from .settings import Settings
 from .statistics import from_record, source_view
 from .status import LiveStatus
-from .validation import HLS_SERVER_TYPE, INPUT_CLASSES, SERVER_TYPES, SRT_SERVER_TYPE, Paging
+from .validation import (
+    HLS_SERVER_TYPE,
+    INPUT_CLASSES,
+    SERVER_TYPES,
+    SRT_SERVER_TYPE,
+    STANDARD_INPUT_CLASS,
+    Paging,
+)
 
 
 def envelope(
@@ -103,6 +112,22 @@ def _ingest_urls(settings: Settings, job: dict[str, Any]) -> tuple[str | None, s
     return server, server + key
 
 
+def _backup_ingest_url(settings: Settings, job: dict[str, Any]) -> str | None:
+    """`backupIngestUrl`: where a Standard job's backup publisher connects, with the
+    key; None for a Single job, and for an HLS pull job (onair fetches its
+    backupSourceUrl)."""
+    if job["input_class"] != STANDARD_INPUT_CLASS:
+        return None
+    host, key = settings.public_host, job["stream_key"]
+    if job["server_type"] == SRT_SERVER_TYPE:
+        return f"srt://{host}:{settings.srt_port}?streamid=#!::r={BACKUP_APP}/{key},m=publish"
+    if job["server_type"] == HLS_SERVER_TYPE:
+        if job["source_url"]:
+            return None
+        return f"http://{host}:{settings.hls_ingest_port}/{HLS_BACKUP_APP}/{key}/index.m3u8"
+    return f"rtmp://{host}:{settings.rtmp_port}/{BACKUP_APP}/{key}"
+
+
 def masked_passphrase(passphrase: str | None) -> str | None:
     return None if passphrase is None else passphrase[:2] + "…"
 
@@ -133,11 +158,8 @@ def job_urls(
     return {
         "rtmp_server": server,
         "ingest_url": ingest_url,
-        "backup_ingest_url": None,
-        "web_socket_connection": (
-            f"ws://{settings.public_host}:{settings.http_port}/api/v1/projects/"
-            f"{job['project_id']}/livejobs/{job['name']}/events"
-        ),
+        "backup_ingest_url": _backup_ingest_url(settings, job),
+        "web_socket_connection": f"{settings.websocket_base_url}/websocketplay/{job['name']}",
         "cdn": _cdn_url(settings, job, master_key(prefix)),
         "storage_master_file": _storage_url(settings, job["bucket"], master_key(prefix)),
         "storage_dvr_master_file": _storage_url(settings, job["bucket"], dvr_master_key(prefix)),
@@ -167,6 +189,14 @@ def job_summary(job: dict[str, Any]) -> LiveJobSummary:
     )
 
 
+def _running_on(job: dict[str, Any]) -> str | None:
+    """The host (pod) whose lease the job's pipeline runs under, None when none does."""
+    until = job.get("lease_expires_at")
+    if not job.get("lease_host") or until is None or until <= utcnow():
+        return None
+    return str(job["lease_host"])
+
+
 def job_detail(
     settings: Settings,
     job: dict[str, Any],
@@ -188,10 +218,11 @@ def job_detail(
         start_date_time=job["start_date_time"],
         end_date_time=job["end_date_time"],
         job_template_id=job["job_template_id"],
-        argo_resource_name=None,
+        argo_resource_name=_running_on(job),
         resource_name=f"livejob-{job['id']}",
         bucket=job["bucket"],
         cdn_distribution=bool(job["cdn_distribution"]),
+        viewer_token_required=bool(job.get("viewer_token_required")),
         **job_urls(settings, job, template, outputs),
         input=LiveJobInputView(
             file_path=job["file_path"],
@@ -202,6 +233,10 @@ def job_detail(
             callback_url=job["callback_url"],
             srt_passphrase=masked_passphrase(job["srt_passphrase"]),
             source_url=job["source_url"],
+            input_loss_threshold_ms=job["input_loss_threshold_ms"],
+            input_preference=job["input_preference"],
+            failback_after_seconds=job["failback_after_seconds"],
+            backup_source_url=job["backup_source_url"],
         ),
         statistics=source_view(
             statistics if statistics is not None else from_record(job["statistics"])

@@ -29,7 +29,14 @@ from .keys import new_stream_key, stream_key_digest, stream_keys_equal
 from .statistics import to_record
 from .status import LiveStatus
 from .validation import NewLiveJob, Paging, ascii_int
-from .webhooks.events import RESTREAM_CHILD_STATES, health_event, restream_event
+from .webhooks.events import (
+    INPUT_NAMES,
+    INPUT_SWITCHES,
+    RESTREAM_CHILD_STATES,
+    health_event,
+    input_failover_event,
+    restream_event,
+)
 
 HEALTH_CHANGED = "HealthChanged"
 
@@ -74,6 +81,11 @@ class JobRecords:
             "callback_url": new.callback_url,
             "srt_passphrase": new.srt_passphrase,
             "source_url": new.source_url,
+            "input_loss_threshold_ms": new.input_loss_threshold_ms,
+            "input_preference": new.input_preference,
+            "failback_after_seconds": new.failback_after_seconds,
+            "backup_source_url": new.backup_source_url,
+            "viewer_token_required": int(new.viewer_token_required),
             "status": int(LiveStatus.OFFLINE),
             "online": 0,
             "insert_date": utcnow(),
@@ -138,6 +150,10 @@ class JobRecords:
 
     async def by_id(self, job_id: int) -> dict[str, Any] | None:
         return await self._db.call(self._db.get_job_by_id, job_id)
+
+    async def by_public_name(self, name: str) -> dict[str, Any] | None:
+        """Any project's job by its public name (the UUID viewers see), None if none."""
+        return await self._db.call(self._db.get_job_by_public_name, name)
 
     async def list_jobs(self, project_id: str, search: str | None, paging: Paging) -> Page:
         db = self._db
@@ -257,6 +273,40 @@ class JobRecords:
         await db.call(lambda: db.add_timing(job_id, status_name, child_status, text, None, event))
         logger.info("[job %s] %s: %s", job_id, child_status, text)
 
+    async def input_switched(
+        self,
+        job_id: int,
+        child_status: str,
+        from_input: str,
+        to_input: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        """A Standard job switched inputs: a timing row (`child_status`: InputFailover,
+        the input in use was lost, or InputFailback, back to the primary; its message
+        "failover primary -> backup: {message}") and, for a job with a callbackUrl, its
+        `input.failover` event, in one transaction. `from_input` and `to_input` are
+        `primary` or `backup`; `reason` says why in a word (e.g. `inputLost`), `message`
+        in a sentence (e.g. "no media for 1000 ms"). Called by the pipeline, on the
+        event loop."""
+        if child_status not in INPUT_SWITCHES:
+            raise ValueError(f"not an input switch child status: {child_status!r}")
+        for name, value in (("from_input", from_input), ("to_input", to_input)):
+            if value not in INPUT_NAMES:
+                raise ValueError(f"{name} is not one of {', '.join(INPUT_NAMES)}: {value!r}")
+        db = self._db
+        job = await db.call(db.get_job_by_id, job_id)
+        if job is None:
+            return
+        text = f"{INPUT_SWITCHES[child_status]} {from_input} -> {to_input}: {message}"
+
+        def event(locked: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+            return input_failover_event(locked, child_status, from_input, to_input, reason, message)
+
+        status_name = LiveStatus(job["status"]).label
+        await db.call(lambda: db.add_timing(job_id, status_name, child_status, text, None, event))
+        logger.info("[job %s] %s: %s", job_id, child_status, text)
+
     def _restream_key(self, restream_id: int) -> str | None:
         with self._db.engine.connect() as connection:
             key = connection.execute(
@@ -343,10 +393,18 @@ class JobRecords:
     async def online_jobs(self) -> list[dict[str, Any]]:
         return list(await self._db.call(self._db.online_jobs))
 
-    async def restore(self) -> None:
-        """After a restart: jobs that were online wait for their publisher again."""
+    async def restore(self, encoder_id: int) -> None:
+        """After a restart: jobs that were online wait for their publisher again, but
+        for those another live host runs (their lease is that host's)."""
+        now = utcnow()
         for job in await self._db.call(self._db.online_jobs):
-            if job["status"] != LiveStatus.PROCESSING:
+            elsewhere = (
+                job["lease_encoder_id"] is not None
+                and job["lease_encoder_id"] != encoder_id
+                and job["lease_expires_at"] is not None
+                and job["lease_expires_at"] > now
+            )
+            if job["status"] != LiveStatus.PROCESSING and not elsewhere:
                 await self.set_status(
                     job["id"],
                     LiveStatus.PROCESSING,

@@ -38,6 +38,9 @@ class Settings:
     srt_latency_ms: int = 120
     hls_ingest_host: str = "0.0.0.0"
     hls_ingest_port: int = 8088
+    # Behind a TCP load balancer: the RTMP and HLS push listeners read its PROXY
+    # protocol header (v1 or v2) first and take the client it names as the remote.
+    proxy_protocol: bool = False
     data_dir: Path = Path("./data")
     # None: SQLite in data_dir. Never in a repr: it may hold the database's password.
     database_url: str | None = field(default=None, repr=False)
@@ -52,7 +55,10 @@ class Settings:
     cdn_base_url: str | None = None
     reconnect_window_seconds: float = 30.0
     dvr_window_seconds: float = 7200.0  # the DVR playlists' sliding window
-    encoder_id: int = 1
+    encoder_id: int | None = None  # None: given by the store at registration (`api.hosts`)
+    host_name: str | None = None  # None: hostname:http_port
+    internal_url: str | None = None  # where the other hosts reach this one's API
+    drain_seconds: float = 0.0  # SIGTERM: the running lives go on this long, none admitted
     log_level: str = "INFO"
     max_input_pixels: int = 1920 * 1080  # larger sources are refused
     capacity: float | None = None  # in template-2 720p lives; None: measured default
@@ -72,6 +78,33 @@ class Settings:
     # What a restream sends while its publisher is away (within the reconnect window):
     # this image, or else the last picture, with silence.
     restream_slate_image: Path | None = None
+    # What a job's outputs carry once its input is lost (no media for the job's
+    # inputLossThresholdMs, and no other input to take): the last picture, repeated for
+    # this long, then a slate: this image, or else a plain frame with the job's name.
+    input_loss_repeat_ms: int = 1000
+    input_slate_image: Path | None = None
+    # Where viewers reach this service (behind a TLS proxy: https://..., giving wss://
+    # WebSocket URLs); None: http://{public_host}:{http_port}.
+    public_url: str | None = None
+    # WebSocket viewers (`api.viewers`): at most this many per live and per host; a
+    # viewer token works this long.
+    viewers_per_live: int = 50
+    viewers_per_host: int = 500
+    viewer_token_seconds: int = 300
+    viewer_max_pending_bytes: int = 8 * 1024 * 1024  # unsent to one viewer: too slow past it
+
+    @property
+    def public_base_url(self) -> str:
+        """Where viewers reach the HTTP service (no trailing slash)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.public_host}:{self.http_port}"
+
+    @property
+    def websocket_base_url(self) -> str:
+        """`public_base_url` as a WebSocket URL: wss behind TLS, ws otherwise."""
+        base = self.public_base_url
+        return ("wss" + base[5:]) if base.startswith("https") else ("ws" + base[4:])
 
     @property
     def embedded_s3(self) -> bool:
@@ -110,6 +143,8 @@ DOCUMENTED: dict[str, str] = {
     "SRT_LATENCY_MS": "SRT receive latency in milliseconds (the publisher's own may be higher)",
     "HLS_INGEST_HOST": "Address the HLS push ingest listens on",
     "HLS_INGEST_PORT": "Port of the HLS push ingest (http://host:port/hls/{key}/index.m3u8)",
+    "PROXY_PROTOCOL": "true: every RTMP and HLS push connection starts with a PROXY protocol"
+    " header (v1 or v2) from a load balancer, whose client address is the publisher's",
     "DATA_DIR": "State: SQLite store, upload spool, embedded S3 data",
     "DATABASE_URL": "PostgreSQL store, postgresql://user:password@host:port/database"
     " (unset: SQLite in DATA_DIR)",
@@ -124,7 +159,10 @@ DOCUMENTED: dict[str, str] = {
     "CDN_BASE_URL": "Base URL of a CDN in front of the S3 public URL (jobs with cdnDistribution)",
     "RECONNECT_WINDOW_SECONDS": "How long an interrupted job waits for its publisher to return",
     "DVR_WINDOW_SECONDS": "How far back the DVR playlists (storageDvrMasterFile) reach",
-    "ENCODER_ID": "This host's encoder id (outputs' encoderId)",
+    "ENCODER_ID": "This host's encoder id (outputs' encoderId); unset: the store gives one",
+    "DRAIN_SECONDS": "On SIGTERM: how long running lives go on, none admitted, before handover",
+    "INTERNAL_URL": "Where the other hosts reach this host's API (default http://host:port)",
+    "HOST_NAME": "This host's name among the hosts sharing the store (default hostname:port)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
     "MAX_INPUT_PIXELS": "Largest source a publisher may send, width x height in pixels",
     "CAPACITY": "Lives this host runs, in template-2 720p lives (default: 1 per CPU core)",
@@ -142,6 +180,17 @@ DOCUMENTED: dict[str, str] = {
     " a signed token) works; each playlist request presigns its segments anew",
     "RESTREAM_SLATE_IMAGE": "PNG or JPEG restreams send (with silence) while the publisher"
     " is away within the reconnect window (default: the last picture)",
+    "INPUT_LOSS_REPEAT_MS": "How long a job's outputs repeat the last picture once its input"
+    " is lost (and no backup takes over), before the slate, in ms",
+    "INPUT_SLATE_IMAGE": "PNG or JPEG a job's outputs show once its input is lost, after the"
+    " repeated last picture (default: a plain frame with the job's name)",
+    "PUBLIC_URL": "Where viewers reach this service, e.g. https://live.example.com behind a"
+    " TLS proxy (webSocketConnection is then wss://); default http://PUBLIC_HOST:HTTP_PORT",
+    "VIEWERS_PER_LIVE": "WebSocket viewers a live takes at once",
+    "VIEWERS_PER_HOST": "WebSocket viewers this host takes at once, every live together",
+    "VIEWER_TOKEN_SECONDS": "How long a viewer or telemetry token (POST .../tokens) works",
+    "VIEWER_MAX_PENDING_BYTES": "Bytes unsent to one WebSocket viewer past which it is"
+    " dropped as too slow",
 }
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
@@ -204,10 +253,27 @@ def _positive_float(name: str, value: str) -> float:
     return number
 
 
+def _non_negative_float(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: not a number") from None
+    if not (number >= 0 and math.isfinite(number)):
+        raise ConfigError(f"{name}={value!r}: must be 0 or more (and finite)")
+    return number
+
+
 def _positive_int(name: str, value: str) -> int:
     number = _int(name, value)
     if number <= 0:
         raise ConfigError(f"{name}={value!r}: must be greater than 0")
+    return number
+
+
+def _non_negative_int(name: str, value: str) -> int:
+    number = _int(name, value)
+    if number < 0:
+        raise ConfigError(f"{name}={value!r}: must be 0 or greater")
     return number
 
 
@@ -292,6 +358,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "srt_latency_ms": _positive_int,
     "hls_ingest_host": _nonempty,
     "hls_ingest_port": _port,
+    "proxy_protocol": _bool,
     "data_dir": lambda _n, v: Path(v),
     "database_url": _database_url,
     "s3_endpoint": _url,
@@ -306,6 +373,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "reconnect_window_seconds": _positive_float,
     "dvr_window_seconds": _positive_float,
     "encoder_id": _encoder_id,
+    "host_name": _nonempty,
+    "internal_url": _url,
+    "drain_seconds": _non_negative_float,
     "log_level": _log_level,
     "max_input_pixels": _positive_int,
     "capacity": _positive_float,
@@ -317,6 +387,13 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "presign_seconds": _positive_int,
     "playback_token_seconds": _positive_int,
     "restream_slate_image": _image_file,
+    "input_loss_repeat_ms": _non_negative_int,
+    "input_slate_image": _image_file,
+    "public_url": _url,
+    "viewers_per_live": _positive_int,
+    "viewers_per_host": _positive_int,
+    "viewer_token_seconds": _positive_int,
+    "viewer_max_pending_bytes": _positive_int,
 }
 
 

@@ -12,13 +12,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from encoder.statistics import RenditionStatistics
 from ingest.session import TransportStatistics
 from ingest.stats import SourceStatistics
 from packager.hls import PublishedRendition
 
-from .models import RenditionFigures, Statistics, TransportFigures
+from .models import InputFigures, RenditionFigures, Statistics, TransportFigures
+
+if TYPE_CHECKING:
+    from .pipeline import JobPipeline  # the pipeline imports this module
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,32 @@ class OutputStatistics:
 def source_view(statistics: SourceStatistics) -> Statistics:
     """The reference's `statistics` object."""
     return Statistics(**dataclasses.asdict(statistics))
+
+
+def input_views(pipeline: JobPipeline | None) -> dict[str, Any]:
+    """`stats`' `inputs`, `fill` and `fillFrames` of a running live (none without one)."""
+    if pipeline is None:
+        return {}
+    inputs = []
+    for state in pipeline.input_states():
+        source = pipeline.inputs[state.name].decoder.stats()
+        inputs.append(
+            InputFigures(
+                name=state.name,
+                active=state.active,
+                connected=state.connected,
+                sending=state.sending,
+                last_media_seconds_ago=state.last_media_seconds_ago,
+                width=source.width,
+                height=source.height,
+                framerate=source.framerate,
+            )
+        )
+    return {
+        "inputs": inputs,
+        "fill": pipeline.program.filling,
+        "fill_frames": pipeline.program.fill_frames,
+    }
 
 
 def transport_view(transport: TransportStatistics | None) -> TransportFigures | None:

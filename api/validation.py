@@ -45,7 +45,8 @@ from .errors import ValidationFailed
 
 RTMP_SERVER_TYPE, SRT_SERVER_TYPE, HLS_SERVER_TYPE = 0, 1, 2
 SERVER_TYPES = {RTMP_SERVER_TYPE: "RTMP", SRT_SERVER_TYPE: "SRT", HLS_SERVER_TYPE: "HLS"}
-INPUT_CLASSES = {0: "Single", 1: "Standard"}
+SINGLE_INPUT_CLASS, STANDARD_INPUT_CLASS = 0, 1
+INPUT_CLASSES = {SINGLE_INPUT_CLASS: "Single", STANDARD_INPUT_CLASS: "Standard"}
 
 MAX_PATH_CHARS = 512
 # S3 keys are at most 1024 bytes of UTF-8. onair appends to a job's prefix
@@ -211,6 +212,45 @@ def _http_url(value: str) -> str:
 
 SRT_PASSPHRASE_CHARS = (10, 79)  # libsrt's bounds
 
+# Standard input class (a primary and a backup publisher): when an input is lost, and
+# which one onair goes back to. The defaults also apply to jobs from before them (the
+# columns' server defaults in `api.database.schema` and migration 0009 say the same).
+DEFAULT_INPUT_LOSS_THRESHOLD_MS = 1000
+INPUT_LOSS_THRESHOLD_MS = (100, 60_000)
+PRIMARY_PREFERENCE, EQUAL_PREFERENCE = "primary", "equal"
+INPUT_PREFERENCES = (PRIMARY_PREFERENCE, EQUAL_PREFERENCE)
+DEFAULT_FAILBACK_AFTER_SECONDS = 30.0
+FAILBACK_AFTER_SECONDS = (1, 3600)
+
+
+def _null_is_default(default: Any) -> BeforeValidator:
+    """null means the field's default, as if absent."""
+    return BeforeValidator(lambda value: default if value is None else value)
+
+
+def _input_preference(value: str) -> str:
+    if value not in INPUT_PREFERENCES:
+        raise refuse(f"must be one of {', '.join(INPUT_PREFERENCES)}")
+    return value
+
+
+InputLossThresholdMs = Annotated[
+    int,
+    _null_is_default(DEFAULT_INPUT_LOSS_THRESHOLD_MS),
+    Field(ge=INPUT_LOSS_THRESHOLD_MS[0], le=INPUT_LOSS_THRESHOLD_MS[1]),
+]
+InputPreference = Annotated[
+    str,
+    _null_is_default(PRIMARY_PREFERENCE),
+    AfterValidator(_input_preference),
+    Field(json_schema_extra={"enum": list(INPUT_PREFERENCES)}),
+]
+FailbackAfterSeconds = Annotated[
+    float,
+    _null_is_default(DEFAULT_FAILBACK_AFTER_SECONDS),
+    Field(ge=FAILBACK_AFTER_SECONDS[0], le=FAILBACK_AFTER_SECONDS[1], allow_inf_nan=False),
+]
+
 
 class LiveJobInput(RequestModel):
     file_path: KeyPath = Field(description="Relative key path under destination (see destination)")
@@ -244,6 +284,34 @@ class LiveJobInput(RequestModel):
         " fetch: a private one is refused unless ONAIR_OUTBOUND_ALLOW_PRIVATE",
     )
 
+    input_loss_threshold_ms: InputLossThresholdMs = Field(
+        DEFAULT_INPUT_LOSS_THRESHOLD_MS,
+        description="How long the input may send no media before it is lost, in ms"
+        f" ({INPUT_LOSS_THRESHOLD_MS[0]}-{INPUT_LOSS_THRESHOLD_MS[1]}, default"
+        f" {DEFAULT_INPUT_LOSS_THRESHOLD_MS}): a Standard job fails over to its other"
+        " input; with none to take, the outputs carry the last picture, then a slate",
+    )
+    input_preference: InputPreference = Field(
+        PRIMARY_PREFERENCE,
+        description="Standard jobs: `primary` (default) goes back to the primary input"
+        " once it has been clean for failbackAfterSeconds; `equal` stays on the backup"
+        " after a failover, until the backup is lost in turn",
+    )
+    failback_after_seconds: FailbackAfterSeconds = Field(
+        DEFAULT_FAILBACK_AFTER_SECONDS,
+        description="Standard jobs with inputPreference `primary`: how long the primary"
+        " must send without a loss before onair switches back to it, in seconds"
+        f" ({FAILBACK_AFTER_SECONDS[0]}-{FAILBACK_AFTER_SECONDS[1]}, default"
+        f" {DEFAULT_FAILBACK_AFTER_SECONDS:g})",
+    )
+    backup_source_url: str | None = Field(
+        None,
+        json_schema_extra={"format": "uri"},
+        description="HLS pull jobs (serverType 2 with sourceUrl) of the Standard input"
+        " class (inputClass 1): the backup source's playlist, pulled beside sourceUrl and"
+        " checked like it (http or https, its address at each fetch)",
+    )
+
     @field_validator("srt_passphrase")
     @classmethod
     def _srt_passphrase(cls, value: str | None) -> str | None:
@@ -256,7 +324,7 @@ class LiveJobInput(RequestModel):
             raise refuse("must be printable ASCII")
         return value
 
-    @field_validator("source_url")
+    @field_validator("source_url", "backup_source_url")
     @classmethod
     def _source_url(cls, value: str | None) -> str | None:
         if not value:
@@ -269,6 +337,18 @@ class LiveJobInput(RequestModel):
             raise refuse("only for SRT jobs (serverType 1)", at="input.srtPassphrase")
         if self.source_url is not None and self.server_type != HLS_SERVER_TYPE:
             raise refuse("only for HLS jobs (serverType 2)", at="input.sourceUrl")
+        if self.backup_source_url is not None:
+            if self.server_type != HLS_SERVER_TYPE or self.source_url is None:
+                raise refuse(
+                    "only for HLS pull jobs (serverType 2 with sourceUrl): other jobs"
+                    " take their backup publisher at backupIngestUrl",
+                    at="input.backupSourceUrl",
+                )
+            if self.input_class != STANDARD_INPUT_CLASS:
+                raise refuse(
+                    "only for jobs of the Standard input class (inputClass 1)",
+                    at="input.backupSourceUrl",
+                )
         return self
 
 
@@ -333,7 +413,14 @@ class NewLiveJob(RequestModel):
             raise refuse("not in ONAIR_S3_BUCKETS")
         return value
 
-    @field_validator("cdn_distribution", mode="before")
+    viewer_token_required: bool = Field(
+        False,
+        description="WebSocket viewers (webSocketConnection) need a short-lived token"
+        " from POST .../livejobs/{id}/tokens (purpose view); false: viewing is public, as"
+        " the HLS is",
+    )
+
+    @field_validator("cdn_distribution", "viewer_token_required", mode="before")
     @classmethod
     def _null_is_false(cls, value: Any) -> Any:
         return False if value is None else value
@@ -384,6 +471,22 @@ class NewLiveJob(RequestModel):
     @property
     def source_url(self) -> str | None:
         return self.input.source_url
+
+    @property
+    def input_loss_threshold_ms(self) -> int:
+        return self.input.input_loss_threshold_ms
+
+    @property
+    def input_preference(self) -> str:
+        return self.input.input_preference
+
+    @property
+    def failback_after_seconds(self) -> float:
+        return self.input.failback_after_seconds
+
+    @property
+    def backup_source_url(self) -> str | None:
+        return self.input.backup_source_url
 
 
 class Toggle(RequestModel):
@@ -591,6 +694,8 @@ _MESSAGES = {
     "model_type": "must be a JSON object",
     "model_attributes_type": "must be a JSON object",
     "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
     "bool_type": "must be true or false",
     "string_type": "must be a string",
     "string_too_short": "must not be empty",

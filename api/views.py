@@ -40,9 +40,10 @@ from .present import (
     template_row,
     timing_row,
 )
+from .relay import relay_websocket, relayed
 from .restreams.views import RESTREAM_ROUTES
 from .settings import Settings
-from .statistics import output_view, source_view, transport_view
+from .statistics import input_views, output_view, source_view, transport_view
 from .status import LiveStatus
 from .validation import (
     LiveJobsQuery,
@@ -159,6 +160,7 @@ async def get_stats(request: web.Request) -> web.Response:
         health_reasons=_health_reasons(health),
         outputs=[output_view(row) for row in jobs.output_statistics(job)],
         transport=transport_view(jobs.transport_statistics(job)),
+        **input_views(jobs.running_pipeline(job)),
     )
     return envelope([statistics])
 
@@ -188,6 +190,9 @@ async def live_job_events(request: web.Request) -> web.StreamResponse:
     project_id = _project(request)
     jobs = request.app[LIVE_JOBS_KEY]
     job = await jobs.get(project_id, request.match_info["id"])
+    elsewhere = None if relayed(request) else await jobs.runs_elsewhere(job)
+    if elsewhere is not None:
+        return await relay_websocket(request, elsewhere)  # its live figures are there
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     settings = request.app[SETTINGS_KEY]

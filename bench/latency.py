@@ -7,7 +7,12 @@ read with `-re` into the same ladder as a live HLS playlist on local disk, polle
 same way (its send time is estimated as process start + media time, which slightly
 favours onair's exact measurement: the difference is ffmpeg's start-up, ~0.1 s).
 
-Prints p50/p95 of each, and the ratio. Nothing is asserted.
+Prints p50/p95 of each, and the ratio. Then the WebSocket viewing beside it, glass to
+glass: a PyAV publisher paints its send time into every 720p picture
+(`tests/support/clock_publisher.py`), mpegts.js in Debian's Chromium plays the job's
+`webSocketConnection` (`rendition=source`, then the 720p rendition) and reads the time
+back from the video element (`tests/players/mpegts_page.html`): the median of its
+samples. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ from throughput import ffmpeg_ladder_command
 
 from encoder.ladder import plan_ladder
 from encoder.templates import get_template
+from tests.support.live_rig import page_app
+from tests.support.players import watch_websocket
+
+REPO = Path(__file__).resolve().parent.parent
+CLOCK_PUBLISHER = REPO / "tests" / "support" / "clock_publisher.py"
+MPEGTS_PAGE = REPO / "tests" / "players" / "mpegts_page.html"
+MPEGTS_JS = REPO / "node_modules" / "mpegts.js" / "dist" / "mpegts.js"
 
 POLL_SECONDS = 0.05
 
@@ -152,6 +164,59 @@ def run_ffmpeg(source: Path, work: Path) -> list[float]:
     return latencies(listed, sent)
 
 
+def serve_page(port: int, stop: threading.Event) -> None:
+    """The mpegts.js page and its script, from an origin of their own (a thread's loop)."""
+    import asyncio
+
+    from aiohttp import web
+
+    async def run() -> None:
+        runner = web.AppRunner(page_app(MPEGTS_PAGE.read_text(), MPEGTS_JS, "mpegts.js"))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.to_thread(stop.wait)
+        await runner.cleanup()
+
+    asyncio.run(run())
+
+
+def run_websocket(work: Path, seconds: int) -> dict[str, float]:
+    """Glass-to-glass medians (s) of the source and the 720p rendition over WebSocket."""
+    import subprocess
+
+    from tests.support.ports import free_port
+
+    service = Onair(work / "onair-ws")
+    stop = threading.Event()
+    port = free_port()
+    page = threading.Thread(target=serve_page, args=(port, stop), daemon=True)
+    page.start()
+    publisher = None
+    try:
+        job = service.create_online_job(2, "bench-glass", "glass")
+        publisher = subprocess.Popen(
+            [sys.executable, str(CLOCK_PUBLISHER), service.rtmp_url(job["key"]),
+             str(seconds + 20), "1280", "720"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(4)  # Live, a keyframe or two
+        base = f"ws://127.0.0.1:{service.http_port}/websocketplay/{job['name']}"
+        states = watch_websocket(
+            f"http://127.0.0.1:{port}/", [f"{base}?rendition=source", base], seconds / 2
+        )
+        return {
+            name: percentile([v / 1000 for v in state["latencies"]], 0.5)
+            for name, state in zip(("source", "720p"), states, strict=True)
+            if state["latencies"]
+        }
+    finally:
+        if publisher is not None:
+            publisher.kill()
+            publisher.wait()
+        stop.set()
+        service.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=30)
@@ -161,12 +226,19 @@ def main() -> int:
         work = Path(tmp)
         ours = run_onair(source, work)
         theirs = run_ffmpeg(source, work)
+        glass = run_websocket(work, min(args.seconds, 20))
     print(f"latency, segment end -> listed ({len(ours)} onair / {len(theirs)} ffmpeg segments)")
     for name, values in (("onair  (S3 playlist)", ours), ("ffmpeg (local disk) ", theirs)):
         p50, p95 = percentile(values, 0.5), percentile(values, 0.95)
         print(f"  {name}   p50 {p50:.3f} s   p95 {p95:.3f} s")
     if theirs:
         print(f"  ratio p95 onair/ffmpeg {percentile(ours, 0.95) / percentile(theirs, 0.95):.2f}")
+    print("latency, glass to glass (WebSocket, mpegts.js in Chromium, loopback, median)")
+    for name, value in glass.items():
+        print(f"  onair WebSocket {name:7s} {value:.3f} s")
+    hls = percentile(ours, 0.5)
+    print(f"  beside: an HLS segment is listed {hls:.3f} s after its end (p50); a player")
+    print("  starts three segments behind the edge (hls.js's default)")
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from encoder.statistics import SegmentRates
@@ -74,3 +75,5 @@ class EncoderHost:
     segment_stats: Callable[[str], SegmentRates] = lambda rendition: SegmentRates()
     # The wall clock when the ingest could not say when a session's media arrived.
     clock: Clock = SYSTEM_CLOCK
+    # Where the output timeline begins (seconds): past a stored recording it continues.
+    timeline_start: Fraction = Fraction(0)

@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Protocol
 
 import av
@@ -81,8 +82,10 @@ class LiveEncoder:
         label: str = "",
         on_event: Callable[[str, str, str | None], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
+        timeline_start: Fraction = Fraction(0),
     ) -> None:
         self._template = template
+        self._timeline_start = timeline_start
         self._tuning = tuning or EncoderTuning()
         self._clock = clock
         self._queue = queue
@@ -124,6 +127,7 @@ class LiveEncoder:
                 abort=self._abort,
                 backlog=self._queue.__len__,
                 clock=self._clock,
+                timeline_start=self._timeline_start,
             )
             host, self._hls = with_hls_writer(host, self.encoded)
             self._hls.start()

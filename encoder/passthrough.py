@@ -13,8 +13,10 @@ import dataclasses
 import io
 import logging
 from fractions import Fraction
+from typing import cast
 
 import av
+from av.audio.codeccontext import AudioCodecContext
 from av.container import OutputContainer
 from av.stream import Stream
 
@@ -41,6 +43,19 @@ log = logging.getLogger(__name__)
 SUPPORTED_VIDEO = {"h264"}
 
 
+# FFmpeg's default layout for a channel count (AAC's channel configurations 1-8).
+CHANNEL_LAYOUTS = {
+    1: "mono",
+    2: "stereo",
+    3: "3.0",
+    4: "4.0",
+    5: "5.0",
+    6: "5.1",
+    7: "6.1",
+    8: "7.1",
+}
+
+
 class _Templates:
     """Our own copy of a session's stream parameters: the ingest's streams die with
     its session's container, these live as long as segments need them."""
@@ -62,9 +77,20 @@ class _Templates:
                     "passthrough: audio codec %s cannot be announced: audio dropped",
                     audio.codec_name,
                 )
+            elif not audio.sample_rate or not audio.channels:
+                log.warning("passthrough: the audio's rate and channels are unknown: dropped")
             else:
                 self.audio = self.holder.add_stream_from_template(audio.stream)
                 self.audio_codecs = codecs
+                # A live MPEG-TS probe (SRT, HLS) leaves them 0: the ADTS header's,
+                # as the ingest read them; the TS muxer refuses a stream without.
+                context = cast(AudioCodecContext, self.audio.codec_context)
+                if not context.sample_rate or not context.channels:
+                    context.sample_rate = context.sample_rate or audio.sample_rate
+                    if not context.channels:
+                        context.layout = CHANNEL_LAYOUTS.get(audio.channels, "stereo")
+                    # Written into the stream's parameters, which its copies are made of.
+                    self.holder.start_encoding()
 
     def close(self) -> None:
         self.holder.close()
@@ -78,7 +104,7 @@ class PassthroughMode:
         self._host = host
         self._prefix = f"[encoder {host.label} source]"
         self._arrivals = ArrivalClock()
-        self._clock = SessionClock(self._arrivals, host.clock.unix)
+        self._clock = SessionClock(self._arrivals, host.clock.unix, host.timeline_start)
         self._templates: list[_Templates] = []
         self._output: RenditionOutput | None = None
         self._width = 0

@@ -199,12 +199,15 @@ class Segmenter:
     def _should_cut(self, pts: int) -> bool:
         if self._discontinuity_at is not None and pts >= self._discontinuity_at:
             return True
-        return pts >= self._next_cut_ticks
+        # A keyframe within half a frame before the boundary is the boundary's (the
+        # encoder's `KeyframeClock` forces it there: frames a little off the grid).
+        return pts >= self._next_cut_ticks - self._frame_ticks // 2
 
     def _open_segment(self, pts: int) -> None:
         self._start_ticks = pts
         self._start_arrival = self._arrival_at(pts) if self._arrival_at is not None else None
-        self._next_cut_ticks = (pts // self._segment_ticks + 1) * self._segment_ticks
+        ahead = pts + self._frame_ticks // 2
+        self._next_cut_ticks = (ahead // self._segment_ticks + 1) * self._segment_ticks
         if self._discontinuity_at is not None and pts >= self._discontinuity_at:
             self._segment_discontinuity = True
             self._discontinuity_at = None

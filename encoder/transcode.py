@@ -24,7 +24,7 @@ from encoder.host import RENDITION_SKIPPED, EncoderHost
 from encoder.ladder import RenditionPlan, plan_ladder
 from encoder.statistics import RenditionStatistics
 from encoder.templates import JobTemplate
-from encoder.timeline import ArrivalClock, KeyframeClock, SessionClock, keyframe_interval_seconds
+from encoder.timeline import ArrivalClock, KeyframeClock, SessionClock, keyframe_plan
 from encoder.video import RenditionWorker
 from ingest.media import SessionEnd, SessionStart, VideoParams
 from media.clock import TICK_TIME_BASE, TICKS_PER_SECOND, seconds_to_ticks
@@ -53,7 +53,7 @@ class TranscodeMode:
         self._host = host
         self._prefix = f"[encoder {host.label}]"
         self._arrivals = ArrivalClock()
-        self._clock = SessionClock(self._arrivals, host.clock.unix)
+        self._clock = SessionClock(self._arrivals, host.clock.unix, host.timeline_start)
         self._keys: KeyframeClock | None = None
         self._workers: list[RenditionWorker] = []
         self._audio: AacEncoder | None = None
@@ -76,6 +76,15 @@ class TranscodeMode:
     # -- media ---------------------------------------------------------------
 
     def session_start(self, start: SessionStart) -> None:
+        if start.continues and self._in_session:
+            # Another source of the same program (`encoder.program`): its audio may
+            # be in another format; the timeline and keyframe cadence go on.
+            if self._audio is not None:
+                self._audio.end_session()
+                self._audio.start_session()
+            if start.wall_clock is not None:
+                self._clock.anchor_again(start.wall_clock)
+            return
         if self._in_session:
             self.session_end(SessionEnd(self._clock.session, "next session started"))
         if start.audio is not None and self._audio is None and not self._workers:
@@ -217,10 +226,12 @@ class TranscodeMode:
         declared_rate = params.frame_rate if params is not None else None
         frame_rate = declared_rate or DEFAULT_FRAME_RATE
         plans = plan_ladder(template, width, height)
-        interval = keyframe_interval_seconds(template.segment_seconds, template.gop_seconds)
-        self._keys = KeyframeClock(seconds_to_ticks(interval))
+        interval_ticks, segment_ticks = keyframe_plan(
+            template.segment_seconds, template.gop_seconds, Fraction(frame_rate)
+        )
         self._frame_ticks = max(1, round(TICKS_PER_SECOND / frame_rate))
-        keyint_frames = max(1, round(interval * frame_rate))
+        self._keys = KeyframeClock(interval_ticks, self._frame_ticks // 2)
+        keyint_frames = max(1, round(interval_ticks * frame_rate / TICKS_PER_SECOND))
         audio = self._audio
         audio_codecs = mp4a_codec_string("aac", audio.extradata) if audio is not None else None
         workers = [
@@ -229,7 +240,7 @@ class TranscodeMode:
                 self._host,
                 frame_rate=frame_rate,
                 keyint_frames=keyint_frames,
-                segment_seconds=template.segment_seconds,
+                segment_seconds=segment_ticks / TICKS_PER_SECOND,
                 audio_template=audio.stream if audio is not None else None,
                 arrival_at=self._arrivals.at,
             )

@@ -96,6 +96,10 @@ class SessionStart:
     # The session's first packet and when it arrived (`ingest.packets`); None: the
     # session had no media
     wall_clock: WallClockOrigin | None = None
+    # The program goes on (`encoder.program`): another source of the same live, on the
+    # same timeline; no new keyframe cadence, no discontinuity (the encoder only
+    # starts its audio conversion anew and anchors the wall clock again).
+    continues: bool = False
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -41,6 +41,17 @@ CONTAINERS = frozenset({FLV, MPEGTS})
 def masked_key(key: str) -> str:
     """A stream key as every ingest server logs it: a secret, so only a prefix."""
     return key[:3] + "…" if len(key) > 6 else "…"
+
+
+# The applications a publisher publishes under (the RTMP app, SRT's `r=APP/KEY`, the
+# HLS push path's first component, onair's own puller's): a job's primary input, and a
+# Standard job's backup input.
+INGEST_APP, BACKUP_APP = "live", "backup"
+HLS_PUSH_APP, HLS_BACKUP_APP = "hls", "hls-backup"
+PULL_APP, PULL_BACKUP_APP = "pull", "pull-backup"
+# Another onair host relaying a publisher of a job whose lease this host holds (RTMP,
+# whatever the publisher's own protocol): the primary's and the backup's.
+RELAY_APP, RELAY_BACKUP_APP = "relay", "relay-backup"
 
 
 class IngestProtocol(enum.IntEnum):
@@ -81,6 +92,9 @@ class PublishRequest:
     url: str | None = None  # where the publisher says it connected (RTMP tcUrl); no key
     # The transport's own statistics now (SRT), from any thread; None: it has none.
     transport_stats: Callable[[], TransportStatistics | None] | None = None
+    # What followed the key after "?" (RTMP's stream name), as sent; may hold a
+    # secret (a relay's token): never logged.
+    query: str = field(default="", repr=False)
 
 
 class PublishRefused(Exception):

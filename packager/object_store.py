@@ -7,7 +7,11 @@ tell it, not hang a worker for minutes.
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3.session
@@ -36,6 +40,8 @@ SEGMENT_CACHE_CONTROL = "max-age=31536000, immutable"
 _NOT_FOUND = {"404", "NoSuchBucket", "NotFound"}
 _FORBIDDEN = {"403", "AccessDenied", "Forbidden"}
 _ALREADY_EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
+_PRECONDITION_FAILED = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
+_NOT_IMPLEMENTED = {"501", "NotImplemented"}
 # Refusals that no retry can turn into a success.
 PERMANENT_ERROR_CODES = frozenset(
     {
@@ -64,8 +70,9 @@ class ObjectStore(Protocol):
 
     def put(
         self, bucket: str, key: str, data: bytes, content_type: str, cache_control: str
-    ) -> None:
-        """Store one object, replacing it; raise `StorageError` on failure."""
+    ) -> object:
+        """Store one object, replacing it; raise `StorageError` on failure (what it
+        returns is not used)."""
 
     def get_text(self, bucket: str, key: str) -> str | None:
         """An object's content as UTF-8 text; None if there is no such object (or
@@ -95,6 +102,173 @@ def _failure(action: str, target: str, error: BotoCoreError | ClientError) -> St
     if isinstance(error, ClientError) and _error_code(error) in PERMANENT_ERROR_CODES:
         return PermanentStorageError(message)
     return StorageError(message)
+
+
+TOKEN_METADATA = "onair-lease-token"  # the writer's fencing token, on every object
+ETAG_MEMORY = 1024
+CONDITIONAL_ATTEMPTS = 3
+
+
+class FencedOut(PermanentStorageError):
+    """This host no longer holds the job's lease: another host writes its objects."""
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write's condition did not hold (412): the object is not the one
+    the writer last saw."""
+
+
+class ConditionsUnsupported(StorageError):
+    """The server refuses conditional writes (501): they are not used with it."""
+
+
+class FencedStore:
+    """One job's storage while this host holds the job's lease (an `ObjectStore`).
+
+    Every write asks `holds()` first (the shared store's answer: is the lease still this
+    one), trusted for `recheck_seconds` of monotonic time, so a host that was stopped for
+    a while asks again before its first write. Once the lease is lost every write is
+    refused (`FencedOut`, a permanent refusal: nothing of this host's is written after
+    another host took the job over) and `on_fenced` is told, once. Each object written
+    carries who wrote it: `metadata` (the encoder id and the lease's fencing token).
+
+    The instant between that check and the request is closed by the storage itself,
+    where it takes conditional writes (SeaweedFS, AWS S3, MinIO): each object is
+    written `If-Match` the ETag this store last wrote or saw for it, or `If-None-Match:
+    *` where it knows of none. When the condition fails (412), the object's metadata
+    says who wrote it: a later lease (a higher fencing token) means this host was
+    overtaken, and it is fenced there and then; an earlier lease's object (the host
+    this one took over from, or an older version of onair) or its own (a retry of a
+    write whose answer was lost) is replaced, `If-Match` its current ETag. A server
+    that refuses conditions (501) is written to without them (the store's check
+    alone, as for an `ObjectStore` other than S3).
+    """
+
+    def __init__(
+        self,
+        inner: ObjectStore,
+        holds: Callable[[], bool],
+        *,
+        metadata: Mapping[str, str],
+        on_fenced: Callable[[], None] | None = None,
+        recheck_seconds: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._holds = holds
+        self._metadata = dict(metadata)
+        self._on_fenced = on_fenced
+        self._recheck_seconds = recheck_seconds
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._trusted_until = float("-inf")
+        self.fenced = False
+        token = self._metadata.get(TOKEN_METADATA)
+        self._token = int(token) if token is not None else None
+        # The ETag each object was last seen with (the most recent ETAG_MEMORY keys:
+        # one forgotten costs a 412 and a HEAD, not a wrong write).
+        self._etags: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
+        self._conditional = isinstance(inner, S3Storage) and self._token is not None
+
+    def fence(self) -> None:
+        """The lease is lost (the heartbeat found it so): refuse every write from now."""
+        with self._lock:
+            self.fenced = True
+
+    def _check(self) -> None:
+        with self._lock:
+            if self.fenced:
+                raise FencedOut("this host no longer holds the job's lease")
+            now = self._monotonic()
+            if now < self._trusted_until:
+                return
+            try:
+                holds = self._holds()
+            except Exception as error:  # the store unreachable: not a refusal, retried
+                raise StorageError(f"cannot read the job's lease: {error}") from error
+            if holds:
+                self._trusted_until = now + self._recheck_seconds
+                return
+            self.fenced = True
+        logger.warning("the job's lease is another host's now: nothing more is written")
+        if self._on_fenced is not None:
+            self._on_fenced()
+        raise FencedOut("this host no longer holds the job's lease")
+
+    def _fenced_by(self, writer: Mapping[str, str]) -> bool:
+        """Whether an object's writer (its metadata) held a later lease than ours."""
+        try:
+            theirs = int(writer.get(TOKEN_METADATA, "0"))
+        except ValueError:
+            theirs = 0
+        return self._token is not None and theirs > self._token
+
+    def _overtaken(self, bucket: str, key: str, writer: Mapping[str, str]) -> FencedOut:
+        with self._lock:
+            already, self.fenced = self.fenced, True
+        logger.warning(
+            "s3://%s/%s was written under a later lease (encoder %s): nothing more is written",
+            bucket,
+            key,
+            writer.get("onair-encoder", "?"),
+        )
+        if not already and self._on_fenced is not None:
+            self._on_fenced()
+        return FencedOut("another host writes the job's objects under a later lease")
+
+    def _seen(self, place: tuple[str, str], etag: str | None) -> None:
+        with self._lock:
+            if etag is None:
+                self._etags.pop(place, None)
+                return
+            self._etags[place] = etag
+            self._etags.move_to_end(place)
+            while len(self._etags) > ETAG_MEMORY:
+                self._etags.popitem(last=False)
+
+    def put(
+        self, bucket: str, key: str, data: bytes, content_type: str, cache_control: str
+    ) -> None:
+        self._check()
+        inner = self._inner
+        if not isinstance(inner, S3Storage):
+            inner.put(bucket, key, data, content_type, cache_control)
+            return
+        if not self._conditional:  # who wrote it, on the object, all the same
+            inner.put(bucket, key, data, content_type, cache_control, self._metadata)
+            return
+        place = (bucket, key)
+        for _ in range(CONDITIONAL_ATTEMPTS):
+            with self._lock:
+                known = self._etags.get(place)
+            try:
+                etag = inner.put(
+                    bucket,
+                    key,
+                    data,
+                    content_type,
+                    cache_control,
+                    self._metadata,
+                    if_match=known,
+                    if_none_match=known is None,
+                )
+            except PreconditionFailed:
+                current = inner.head(bucket, key)
+                if current is not None and self._fenced_by(current[1]):
+                    raise self._overtaken(bucket, key, current[1]) from None
+                self._seen(place, current[0] if current is not None else None)
+                continue
+            except ConditionsUnsupported:
+                logger.warning("the storage refuses conditional writes: writing without them")
+                self._conditional = False
+                inner.put(bucket, key, data, content_type, cache_control, self._metadata)
+                return
+            self._seen(place, etag)
+            return
+        raise StorageError(f"put s3://{bucket}/{key}: the object kept changing under the write")
+
+    def get_text(self, bucket: str, key: str) -> str | None:
+        return self._inner.get_text(bucket, key)
 
 
 class S3Storage:
@@ -146,19 +320,63 @@ class S3Storage:
         return self._client
 
     def put(
-        self, bucket: str, key: str, data: bytes, content_type: str, cache_control: str
-    ) -> None:
-        """Store one object; raises `StorageError`."""
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str,
+        cache_control: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> str | None:
+        """Store one object (with user `metadata`: `x-amz-meta-*`); returns its ETag.
+
+        A conditional write: `if_match` (only over the object of that ETag), or
+        `if_none_match` (only where there is no object yet): `PreconditionFailed` when
+        the condition does not hold, `ConditionsUnsupported` from a server that refuses
+        conditions. Raises `StorageError` otherwise."""
+        conditions: dict[str, str] = {}
+        if if_match is not None:
+            conditions["IfMatch"] = if_match
+        elif if_none_match:
+            conditions["IfNoneMatch"] = "*"
+        target = f"s3://{bucket}/{key}"
         try:
-            self._client.put_object(
+            response = self._client.put_object(
                 Bucket=bucket,
                 Key=key,
                 Body=data,
                 ContentType=content_type,
                 CacheControl=cache_control,
+                Metadata=dict(metadata or {}),
+                **conditions,  # type: ignore[arg-type]
             )
-        except (BotoCoreError, ClientError) as error:
-            raise _failure("put", f"s3://{bucket}/{key}", error) from error
+        except ClientError as error:
+            code = _error_code(error)
+            if conditions and code in _PRECONDITION_FAILED:
+                raise PreconditionFailed(_describe("put", target, error)) from error
+            if conditions and code in _NOT_IMPLEMENTED:
+                raise ConditionsUnsupported(_describe("put", target, error)) from error
+            raise _failure("put", target, error) from error
+        except BotoCoreError as error:
+            raise _failure("put", target, error) from error
+        etag = response.get("ETag")
+        return str(etag) if etag else None
+
+    def head(self, bucket: str, key: str) -> tuple[str, dict[str, str]] | None:
+        """An object's ETag and user metadata; None if there is no such object; raises
+        `StorageError`."""
+        try:
+            response = self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if _error_code(error) in _NOT_FOUND | {"NoSuchKey"}:
+                return None
+            raise _failure("head", f"s3://{bucket}/{key}", error) from error
+        except BotoCoreError as error:
+            raise _failure("head", f"s3://{bucket}/{key}", error) from error
+        return str(response.get("ETag", "")), dict(response.get("Metadata", {}))
 
     def get_text(self, bucket: str, key: str) -> str | None:
         """An object as text (a playlist); None if it does not exist; raises `StorageError`."""
@@ -223,8 +441,13 @@ class S3Storage:
         except Exception as error:  # boto3's S3UploadFailedError wraps the ClientError
             raise StorageError(_describe("put", f"s3://{bucket}/{key}", error)) from error
 
-    def ensure_bucket(self, bucket: str) -> bool:
+    def ensure_bucket(self, bucket: str, before_create: Callable[[], None] | None = None) -> bool:
         """Create `bucket` if it is missing; True if this call created it.
+
+        `before_create` runs once the bucket is known to be missing, before it is
+        created: a caller that must tell its own buckets from others' records the claim
+        there, so that a second writer finding the bucket already made (by the first,
+        an instant later) finds the claim too.
 
         An existing bucket, or credentials allowed to write objects but not to inspect
         or create buckets, are fine: the first put will tell if writing fails.
@@ -243,6 +466,8 @@ class S3Storage:
                 raise _failure("head bucket", bucket, error) from error
         except BotoCoreError as error:
             raise _failure("head bucket", bucket, error) from error
+        if before_create is not None:
+            before_create()
         return self._create_bucket(bucket)
 
     def _create_bucket(self, bucket: str) -> bool:

@@ -59,6 +59,7 @@ STOP_GRACE_SECONDS = 3.0
 MAX_S3_PORT = 65535 - 3 - GRPC_OFFSET
 
 SECURITY_CONFIG = "security.toml"
+MASTER_CONFIG = "master.toml"
 # Every JWT key SeaweedFS reads, with SeaweedFS's own default lifetime of a token.
 JWT_KEYS = {
     "jwt.signing": 10,  # volume writes (the master, or the filer for S3, signs them)
@@ -364,6 +365,14 @@ class EmbeddedS3:
             json.dump(config, f)
         return path
 
+    def _write_master_config(self) -> None:
+        """`master.toml`: a bucket (a collection) grows 2 volumes at a time, not
+        SeaweedFS's 7: volumes are counted against the disk's free space
+        (`-volume.max=0`), and at 7 a few dozen buckets took them all ("No writable
+        volumes": every put of a new bucket refused)."""
+        text = "[master.volume_growth]\ncopy_1 = 2\ncopy_2 = 2\ncopy_3 = 3\ncopy_other = 1\n"
+        write_private(self.data_dir.absolute() / MASTER_CONFIG, text.encode())
+
     def _write_security(self) -> None:
         """Certificates and keys made once and reused; `security.toml` written anew."""
         _private_dir(self.tls.ca.parent)
@@ -424,6 +433,7 @@ class EmbeddedS3:
             return
         (self.data_dir / "store").mkdir(parents=True, exist_ok=True)
         self._write_security()
+        self._write_master_config()
         log_path = self.data_dir / "weed.log"
         log_file = open(log_path, "ab")
         self._log_file = log_file

@@ -510,7 +510,10 @@ class Forwarder:
 
     def _slate(self, publisher: Publisher, muxer: FlvMuxer, session: _Session) -> None:
         """The publisher left: keep the connection with a slate, in real time, until
-        the next session starts (returns), or for slate_max_seconds (`_Disconnect`)."""
+        the next session starts (returns), or for slate_max_seconds (`_Disconnect`;
+        at once, with no slate sent, when it is 0)."""
+        if self._slate_max_seconds <= 0:
+            raise _Disconnect("the publisher left")
         feed = self._feed
         if feed is not None and feed.start is not None:  # at the rendition's format
             slate = self._make_slate(feed.start, feed.keyframe)

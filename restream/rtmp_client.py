@@ -173,11 +173,14 @@ class RtmpPublisher:
         *,
         timeout_seconds: float = 10.0,
         stall_seconds: float = 5.0,
+        preamble: bytes = b"",
     ) -> RtmpPublisher:
         """Connect to `stream_url` (`rtmp://host[:1935]/app`, `rtmps://host[:443]/app`)
         and publish `stream_key` (passed as it is, a `?query` included); returns once
         the server said `NetStream.Publish.Start`. The whole sequence has
-        `timeout_seconds`; later flushes fail after `stall_seconds` without progress."""
+        `timeout_seconds`; later flushes fail after `stall_seconds` without progress.
+        `preamble` is sent first, before TLS and the handshake (a PROXY protocol
+        header, for a server behind a load balancer)."""
         label = display_url(stream_url, stream_key)
         deadline = time.monotonic() + timeout_seconds
         try:
@@ -192,6 +195,8 @@ class RtmpPublisher:
             raise RtmpFailed(f"{label}: {redact(str(exc), stream_key)}") from None
         sock = _open_socket(address.ip, address.port, label, deadline)
         try:
+            if preamble:
+                _send_preamble(sock, preamble, label, deadline)
             if scheme == "rtmps":
                 sock = _wrap_tls(sock, host, policy, label, deadline)
             sent = _handshake(sock, label, deadline)
@@ -533,6 +538,14 @@ def _open_socket(ip: str, port: int, label: str, deadline: float) -> socket.sock
         sock.close()
         raise
     return sock
+
+
+def _send_preamble(sock: socket.socket, preamble: bytes, label: str, deadline: float) -> None:
+    try:
+        sock.settimeout(_left(deadline, label, "sending the preamble"))
+        sock.sendall(preamble)
+    except OSError as exc:
+        raise RtmpFailed(f"{label}: sending the preamble: {_describe(exc)}") from None
 
 
 def _wrap_tls(

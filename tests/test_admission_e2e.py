@@ -11,7 +11,7 @@ import asyncio
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -109,15 +109,22 @@ class HangingStorage(S3Storage):
     def release(self) -> None:
         self.released.set()
 
-    def ensure_bucket(self, bucket: str) -> bool:
+    def ensure_bucket(self, bucket: str, before_create: Callable[[], None] | None = None) -> bool:
         self._wait(bucket)
-        return super().ensure_bucket(bucket)
+        return super().ensure_bucket(bucket, before_create)
 
     def put(
-        self, bucket: str, key: str, data: bytes, content_type: str, cache_control: str
-    ) -> None:
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str,
+        cache_control: str,
+        metadata: Mapping[str, str] | None = None,
+        **conditions: Any,
+    ) -> str | None:
         self._wait(bucket)
-        super().put(bucket, key, data, content_type, cache_control)
+        return super().put(bucket, key, data, content_type, cache_control, metadata, **conditions)
 
     def get_text(self, bucket: str, key: str) -> str | None:
         self._wait(bucket)

@@ -19,8 +19,10 @@ ALLOWED = {
     "vod": {"media", "ingest", "encoder", "packager"},
     # A reader of the live's source track (and of the ladder's, for an HEVC source).
     "restream": {"media", "ingest", "encoder"},
+    # A WebSocket viewer: a reader of the source track or of the ladder's.
+    "viewer": {"media", "ingest", "encoder"},
 }
-PACKAGES = {"media", "ingest", "encoder", "packager", "vod", "restream", "api"}
+PACKAGES = {"media", "ingest", "encoder", "packager", "vod", "restream", "viewer", "api"}
 
 
 def onair_imports(path: Path) -> set[str]:

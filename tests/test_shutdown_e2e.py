@@ -139,10 +139,11 @@ def test_sigterm_with_the_storage_held_ends_in_time_and_the_next_start_uploads(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        # During the live the recording is in its parts (event.m3u8 comes at the end).
-        part_key = "live/held/180p/parts/part_000000.m3u8"
+        # During the live the recording is in its parts (event.m3u8 comes at the end);
+        # each rendition uploads on its own: both have 2 segments stored first.
+        parts = [f"live/held/{r}/parts/part_000000.m3u8" for r in SMALL_RENDITIONS]
         deadline = time.monotonic() + 60
-        while len(listed(service, part_key)) < 2:
+        while min(len(listed(service, key)) for key in parts) < 2:
             assert time.monotonic() < deadline, service.log_text()
             time.sleep(0.2)
         weed = service.weed_pids()

@@ -19,14 +19,18 @@ from urllib.parse import urlsplit
 import av
 import m3u8
 import pytest
-from aiohttp import web
 from playwright.sync_api import sync_playwright
 
 from packager.s3server import EmbeddedS3
-from tests.support.live_rig import page_app
+from tests.support.live_rig import player_page, serve_page
 from tests.support.media import SMALL_RENDITIONS, SMALL_SIZE, SMALL_TEMPLATE, ffmpeg_warnings
-from tests.support.players import HlsJsPlayer, ffmpeg_read_variant, ffprobe_duration
-from tests.support.ports import free_port
+from tests.support.players import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    HlsJsPlayer,
+    ffmpeg_read_variant,
+    ffprobe_duration,
+)
 from tests.support.publishers import ffmpeg_publish_cmd, run_process
 from tests.support.recording import decoded_frames, psnr
 from tests.support.service import Live, start_live
@@ -37,12 +41,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 REPO = Path(__file__).resolve().parents[1]
 HLS_JS = REPO / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 PAGE = REPO / "tests" / "players" / "hlsjs_page.html"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]  # fmt: skip
 FPS = 30
 LIVE_SECONDS = 20
 FROM_MS, TO_MS = 3500, 9700
@@ -59,14 +57,8 @@ async def live(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> AsyncIt
 @pytest.fixture
 async def page_url() -> AsyncIterator[str]:
     """The hls.js test page, from an origin of its own on this loop."""
-    if not HLS_JS.exists():
-        pytest.fail(f"{HLS_JS} is missing: `make test-deps` runs `npm ci` for hls.js")
-    runner = web.AppRunner(page_app(PAGE.read_text(), HLS_JS))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}/"
-    await runner.cleanup()
+    async with serve_page(player_page(PAGE, HLS_JS)) as url:
+        yield url
 
 
 async def cut_when_recorded(live: Live, job: dict[str, Any]) -> dict[str, Any]:

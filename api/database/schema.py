@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -77,6 +78,13 @@ live_jobs = Table(
     Column("callback_url", Text),
     Column("srt_passphrase", Text),  # SRT jobs: what libsrt asks of the publisher
     Column("source_url", Text),  # HLS pull jobs: where the source is fetched from
+    # The input's failover (`api.validation`'s defaults, for jobs from before them too).
+    Column("input_loss_threshold_ms", Int64, nullable=False, server_default=text("1000")),
+    Column("input_preference", Text, nullable=False, server_default=text("'primary'")),
+    Column("failback_after_seconds", Float, nullable=False, server_default=text("30")),
+    Column("backup_source_url", Text),  # Standard HLS pull jobs: the backup source
+    # WebSocket viewers need a token from the API (`api.viewers`); else public.
+    Column("viewer_token_required", Int64, nullable=False, server_default=text("0")),
     Column("status", Int64, nullable=False),
     Column("online", Int64, nullable=False),
     Column("insert_date", Text, nullable=False),
@@ -86,6 +94,14 @@ live_jobs = Table(
     Column("cut_finish", Text),
     Column("statistics", Text),
     Column("prefix_claimed_at", Text),
+    # The job's lease (`api.hosts`): the host running its pipeline (`encoderId`), the
+    # pipeline's `lockKey`, the fencing token (one more at every take) and until when
+    # it holds (renewed by the host's heartbeat; null once released: the last holder
+    # stays named).
+    Column("lease_encoder_id", Int64),
+    Column("lease_key", Text),
+    Column("lease_token", Int64, nullable=False, server_default=text("0")),
+    Column("lease_expires_at", Text),
     Index("live_jobs_project", "project_id", "id"),
     Index("live_jobs_bucket", "bucket", "id"),
     sqlite_autoincrement=True,
@@ -240,7 +256,32 @@ restreams = Table(
     Column("stream_key", Text, nullable=False),
     Column("status", Int64, nullable=False),  # 1 enabled (forwarded while live), 0 not
     Column("created_at", Text, nullable=False),
+    # What its forwarding does now (JSON, with "at": when), written every few seconds
+    # by the host running the live: what the other hosts answer (`api.restreams`).
+    Column("live_state", Text),
     Index("restreams_job", "live_job_id", "id"),
     Index("restreams_project", "project_id", "id"),
     sqlite_autoincrement=True,
+)
+
+# The encoding hosts sharing the store (`api.hosts`): each registers at start and gets
+# its `encoder_id` here, beats every few seconds (`heartbeat_at`, with the units of
+# lives it runs) and is dead once it has not for a while. `name` is unique among them.
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("encoder_id", Int64, primary_key=True, autoincrement=False),
+    Column("name", Text, nullable=False, unique=True),
+    Column("address", Text, nullable=False),  # where the other hosts reach its API
+    Column("capacity_units", Float, nullable=False),
+    Column("used_units", Float, nullable=False, server_default=text("0")),
+    Column("version", Text, nullable=False),
+    Column("state", Text, nullable=False),  # up, draining, stopped
+    Column("started_at", Text, nullable=False),
+    Column("heartbeat_at", Text, nullable=False),
+    # Where the other hosts relay a Standard job's second input to it (RTMP), whether
+    # that listener expects a PROXY protocol header, and the key of a relay's token.
+    Column("relay_url", Text),
+    Column("relay_proxy", Int64, nullable=False, server_default=text("0")),
+    Column("relay_secret", Text),
 )

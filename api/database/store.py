@@ -18,7 +18,9 @@ from sqlalchemy import (
     Connection,
     Engine,
     Executable,
+    Select,
     Table,
+    and_,
     delete,
     exists,
     func,
@@ -54,6 +56,7 @@ from .engines import (
 from .schema import (
     api_keys,
     buckets,
+    hosts,
     live_jobs,
     outputs,
     projects,
@@ -350,22 +353,26 @@ class Database:
 
     def get_job(self, project_id: str, job_id: int) -> dict[str, Any] | None:
         rows = self._query(
-            select(live_jobs).where(live_jobs.c.project_id == project_id, live_jobs.c.id == job_id)
+            _jobs().where(live_jobs.c.project_id == project_id, live_jobs.c.id == job_id)
         )
         return rows[0] if rows else None
 
     def get_job_by_name(self, project_id: str, name: str) -> dict[str, Any] | None:
         rows = self._query(
-            select(live_jobs).where(live_jobs.c.project_id == project_id, live_jobs.c.name == name)
+            _jobs().where(live_jobs.c.project_id == project_id, live_jobs.c.name == name)
         )
         return rows[0] if rows else None
 
+    def get_job_by_public_name(self, name: str) -> dict[str, Any] | None:
+        rows = self._query(_jobs().where(live_jobs.c.name == name))
+        return rows[0] if rows else None
+
     def get_job_by_digest(self, key_digest: str) -> dict[str, Any] | None:
-        rows = self._query(select(live_jobs).where(live_jobs.c.key_digest == key_digest))
+        rows = self._query(_jobs().where(live_jobs.c.key_digest == key_digest))
         return rows[0] if rows else None
 
     def get_job_by_id(self, job_id: int) -> dict[str, Any] | None:
-        rows = self._query(select(live_jobs).where(live_jobs.c.id == job_id))
+        rows = self._query(_jobs().where(live_jobs.c.id == job_id))
         return rows[0] if rows else None
 
     def list_jobs(self, project_id: str, search: str | None, offset: int, limit: int) -> Page:
@@ -381,18 +388,12 @@ class Database:
                 select(func.count()).select_from(live_jobs).where(*where)
             ).scalar_one()
             rows = connection.execute(
-                select(live_jobs)
-                .where(*where)
-                .order_by(live_jobs.c.id.desc())
-                .limit(limit)
-                .offset(offset)
+                _jobs().where(*where).order_by(live_jobs.c.id.desc()).limit(limit).offset(offset)
             )
             return Page([dict(row._mapping) for row in rows], int(total))
 
     def online_jobs(self) -> list[dict[str, Any]]:
-        return self._query(
-            select(live_jobs).where(live_jobs.c.online == 1).order_by(live_jobs.c.id)
-        )
+        return self._query(_jobs().where(live_jobs.c.online == 1).order_by(live_jobs.c.id))
 
     def update_job(self, job_id: int, **values: Any) -> None:
         if "statistics" in values and not isinstance(values["statistics"], str | None):
@@ -756,6 +757,18 @@ _SECRET_COLUMNS = (
     projects.c.previous_webhook_secret,
     projects.c.previous_webhook_secret_until,
 )
+
+
+def _jobs() -> Select[Any]:
+    """Every job row as the store reads it: with `lease_host`, the name of the host
+    that holds its lease (null once released)."""
+    holder = and_(
+        hosts.c.encoder_id == live_jobs.c.lease_encoder_id,
+        live_jobs.c.lease_expires_at.is_not(None),
+    )
+    return select(live_jobs, hosts.c.name.label("lease_host")).select_from(
+        live_jobs.outerjoin(hosts, holder)
+    )
 
 
 def _secrets_of(project: Mapping[str, Any], now: str) -> list[str]:

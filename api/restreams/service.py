@@ -9,6 +9,11 @@ restream reads `idle` with zeros and a change is only recorded. A change of a
 restream's state is recorded by `JobRecords.restream_changed` (its timing and its
 `restream.state` event, in one transaction), also reachable as `restream_changed` here.
 
+Any host answers for any live: the host running it keeps its forwarding in step with
+the store every `SYNC_SECONDS` (a change made through another host reaches it so) and
+writes what each restream does there (`live_state`), which the other hosts answer while
+it is fresh (`STATE_FRESH_SECONDS`); idle once it is not (the host went away).
+
 A stream key is a secret: it is answered to the project's own key (the reference's
 result carries it), never logged nor put in a message. It is stored as is (not
 encrypted at rest: out of scope, like the live jobs' own stream keys).
@@ -16,9 +21,13 @@ encrypted at rest: out of scope, like the live jobs' own stream keys).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from media.outbound import OutboundPolicy, OutboundRefused, check_url, origin
@@ -36,6 +45,8 @@ from .store import MAX_RESTREAMS_PER_JOB, RestreamStore
 logger = logging.getLogger(__name__)
 
 IDLE: RestreamStateName = "idle"
+SYNC_SECONDS = 2.0
+STATE_FRESH_SECONDS = 10.0  # a stored state older than this: its host went away
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,25 @@ StatesProvider = Callable[[int], Mapping[int, RestreamLiveState]]
 ChangeCallback = Callable[[int], Awaitable[None]]
 
 
+def stored_state(state: RestreamLiveState, now: float) -> str:
+    """A live state as the store keeps it (`restreams.live_state`)."""
+    return json.dumps({**asdict(state), "at": now})
+
+
+def read_state(stored: str | None, now: float) -> RestreamLiveState | None:
+    """A stored live state while it is fresh; None when stale, absent or unreadable."""
+    if not stored:
+        return None
+    try:
+        values = json.loads(stored)
+        if now - float(values.pop("at")) > STATE_FRESH_SECONDS:
+            return None
+        known = {f.name for f in fields(RestreamLiveState)}
+        return RestreamLiveState(**{k: v for k, v in values.items() if k in known})
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 def no_states(_job_id: int) -> Mapping[int, RestreamLiveState]:
     """No runtime: nothing is forwarded."""
     return {}
@@ -131,6 +161,7 @@ class Restreams:
         self._on_change = on_change
         self.store = RestreamStore(database, limit=max_per_video)
         self._records = JobRecords(database)
+        self._sync: asyncio.Task[None] | None = None
 
     def attach_runtime(
         self,
@@ -144,6 +175,33 @@ class Restreams:
             self._states = states
         if on_change is not None:
             self._on_change = on_change
+
+    async def start(self) -> None:
+        self._sync = asyncio.create_task(self._sync_forever())
+
+    async def stop(self) -> None:
+        if self._sync is not None:
+            self._sync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync
+            self._sync = None
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_SECONDS)
+            for job_id in self._lives.running_job_ids():
+                try:
+                    await self.sync(job_id)
+                except Exception:
+                    logger.exception("[job %s] keeping its restreams in step failed", job_id)
+
+    async def sync(self, job_id: int) -> None:
+        """A live running here: its forwarding follows the store (changes made through
+        other hosts), and what it does is written for them."""
+        await self._on_change(job_id)
+        now = time.time()
+        states = {rid: stored_state(state, now) for rid, state in self._states(job_id).items()}
+        await self._db.call(self.store.record_states, job_id, states)
 
     # -- the API's ---------------------------------------------------------------------
 
@@ -219,7 +277,10 @@ class Restreams:
     def view(self, row: Mapping[str, Any], video_id: str) -> Restream:
         """The restream as the API answers it, with what its forwarding does now."""
         job_id, restream_id = int(row["live_job_id"]), int(row["id"])
-        live = self._states(job_id).get(restream_id) or RestreamLiveState()
+        live = self._states(job_id).get(restream_id)
+        if live is None and row["status"] and not self._lives.publishing_here(job_id):
+            live = read_state(row.get("live_state"), time.time())  # its live's host's
+        live = live or RestreamLiveState()
         return Restream(
             id=restream_id,
             title=row["title"],

@@ -121,3 +121,19 @@ class RestreamStore:
                 .order_by(restreams.c.id)
             )
             return [dict(row._mapping) for row in rows]
+
+    def record_states(self, job_id: int, states: Mapping[int, str]) -> None:
+        """What each restream of the job does now (`live_state` JSON), from its live's
+        host."""
+        if not states:
+            return
+
+        def work(connection: Connection) -> None:
+            for restream_id, state in states.items():
+                connection.execute(
+                    update(restreams)
+                    .where(restreams.c.id == restream_id, restreams.c.live_job_id == job_id)
+                    .values(live_state=state)
+                )
+
+        self._db.transaction(work)

@@ -28,14 +28,24 @@ def make_token(secret: str, public_id: str, expires: int) -> str:
     return f"{expires}.{_signature(secret, public_id, expires)}"
 
 
-def token_problem(secret: str, public_id: str, token: str, now: float) -> str | None:
-    """Why `token` does not let its holder play `public_id` at `now`; None if it does."""
+def token_problem(
+    secret: str,
+    public_id: str,
+    token: str,
+    now: float,
+    *,
+    what: str = "playback token",
+    of: str = "of this video",
+    renew: str = "get the video again for a new playbackUrl",
+) -> str | None:
+    """Why `token` does not let its holder play `public_id` at `now`; None if it does.
+    (`what`, `of`, `renew`: how the reason names the token, its subject and the remedy.)"""
     expires_text, _, signature = token.partition(".")
     expires = ascii_int(expires_text)
     if expires is None or not signature:
-        return "not a playback token"
+        return f"not a {what}"
     if not hmac.compare_digest(signature, _signature(secret, public_id, expires)):
-        return "not a playback token of this video"
+        return f"not a {what} {of}"
     if now >= expires:
-        return "the playback token has expired: get the video again for a new playbackUrl"
+        return f"the {what} has expired: {renew}"
     return None

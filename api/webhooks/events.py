@@ -13,6 +13,15 @@ state, queued with its timing row (`JobRecords.restream_changed`). Its `data`:
 `reason` the timing's child status (`RestreamConnecting`, `RestreamConnected`,
 `RestreamReconnecting`, `RestreamErrored`, `RestreamStopped`) and `message` what the
 runtime said. Never the restream's stream key or its URL.
+
+`input.failover` (`input_failover_event`): a job of the Standard input class switched
+between its primary and its backup input, queued with its timing row
+(`JobRecords.input_switched`). Its `data`: `{"liveJobId", "name", "childStatus",
+"from", "to", "reason", "message"}`, where `childStatus` is `InputFailover` (the input
+in use was lost: onair took the other one) or `InputFailback` (back to the primary,
+clean again for failbackAfterSeconds), `from` and `to` are `primary` or `backup`,
+`reason` says why in a word and `message` in a sentence. Never a stream key or a
+source's URL.
 """
 
 from __future__ import annotations
@@ -51,12 +60,20 @@ RESTREAM_CHILD_STATES = {
     "RestreamErrored": "errored",
     "RestreamStopped": "idle",
 }
+# A Standard job switched inputs, with its timing: the timing's child status -> the
+# word its message starts with.
+INPUT_FAILOVER_EVENT = "input.failover"
+INPUT_FAILOVER, INPUT_FAILBACK = "InputFailover", "InputFailback"
+INPUT_SWITCHES = {INPUT_FAILOVER: "failover", INPUT_FAILBACK: "failback"}
+PRIMARY_INPUT, BACKUP_INPUT = "primary", "backup"
+INPUT_NAMES = (PRIMARY_INPUT, BACKUP_INPUT)
 EVENT_TYPES = (
     *STATUS_EVENTS.values(),
     *TIMING_EVENTS.values(),
     HEALTH_EVENT,
     *VIDEO_EVENTS,
     RESTREAM_STATE_EVENT,
+    INPUT_FAILOVER_EVENT,
 )
 
 WEBHOOK_ID_PREFIX = "msg_"
@@ -157,6 +174,30 @@ def restream_event(
         "title": title,
         "state": RESTREAM_CHILD_STATES[child_status],
         "reason": child_status,
+        "message": message,
+    }
+
+
+def input_failover_event(
+    job: Mapping[str, Any],
+    child_status: str,
+    from_input: str,
+    to_input: str,
+    reason: str,
+    message: str,
+) -> tuple[str, dict[str, Any]] | None:
+    """(type, data) of a Standard job's switch of input (`child_status`, one of
+    `INPUT_SWITCHES`; `from_input`, `to_input` of `INPUT_NAMES`); None without a
+    callbackUrl."""
+    if not job.get("callback_url"):
+        return None
+    return INPUT_FAILOVER_EVENT, {
+        "liveJobId": int(job["id"]),
+        "name": job["name"],
+        "childStatus": child_status,
+        "from": from_input,
+        "to": to_input,
+        "reason": reason,
         "message": message,
     }
 

@@ -43,7 +43,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -52,6 +52,7 @@ from yarl import URL
 
 from ingest.session import (
     MPEGTS,
+    PULL_APP,
     AdmitCallback,
     IngestProtocol,
     PublishRefused,
@@ -69,6 +70,7 @@ SEGMENT_TRIES = 3  # a listed segment missing (404, 410) or too large this often
 MAX_RETRY_SECONDS = 10.0
 UNAVAILABLE_TARGET_DURATIONS = 3  # failing this many target durations ends the session
 ROOM_TIMEOUT_SECONDS = 30.0  # a pipeline taking nothing this long counts as stuck
+CLAIM_POLL_SECONDS = 2.0  # another host pulls the job: asked again this often
 FEED_CHUNK_BYTES = 188 * 348  # ~64 KiB of whole TS packets
 ENDED_REASON = "the source ended (EXT-X-ENDLIST)"
 _DEFAULT_TARGET_SECONDS = 6.0
@@ -183,8 +185,15 @@ class HlsPuller:
         retry_seconds: float = 1.0,
         give_up_seconds: float | None = None,
         label: str = "",
+        app: str = PULL_APP,
+        claim: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
+        """`claim()`: whether this host may pull the job now (several hosts sharing a
+        store: only the one holding the job's lease, or any while nobody does); asked
+        before each fetch while no session is open, every `CLAIM_POLL_SECONDS`."""
         self._admit = admit
+        self._claim = claim
+        self._app = app  # PULL_APP, or PULL_BACKUP_APP for a Standard job's backup source
         self._stream_key = stream_key
         self._source_url = source_url
         self._policy = policy
@@ -252,6 +261,10 @@ class HlsPuller:
     async def _pull(self, client: OutboundClient) -> None:
         media_url: str | None = None
         while not self._rejected:
+            if self._session is None and self._claim is not None and not await self._claim():
+                media_url = None  # another host pulls the job: nothing fetched here
+                await asyncio.sleep(CLAIM_POLL_SECONDS)
+                continue
             started = time.monotonic()
             try:
                 if media_url is None:
@@ -421,7 +434,7 @@ class HlsPuller:
 
         request = PublishRequest(
             IngestProtocol.HLS,
-            "pull",
+            self._app,
             self._stream_key,
             self._remote,
             MPEGTS,

@@ -41,6 +41,12 @@ total and per IP (closed at accept, `ingest.connlimit`), a request's time
 (`request_timeout_seconds`, 408; time waiting for the pipeline's room not counted).
 Keys are secrets: every log line shows only their first 3 characters, and aiohttp's
 access log is off (it would print the path).
+
+Behind a load balancer that sends the PROXY protocol (`proxy_protocol=True`), each
+connection's header is read before aiohttp sees a byte (`ingest.proxied`); the client
+it names is the connection's peer for everything: the per-IP connection limit and
+request rate, log lines, the `PublishRequest`'s remote. A connection without a valid
+header in time is closed.
 """
 
 from __future__ import annotations
@@ -59,8 +65,11 @@ from aiohttp import ClientPayloadError, StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
 
 from ingest.connlimit import ConnectionLimiter, GatedProtocol, is_loopback
+from ingest.proxied import DEFAULT_TIMEOUT_SECONDS, ProxyFront
 from ingest.ratelog import RateLimitedLog
 from ingest.session import (
+    HLS_BACKUP_APP,
+    HLS_PUSH_APP,
     MPEGTS,
     AdmitCallback,
     IngestProtocol,
@@ -74,9 +83,11 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-APP = "hls"  # the PublishRequest's app: the path's first component
+APP = HLS_PUSH_APP  # the PublishRequest's app: the path's first component
+APPS = (APP, HLS_BACKUP_APP)  # and a Standard job's backup publisher's
 TS_PACKET_BYTES = 188
-# The request's peer address, taken when it is made (the socket's `peername`).
+# The request's peer address, taken when it is made (the socket's `peername`, or the
+# client a PROXY header named: `ingest.proxied.ProxiedTransport`).
 _PEER: web.RequestKey[object] = web.RequestKey("onair.hls.peer", object)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _KEY = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,255}")
@@ -150,10 +161,12 @@ class _Refusal(Exception):
 class _Publisher:
     """One admitted key: its session, the lock its requests take turns on, its timer."""
 
-    def __init__(self, server: HlsPushServer, key: str) -> None:
+    def __init__(self, server: HlsPushServer, key: str, app: str = APP) -> None:
         self.server = server
         self.key = key
-        self.prefix = f"[hls {masked_key(key)}]"
+        self.app = app
+        self.slot = f"{app}/{key}"  # its place in the server's publishers
+        self.prefix = f"[hls {app} {masked_key(key)}]"
         self.lock = asyncio.Lock()
         self.queued = 0  # requests waiting for the lock
         self.active = 0  # requests being served (holding the lock)
@@ -255,6 +268,8 @@ class HlsPushServer:
         max_connections: int = 256,
         max_connections_per_ip: int = 16,
         per_ip_exempt_loopback: bool = True,
+        proxy_protocol: bool = False,
+        proxy_header_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.admit = admit
@@ -283,6 +298,9 @@ class HlsPushServer:
             clock=clock,
             prefix="[hls] ",
         )
+        self.proxy_protocol = proxy_protocol
+        self.proxy_header_timeout_seconds = proxy_header_timeout_seconds
+        self._front: ProxyFront | None = None
         self._publishers: dict[str, _Publisher] = {}
         self._runner: web.BaseRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -334,9 +352,22 @@ class HlsPushServer:
                 self.connections, lambda _slot: server(), on_refused, lambda: self._stopping
             )
 
+        def on_bad_proxy_header(peer: str, reason: str) -> None:
+            self._log.log("proxy protocol", logging.INFO, "[hls %s] closed: %s", peer, reason)
+            self._log.flush()
+
+        if self.proxy_protocol:
+            self._front = ProxyFront(
+                gate,
+                on_bad_proxy_header,
+                timeout_seconds=self.proxy_header_timeout_seconds,
+                max_waiting=self.connections.max_total,
+            )
         loop = asyncio.get_running_loop()
         try:
-            self._listener = await loop.create_server(gate, self.host, self.requested_port)
+            self._listener = await loop.create_server(
+                self._front or gate, self.host, self.requested_port
+            )
         except BaseException:
             await runner.cleanup()
             raise
@@ -355,6 +386,8 @@ class HlsPushServer:
                 publisher.end("server stopping")
             if self._listener is not None:
                 self._listener.close()
+            if self._front is not None:
+                self._front.close()
             if self._runner is not None:
                 await self._runner.cleanup()
             if self._listener is not None:
@@ -364,8 +397,8 @@ class HlsPushServer:
             self._stopped.set()
 
     def _forget(self, publisher: _Publisher) -> None:
-        if self._publishers.get(publisher.key) is publisher:
-            del self._publishers[publisher.key]
+        if self._publishers.get(publisher.slot) is publisher:
+            del self._publishers[publisher.slot]
 
     def _refused(self, kind: str, prefix: str, text: str) -> None:
         self._log.log(kind, logging.INFO, "%s refused: %s", prefix, text)
@@ -375,13 +408,13 @@ class HlsPushServer:
 
     async def _on_request(self, request: web.BaseRequest) -> web.StreamResponse:
         parts = request.raw_path.split("?", 1)[0].split("/")
-        if len(parts) != 4 or parts[0] or parts[1] != APP:
+        if len(parts) != 4 or parts[0] or parts[1] not in APPS:
             return _text(HTTPStatus.NOT_FOUND, "not found", close=True)
         key, name = parts[2], parts[3]
         if not _KEY.fullmatch(key) or not _NAME.fullmatch(name):
             return _text(HTTPStatus.NOT_FOUND, "not found", close=True)
         if request.method in ("PUT", "POST"):
-            return await self._on_upload(request, key, name)
+            return await self._on_upload(request, key, name, parts[1])
         if request.method == "DELETE":
             # ffmpeg's `-hls_flags delete_segments`: nothing of ours to delete.
             logger.debug("[hls %s] DELETE %s: 204", masked_key(key), name)
@@ -390,7 +423,9 @@ class HlsPushServer:
         response.headers["Allow"] = "PUT, POST, DELETE"
         return response
 
-    async def _on_upload(self, request: web.BaseRequest, key: str, name: str) -> web.StreamResponse:
+    async def _on_upload(
+        self, request: web.BaseRequest, key: str, name: str, app: str = APP
+    ) -> web.StreamResponse:
         peer = request.get(_PEER)
         remote = _format_peer(peer)
         ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
@@ -412,7 +447,7 @@ class HlsPushServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout_seconds
         try:
-            publisher = await self._take(key, remote, request, deadline)
+            publisher = await self._take(key, remote, request, deadline, app)
         except _Refusal as refusal:
             self._refused("refused", prefix, refusal.text)
             return _text(refusal.status, refusal.text, close=True)
@@ -434,19 +469,21 @@ class HlsPushServer:
         return response
 
     async def _take(
-        self, key: str, remote: str, request: web.BaseRequest, deadline: float
+        self, key: str, remote: str, request: web.BaseRequest, deadline: float, app: str = APP
     ) -> _Publisher:
-        """The key's publisher, admitted, with its lock held (the caller releases it)."""
+        """The key's publisher under `app`, admitted, with its lock held (the caller
+        releases it)."""
         loop = asyncio.get_running_loop()
+        slot = f"{app}/{key}"
         while True:
             if self._stopping:
                 raise _Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "server stopping")
-            publisher = self._publishers.get(key)
+            publisher = self._publishers.get(slot)
             if publisher is None:
                 if len(self._publishers) >= self.max_publishers:
                     raise _Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "too many publishers")
-                publisher = _Publisher(self, key)
-                self._publishers[key] = publisher
+                publisher = _Publisher(self, key, app)
+                self._publishers[slot] = publisher
             if publisher.queued >= MAX_QUEUED_PER_KEY:
                 raise _Refusal(HTTPStatus.TOO_MANY_REQUESTS, "too many requests at once")
             publisher.queued += 1
@@ -457,7 +494,7 @@ class HlsPushServer:
                 raise _Refusal(HTTPStatus.REQUEST_TIMEOUT, "timed out waiting") from None
             finally:
                 publisher.queued -= 1
-            if publisher.end_reason is not None or self._publishers.get(key) is not publisher:
+            if publisher.end_reason is not None or self._publishers.get(slot) is not publisher:
                 # ended (or refused) while we waited: ours is a new session to admit
                 publisher.lock.release()
                 continue
@@ -475,13 +512,13 @@ class HlsPushServer:
     async def _admit(self, publisher: _Publisher, remote: str, request: web.BaseRequest) -> None:
         publish = PublishRequest(
             IngestProtocol.HLS,
-            APP,
+            publisher.app,
             publisher.key,
             remote,
             MPEGTS,
             close=publisher.close,
             reject=publisher.reject,
-            url=f"{request.scheme}://{request.host}/{APP}",
+            url=f"{request.scheme}://{request.host}/{publisher.app}",
         )
         try:
             session = await self.admit(publish)

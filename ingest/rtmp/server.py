@@ -22,6 +22,14 @@ accept) to publish. Publishing connections do not count as pending: their number
 bounded by the live jobs. Lines about connections that never published (refusals,
 bad handshakes, timeouts, connections over a limit) are rate-limited per reason
 (`ingest.ratelog`).
+
+Behind a load balancer that sends the PROXY protocol (`proxy_protocol=True`), each
+connection's header is read first (`ingest.proxied`, within
+`proxy_header_timeout_seconds`; without a valid one the connection is closed, never
+read as RTMP), and the client it names is the connection's remote from then on: the
+per-IP pending limit is taken for it, after the header, and log lines and the
+`PublishRequest` name it. Connections awaiting their header are bounded apart
+(`max_pending` of them).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from typing import Any
 
 from ingest.connlimit import ConnectionLimiter, GatedProtocol, Slot, is_loopback
 from ingest.formats import amf0
+from ingest.proxied import DEFAULT_TIMEOUT_SECONDS, ProxyFront
 from ingest.ratelog import RateLimitedLog
 from ingest.rtmp import handshake, messages
 from ingest.rtmp.chunk import DEFAULT_WINDOW_ACK_SIZE, ChunkReader, ChunkWriter
@@ -94,6 +103,8 @@ class RtmpServer:
         max_pending: int = DEFAULT_MAX_PENDING,
         max_pending_per_ip: int = DEFAULT_MAX_PENDING_PER_IP,
         per_ip_exempt_loopback: bool = True,
+        proxy_protocol: bool = False,
+        proxy_header_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         log_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.admit = admit
@@ -122,6 +133,17 @@ class RtmpServer:
             prefix="[rtmp] ",
         )
         self._log_flush: asyncio.TimerHandle | None = None
+        # Behind a PROXY-protocol balancer: its header first, then the gate.
+        self._front = (
+            ProxyFront(
+                self._gate,
+                self._on_bad_proxy_header,
+                timeout_seconds=proxy_header_timeout_seconds,
+                max_waiting=max_pending,
+            )
+            if proxy_protocol
+            else None
+        )
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._connections: set[_Connection] = set()
@@ -134,7 +156,7 @@ class RtmpServer:
             return
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._gate, self.host, self.requested_port, backlog=LISTEN_BACKLOG
+            self._front or self._gate, self.host, self.requested_port, backlog=LISTEN_BACKLOG
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
         logger.info("rtmp server listening on %s:%d", self.host, self.port)
@@ -157,6 +179,9 @@ class RtmpServer:
         peer = _format_peer(transport.get_extra_info("peername"))
         reason = self.pending.refusal_reason(address, "connections waiting to publish")
         self.log_limited("over the limit", logging.WARNING, "[rtmp %s] refused: %s", peer, reason)
+
+    def _on_bad_proxy_header(self, peer: str, reason: str) -> None:
+        self.log_limited("proxy protocol", logging.INFO, "[rtmp %s] closed: %s", peer, reason)
 
     @property
     def refused_over_limit(self) -> int:
@@ -209,6 +234,8 @@ class RtmpServer:
         try:
             if self._server is not None:
                 self._server.close()
+            if self._front is not None:
+                self._front.close()
             connections = list(self._connections)
             for connection in connections:
                 connection.close("server stopping")
@@ -574,7 +601,7 @@ class _Connection:
         self._publish_attempted = True
         stream_id = command.stream_id
         name = command.args[0] if command.args else None
-        key = name.split("?", 1)[0] if isinstance(name, str) else ""
+        key, _, query = name.partition("?") if isinstance(name, str) else ("", "", "")
         if not key:
             await self._refuse(
                 stream_id, PublishRefused("missing stream key", HTTPStatus.BAD_REQUEST)
@@ -590,6 +617,7 @@ class _Connection:
             close=self.close,
             reject=self.reject,
             url=self._tc_url,
+            query=query,
         )
         self._admitting = True
         try:

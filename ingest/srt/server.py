@@ -48,6 +48,8 @@ from typing import Any
 from ingest.connlimit import ConnectionLimiter, Slot
 from ingest.ratelog import RateLimitedLog
 from ingest.session import (
+    BACKUP_APP,
+    INGEST_APP,
     MPEGTS,
     AdmitCallback,
     IngestProtocol,
@@ -62,7 +64,8 @@ from ingest.srt.libsrt import SrtError
 
 logger = logging.getLogger(__name__)
 
-APP = "live"  # the one application SRT publishers publish under
+APP = INGEST_APP  # the application SRT publishers publish under
+APPS = (APP, BACKUP_APP)  # and a Standard job's backup publisher
 PRECHECK_TIMEOUT_SECONDS = 1.0  # the listen callback holds libsrt's receiving thread
 RECEIVE_TIMEOUT_MS = 100  # how soon a reader notices a close
 ACCEPT_POLL_MS = 100
@@ -115,12 +118,17 @@ class StreamIdError(ValueError):
 
 
 def parse_stream_id(stream_id: str) -> str:
-    """The stream key of a publisher's stream id.
+    """The stream key of a publisher's stream id (see `parse_resource`)."""
+    return parse_resource(stream_id)[1]
+
+
+def parse_resource(stream_id: str) -> tuple[str, str]:
+    """The application and stream key of a publisher's stream id.
 
     Takes the access-control syntax `#!::r=live/KEY,m=publish` (`r=KEY` too; `m`
     defaults to publish; other keys such as `u=` are ignored) or the bare key (or
-    `live/KEY`). A playback mode (`m=request`, `m=bidirectional`) is refused: this
-    server only takes publishers."""
+    `live/KEY`); `backup/KEY` is a Standard job's backup publisher. A playback mode
+    (`m=request`, `m=bidirectional`) is refused: this server only takes publishers."""
     if len(stream_id) > MAX_STREAM_ID_CHARS:
         raise StreamIdError("stream id too long")
     if stream_id.startswith("#!::"):
@@ -139,11 +147,11 @@ def parse_stream_id(stream_id: str) -> str:
     else:
         resource = stream_id
     app, sep, key = resource.rpartition("/")
-    if sep and app != APP:
+    if sep and app not in APPS:
         raise StreamIdError("unknown application", libsrt.SRT_REJX_NOTFOUND)
     if not key or not key.isprintable() or any(c.isspace() for c in key):
         raise StreamIdError("missing or malformed stream key")
-    return key
+    return (app if sep else APP), key
 
 
 # MPEG-TS alignment
@@ -540,7 +548,7 @@ class SrtServer:
         remote = _format_remote(ip, port)
         slot = self._forget_pending(sock)
         try:
-            key = parse_stream_id(libsrt.get_string(sock, libsrt.SRTO_STREAMID))
+            app, key = parse_resource(libsrt.get_string(sock, libsrt.SRTO_STREAMID))
             libsrt.set_bool(sock, libsrt.SRTO_RCVSYN, True)
             libsrt.set_int(sock, libsrt.SRTO_RCVTIMEO, RECEIVE_TIMEOUT_MS)
         except (SrtError, StreamIdError) as exc:
@@ -553,7 +561,7 @@ class SrtServer:
                 if self._connection_total() < self.max_connections:
                     slot = self._pending_slots.acquire(ip)
             if slot is not None:
-                connection = _Connection(self, sock, remote, key, slot)
+                connection = _Connection(self, sock, remote, key, slot, app)
                 self._connections.add(connection)
                 connection.thread.start()  # under the lock: stop() joins only started ones
         if slot is None:
@@ -610,12 +618,15 @@ class _Connection:
     The thread owns the socket: it alone reads it and closes it. `close()` (any
     thread) only asks, and the thread ends within a receive timeout."""
 
-    def __init__(self, server: SrtServer, sock: int, remote: str, key: str, slot: Slot) -> None:
+    def __init__(
+        self, server: SrtServer, sock: int, remote: str, key: str, slot: Slot, app: str = APP
+    ) -> None:
         assert server._loop is not None
         self.server = server
         self.sock = sock
         self.remote = remote
         self.key = key
+        self.app = app
         self.prefix = f"[srt {remote}]"
         self._loop = server._loop
         self._slot: Slot | None = slot  # pending until admitted
@@ -673,7 +684,7 @@ class _Connection:
     async def _admit(self) -> PublishSession | None:
         request = PublishRequest(
             IngestProtocol.SRT,
-            APP,
+            self.app,
             self.key,
             self.remote,
             MPEGTS,
@@ -698,7 +709,7 @@ class _Connection:
         if self._closing.is_set():
             self._finish(self._close_reason or "dropped")
             return None
-        logger.info("%s publishing %s/%s", self.prefix, APP, masked_key(self.key))
+        logger.info("%s publishing %s/%s", self.prefix, self.app, masked_key(self.key))
         return session
 
     def _deliver(self, data: bytes) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from api.admission import Admission, Capacity
+from api.admission import Admission, Capacity, input_of
 from api.errors import (
     AlreadyPublishing,
     HostAtCapacity,
@@ -52,6 +52,37 @@ def test_the_checks_at_publish() -> None:
     assert Admission.check_job(job(), request())["id"] == 1
     srt_job = job(server_type=int(IngestProtocol.SRT))
     assert Admission.check_job(srt_job, request(protocol=IngestProtocol.SRT)) is srt_job
+
+
+def test_a_backup_publisher_feeds_a_standard_jobs_backup_input_only() -> None:
+    backup = request("backup")
+    Admission.check_app(backup)
+    assert input_of(backup) == "backup" and input_of(request("live")) == "primary"
+    assert input_of(request("hls-backup", IngestProtocol.HLS)) == "backup"
+    assert input_of(request("pull-backup", IngestProtocol.HLS)) == "backup"
+    standard = job(input_class=1)
+    assert Admission.check_job(standard, backup) is standard
+    with pytest.raises(WrongIngestProtocol, match="no backup input"):
+        Admission.check_job(job(input_class=0), backup)
+    pull = job(input_class=1, server_type=int(IngestProtocol.HLS), source_url="https://x/a.m3u8")
+    assert Admission.check_job(pull, request("pull-backup", IngestProtocol.HLS)) is pull
+    with pytest.raises(WrongIngestProtocol, match="pulls its source"):
+        Admission.check_job(pull, request("hls-backup", IngestProtocol.HLS))
+
+
+def test_a_relay_feeds_a_standard_jobs_input_whatever_its_publishers_protocol() -> None:
+    """Another host's relay (RTMP, app relay or relay-backup): the input it names, on a
+    Standard job of any serverType; never a Single job, never over another protocol."""
+    primary, backup = request("relay"), request("relay-backup")
+    for relay in (primary, backup):
+        Admission.check_app(relay)
+    assert input_of(primary) == "primary" and input_of(backup) == "backup"
+    srt_standard = job(input_class=1, server_type=int(IngestProtocol.SRT))
+    assert Admission.check_job(srt_standard, backup) is srt_standard
+    with pytest.raises(WrongIngestProtocol, match="only a Standard job's inputs"):
+        Admission.check_job(job(input_class=0), primary)
+    with pytest.raises(UnknownStreamKey, match="unknown application"):
+        Admission.check_app(request("relay", IngestProtocol.HLS))
 
 
 def test_capacity_claims_check_and_take_in_one_step() -> None:

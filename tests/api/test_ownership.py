@@ -18,7 +18,10 @@ import pytest
 
 from api.database import Database, head_revision, utcnow
 from api.errors import ValidationFailed
+from api.ownership import StorageOwnership
+from api.records import JobRecords
 from api.settings import DOCUMENTED, ConfigError, load_settings
+from packager.object_store import PermanentStorageError, S3Storage
 from packager.s3server import EmbeddedS3
 from tests.support.legacy_store import create_legacy_store, job_row, legacy_job, legacy_project
 from tests.support.service import (
@@ -239,6 +242,42 @@ def test_two_store_connections_racing_for_a_new_bucket_one_wins(
     finally:
         for database in databases:
             database.close()
+
+
+async def test_a_bucket_another_host_made_an_instant_ago_is_onairs(
+    api: Api, s3_server: EmbeddedS3
+) -> None:
+    """Two hosts' first writes to a new bucket at once: the one that finds it made (by
+    the other, between that one's check and its claim in the store) must not take it for
+    a bucket onair did not create."""
+    first = await api.create_job(bucket="made-by-a-neighbour", destination="a")
+    second = await api.create_job(bucket="made-by-a-neighbour", destination="b")
+    stores = [Database(api.settings.db_path) for _ in range(2)]
+    try:
+        rows = [stores[0].get_job_by_id(first["id"]), stores[1].get_job_by_id(second["id"])]
+        endpoint = (s3_server.endpoint, s3_server.access_key, s3_server.secret_key, "us-east-1")
+        neighbour = StorageOwnership(JobRecords(stores[1]), S3Storage(*endpoint), None)
+
+        class MadeThenNeighbour(S3Storage):
+            """Creates the bucket, then lets the other host's first write run in full."""
+
+            def _create_bucket(self, bucket: str) -> bool:
+                created = super()._create_bucket(bucket)
+                neighbour.prepare(rows[1])
+                return created
+
+        host = StorageOwnership(JobRecords(stores[0]), MadeThenNeighbour(*endpoint), None)
+        await asyncio.to_thread(host.prepare, rows[0])
+        claim = stores[0].bucket("made-by-a-neighbour")
+        assert claim is not None and claim["created_by_onair"] is True
+        # A bucket made outside onair is still refused.
+        S3Storage(*endpoint).ensure_bucket("made-by-someone-else")
+        third = await api.create_job(bucket="made-by-someone-else")
+        with pytest.raises(PermanentStorageError, match="onair did not create it"):
+            neighbour.prepare(stores[1].get_job_by_id(third["id"]))
+    finally:
+        for store in stores:
+            store.close()
 
 
 # -- the operator's allow-list ------------------------------------------------------------

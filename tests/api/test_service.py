@@ -138,12 +138,19 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path) -> None:
         ("ONAIR_DVR_WINDOW_SECONDS", "two hours"),
         ("ONAIR_DVR_WINDOW_SECONDS", "nan"),
         ("ONAIR_DVR_WINDOW_SECONDS", "inf"),
+        ("ONAIR_PROXY_PROTOCOL", "maybe"),
     ],
 )
 def test_settings_validation_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as error:
         load_settings({name: value})
     assert name in str(error.value)
+
+
+def test_the_proxy_protocol_is_off_unless_set() -> None:
+    assert load_settings({}).proxy_protocol is False
+    assert load_settings({"ONAIR_PROXY_PROTOCOL": "true"}).proxy_protocol is True
+    assert load_settings({"ONAIR_PROXY_PROTOCOL": "off"}).proxy_protocol is False
 
 
 def test_the_dvr_window_defaults_to_two_hours() -> None:

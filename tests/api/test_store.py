@@ -192,6 +192,11 @@ def new_job(bucket: str, destination: str, file_path: str) -> Any:
         callback_url=None,
         srt_passphrase=None,
         source_url=None,
+        input_loss_threshold_ms=1000,
+        input_preference="primary",
+        failback_after_seconds=30.0,
+        backup_source_url=None,
+        viewer_token_required=False,
     )
 
 

@@ -118,3 +118,21 @@ async def test_cdn_urls_of_jobs_in_different_buckets_differ(cdn_api: Api) -> Non
     assert second["cdn"] == f"{CDN}/bucket-two/shows/news/2026/ep1/master.m3u8"
     plain = await cdn_api.create_job(cdnDistribution=False)
     assert plain["cdn"] is None
+
+
+def test_the_websocket_url_is_wss_behind_tls_and_names_the_job_not_its_key() -> None:
+    from api.present import job_urls
+    from api.settings import Settings
+    from encoder.templates import get_template
+
+    job = {
+        "id": 7, "name": "0b9e-name", "stream_key": "s3cret-key", "project_id": "p1",
+        "destination": "live", "file_path": "show", "bucket": "b", "server_type": 0,
+        "input_class": 0, "source_url": None, "cdn_distribution": 0,
+    }  # fmt: skip
+    plain = job_urls(Settings(public_host="live.example.com", http_port=8080), job, get_template(2))
+    assert plain["web_socket_connection"] == "ws://live.example.com:8080/websocketplay/0b9e-name"
+    behind_tls = Settings(public_url="https://live.example.com/")
+    url = job_urls(behind_tls, job, get_template(2))["web_socket_connection"]
+    assert url == "wss://live.example.com/websocketplay/0b9e-name"
+    assert "s3cret-key" not in url

@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from api.database import Database, utcnow
+from api.hosts import Hosts
 from api.lives import LiveJobs
 from api.settings import Settings
 from api.videos.cuts import VideoCuts
@@ -58,7 +59,8 @@ async def wait_for(predicate: Any, within: float = 20.0) -> None:
 async def test_a_storage_outage_delays_a_cut_and_does_not_fail_it(tmp_path: Path) -> None:
     database = Database(tmp_path / "store.sqlite3")
     down = S3Storage(f"http://127.0.0.1:{free_port()}", "k", "s", "us-east-1", max_attempts=1)
-    lives = LiveJobs(Settings(data_dir=tmp_path), database, down, CollectorRegistry())
+    settings = Settings(data_dir=tmp_path)
+    lives = LiveJobs(settings, database, down, CollectorRegistry(), Hosts(database, settings))
     videos, video = a_video(database)
     cuts = VideoCuts(database, videos, lives, down, "host-1")
     await cuts.start()

@@ -13,10 +13,12 @@ import pytest
 from encoder.codecs import annexb_nal_units, avc1_codec_string, avcc_nal_units
 from encoder.live_encoder import LiveEncoder
 from encoder.templates import get_template
+from ingest.decode import LiveDecoder
 from ingest.media import MediaQueue
+from ingest.session import MPEGTS
 from media.segments import Segment
 from tests.support.fakes import CollectingSink
-from tests.support.media import feed, ffprobe
+from tests.support.media import feed, ffprobe, make_source
 
 ADDED_BY_TS = {7, 8, 9}  # SPS, PPS (before keyframes) and AUDs the TS muxer inserts
 
@@ -115,6 +117,45 @@ def test_packets_are_copied_bit_for_bit(source_360p: Path, tmp_path: Path) -> No
         assert stream[key] == source_stream[key]
     (row,) = encoder.stats()
     assert row.frames_encoded == 90 and row.dropped_frames == 0
+
+
+def test_an_mpegts_source_srt_and_hls_send_is_copied_with_its_audio(tmp_path: Path) -> None:
+    """An MPEG-TS session (SRT, HLS push and pull): its live probe knows the AAC's rate
+    and channels only from the ADTS headers; the copy is muxed with them."""
+    source = make_source(tmp_path / "source.ts", 320, 180, 4, fmt="mpegts")
+    sink = CollectingSink()
+    queue = MediaQueue()
+    encoder = LiveEncoder(get_template(3), queue, sink, label="copy")
+    encoder.start()
+    decoder = LiveDecoder(queue, decode=False, label="srt")  # as the SRT server feeds it
+    decoder.start_session(MPEGTS)
+    decoder.on_data(source.read_bytes())
+    decoder.end_session("unpublished")
+    decoder.stop()
+    queue.close()
+    encoder.stop(timeout_seconds=30)
+    assert encoder.failed is None
+    segments = sink.by_rendition()["source"]
+    video, audio, keyframes = segment_packets(segments)
+    with av.open(str(source)) as container:
+        expected = {"video": 0, "audio": 0}
+        for packet in container.demux():
+            if packet.size:
+                expected[packet.stream.type] += 1
+    assert (len(video), len(audio)) == (expected["video"], expected["audio"])
+    assert sum(keyframes) == 4 and len(segments) == 2
+    (variant,) = sink.variants
+    assert variant.codecs.endswith(",mp4a.40.2")
+    source_info, _ = ffprobe(source)
+    (published,) = [s for s in source_info["streams"] if s["codec_type"] == "audio"]
+    for segment in segments:
+        info, errors = ffprobe(tmp_path / f"{segment.sequence}.ts", data=segment.data)
+        assert errors == ""
+        (sound,) = [s for s in info["streams"] if s["codec_type"] == "audio"]
+        assert (sound["sample_rate"], sound["channels"]) == (
+            published["sample_rate"],
+            published["channels"],
+        )
 
 
 def test_passthrough_reconnect(source_360p: Path) -> None:

@@ -376,6 +376,27 @@ async def test_a_refused_admission_is_reported_once_and_tried_again(
     assert onair.sessions[0].data() == b"".join(source.segments)
 
 
+async def test_a_job_another_host_pulls_is_not_fetched_here_until_it_is_free(
+    source: Source, onair: Onair, pullers: list[Puller], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ingest.hls.pull.CLAIM_POLL_SECONDS", 0.05)
+    free = asyncio.Event()
+    asked = 0
+
+    async def claim() -> bool:
+        nonlocal asked
+        asked += 1
+        return free.is_set()
+
+    puller = make_puller(onair, pullers, source.url("/vod/index.m3u8"), claim=claim)
+    await puller.start()
+    await async_wait_until(lambda: asked >= 5, 10, "the claim asked again")
+    assert not source.hits and onair.requests == []  # nothing fetched, no admission
+    free.set()  # the other host let the job go
+    await async_wait_until(ended(onair, puller), 10, "the VOD pulled")
+    assert onair.sessions[0].data() == b"".join(source.segments)
+
+
 async def test_onair_closing_the_session_gets_a_new_one_and_rejecting_stops(
     source: Source, onair: Onair, pullers: list[Puller]
 ) -> None:

@@ -339,6 +339,21 @@ async def test_one_session_per_key_across_connections_and_requests(
     assert len(admit.requests) == 1
 
 
+async def test_a_backup_publisher_of_the_same_key_is_a_session_of_its_own(
+    start_server: StartServer, admit: FakeAdmit, http: aiohttp.ClientSession
+) -> None:
+    server = await start_server()
+    packet = bytes([0x47, 1]) + bytes(186)
+    base = f"http://127.0.0.1:{server.port}"
+    for app in ("hls", "hls-backup"):
+        async with http.put(f"{base}/{app}/{KEY}/seg0.ts", data=packet) as response:
+            assert response.status == HTTPStatus.CREATED, app
+    assert [r.app for r in admit.requests] == ["hls", "hls-backup"]
+    assert {r.stream_key for r in admit.requests} == {KEY}
+    assert server.publisher_count == 2
+    assert [bytes(s.data) for s in admit.sessions] == [packet, packet]
+
+
 async def test_a_close_from_onair_ends_the_session_and_the_key_is_admitted_again(
     start_server: StartServer, admit: FakeAdmit, http: aiohttp.ClientSession
 ) -> None:

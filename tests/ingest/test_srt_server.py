@@ -31,6 +31,7 @@ from ingest.srt.server import (
     SrtServer,
     StreamIdError,
     TsAligner,
+    parse_resource,
     parse_stream_id,
 )
 from tests.support.media import ffmpeg_warnings
@@ -511,6 +512,12 @@ async def test_a_slow_precheck_is_refused_as_unavailable(jobs: Jobs) -> None:
 )
 def test_stream_ids_that_name_a_key(stream_id: str, key: str) -> None:
     assert parse_stream_id(stream_id) == key
+
+
+def test_a_backup_publishers_stream_id_names_the_backup_application() -> None:
+    assert parse_resource("#!::r=backup/k3y,m=publish") == ("backup", "k3y")
+    assert parse_resource("backup/k3y") == ("backup", "k3y")
+    assert parse_resource("#!::r=k3y") == ("live", "k3y")
 
 
 @pytest.mark.parametrize(

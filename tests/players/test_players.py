@@ -3,20 +3,22 @@
 One live for the whole module (`live`, module-scoped): the service with a job on the
 small ladder (180p/144p, 2 s segments: what the players read does not depend on the
 picture size, and the tier then leaves CPU to a parallel run), the ffmpeg CLI
-publishing 20 s of the small 320x180 30 fps test source in real time, a reconnect on
-the same key within the window for 8 s more (one real discontinuity), then the job put
-offline, which ends the live (`EXT-X-ENDLIST`). The live runs on its own event loop in
-a thread (`tests/support/live_rig.py`) and goes on by itself while the tests run; each
-test waits on the live's events (`playable`, `ended`) with a deadline, never a blind
-sleep. Under pytest-xdist the whole module runs on one worker (`xdist_group`).
+publishing 20 s of the small 320x180 30 fps test source in real time, 5 s without a
+publisher (the input-loss fill: the last picture, then the slate, with silence), a
+reconnect on the same key within the window for 8 s more (one timeline: no
+discontinuity), then the job put offline, which ends the live (`EXT-X-ENDLIST`).
+The live runs on its own event loop in a thread (`tests/support/live_rig.py`) and
+goes on by itself while the tests run; each test waits on the live's events
+(`playable`, `ended`) with a deadline, never a blind sleep. Under pytest-xdist the
+whole module runs on one worker (`xdist_group`).
 
 Order matters, and is the order of this file:
 
 - First the two checks that need the live running, while the first publisher is
   still on: GStreamer `playbin` plays 10 s (it starts ~5 s into the live and, being
-  three segments behind the edge, plays media from before the seam), then hls.js in
-  Chromium plays 15 s and switches levels down and up (it may cross the real
-  discontinuity and the end of the live, which hls.js must take without an error).
+  three segments behind the edge, plays the first publisher's media), then hls.js in
+  Chromium plays 15 s and switches levels down and up, through the publisher's
+  absence and its return (no error, no stall).
 - Then the checks of the ended live, which wait for `ended`: ffmpeg reads each
   variant of the master strictly, ffprobe's duration of the master, hls.js plays the
   ended master from start to end, the TS continuity counters of every rendition's
@@ -33,15 +35,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import m3u8
+import numpy as np
 import pytest
 import requests
 from playwright.sync_api import Browser, sync_playwright
 
 from packager.s3server import EmbeddedS3
-from tests.support.live_rig import FRAME_RATE, RENDITIONS, SEGMENT_SECONDS, LiveRig
+from tests.support.live_rig import FRAME_RATE, GAP_SECONDS, RENDITIONS, SEGMENT_SECONDS, LiveRig
 from tests.support.mpegts import Segment, check_continuity
 from tests.support.players import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
     HlsJsPlayer,
     ffmpeg_read_variant,
     ffprobe_duration,
@@ -60,12 +66,6 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 HLS_JS = REPO / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 PAGE = Path(__file__).with_name("hlsjs_page.html")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]  # fmt: skip
 LIVE_DEADLINE_SECONDS = 90  # from any test's start to the live's end, at most
 GST_LIVE_SECONDS = 10
 HLSJS_LIVE_SECONDS = 15
@@ -155,7 +155,7 @@ def test_ended_master_lasts_the_whole_live(live: LiveRig) -> None:
     ended(live)
     assert live.urls is not None
     master = requests.get(live.urls.master, timeout=10).text
-    duration, seconds = ffprobe_duration(live.urls.master), live.seconds_sent
+    duration, seconds = ffprobe_duration(live.urls.master), live.seconds_live
     assert abs(duration - seconds) <= SEGMENT_SECONDS, (
         f"ffprobe: the ended master lasts {duration:.3f} s, the live {seconds} s"
         f" (within one segment)\nmaster.m3u8:\n{master}\n{live}"
@@ -179,14 +179,23 @@ def test_ffmpeg_reads_each_variant_of_the_ended_master_strictly(
     if read.stderr_lines:
         shown = "\n    ".join(read.stderr_lines[:40])
         problems.append(f"ffmpeg -v warning printed {len(read.stderr_lines)} lines:\n    {shown}")
-    # Every frame sent, less any the service itself reports dropping for being too slow
-    # (a capacity event on a loaded machine, counted and logged, not a packaging fault).
+    # Every frame the rendition encoded: every frame sent, less any the service itself
+    # reports dropping for being too slow (a capacity event on a loaded machine, counted
+    # and logged, not a packaging fault), and the fill while the publisher was away.
     dropped = live.frames_sent - live.frames_kept(rendition)
-    if read.video_frames != live.frames_kept(rendition):
+    encoded = live.rendition_encoded.get(rendition, 0)
+    if read.video_frames != encoded:
         problems.append(
             f"decoded {read.video_frames} video frames ({read.audio_frames} audio),"
-            f" the publishers sent {live.frames_sent}, the service reports dropping {dropped}"
+            f" the rendition encoded {encoded}"
         )
+    if encoded < live.frames_kept(rendition) + live.fill_frames:
+        problems.append(
+            f"encoded {encoded} frames: the publishers sent {live.frames_sent}, the service"
+            f" reports dropping {dropped} and filling {live.fill_frames}"
+        )
+    if live.fill_frames < (GAP_SECONDS - 1) * FRAME_RATE:
+        problems.append(f"{live.fill_frames} fill frames for a {GAP_SECONDS} s gap")
     elif dropped:
         print(f"note: the service dropped {dropped} {rendition} frames (too slow), all others read")
     event = requests.get(live.urls.event[rendition], timeout=10).text
@@ -210,13 +219,13 @@ def test_hlsjs_plays_the_ended_live_from_start_to_end(live: LiveRig, browser: Br
         player.wait("player.levels.length > 0 && video.currentTime > 0", 30, "playback starts")
         player.wait(
             "player.ended || (video.duration > 0 && video.currentTime >= video.duration - 0.5)",
-            live.seconds_sent / ENDED_PLAYBACK_RATE + 30,
+            live.seconds_live / ENDED_PLAYBACK_RATE + 30,
             "it plays to the end",
         )
         state = player.state()
         report = f"{player.report()}\n{live}"
         print(report)
-        duration, seconds, errors = state["duration"], live.seconds_sent, len(state["errors"])
+        duration, seconds, errors = state["duration"], live.seconds_live, len(state["errors"])
         assert state["firstPlayingAt"] <= SEGMENT_SECONDS, report  # from the start
         assert abs(duration - seconds) <= SEGMENT_SECONDS, report
         assert errors == 0, report
@@ -250,7 +259,7 @@ def recordings(live: LiveRig) -> dict[str, Recording]:
 
 
 @pytest.mark.parametrize("rendition", RENDITIONS)
-def test_ts_continuity_runs_across_segments_and_breaks_only_at_the_discontinuity(
+def test_ts_continuity_runs_across_segments_and_the_publishers_absence(
     recordings: dict[str, Recording], rendition: str
 ) -> None:
     recording = recordings[rendition]
@@ -260,8 +269,35 @@ def test_ts_continuity_runs_across_segments_and_breaks_only_at_the_discontinuity
     print(message)
     ok, seams, flagged = report.ok, report.playlist_discontinuities, report.indicator_segments
     assert ok, message
-    assert len(seams) == 1, message  # the one reconnect
-    assert flagged == seams, message  # indicators exactly at the playlist's discontinuities
+    # The reconnect inside the window is no discontinuity: the fill kept the timeline.
+    assert seams == [] and flagged == [], message
+
+
+def looks_like_the_slate(frame: av.VideoFrame) -> bool:
+    """The default slate: a dark, colourless frame (a line of text on it)."""
+    planes = frame.to_ndarray(format="yuv420p")
+    luma, chroma = planes[: frame.height], planes[frame.height :]
+    return float(np.median(luma)) < 48 and float(np.abs(chroma.astype(int) - 128).mean()) < 4
+
+
+def test_the_publishers_absence_is_recorded_as_the_slate(
+    recordings: dict[str, Recording], tmp_path: Path
+) -> None:
+    """The 5 s without a publisher: the last picture for 1 s, then the slate, in the
+    recording as in the live playlists (ONAIR_INPUT_LOSS_REPEAT_MS, default 1 s)."""
+    rendition = RENDITIONS[0]
+    path = tmp_path / f"{rendition}.ts"
+    path.write_bytes(b"".join(segment.data for segment in recordings[rendition].segments))
+    with av.open(str(path)) as container:
+        shown = [looks_like_the_slate(frame) for frame in container.decode(video=0)]
+    first = shown.index(True)
+    slate = shown[first:].index(False)  # until the publisher is back
+    # The gap and the second publisher's start-up, less the repeated last picture.
+    assert (GAP_SECONDS - 2) * FRAME_RATE <= slate <= (GAP_SECONDS + 1) * FRAME_RATE, (first, slate)
+    # The second publisher's 8 s follow (then, perhaps, the fill before going offline).
+    back = first + slate
+    assert not any(shown[back : back + 7 * FRAME_RATE]), "the publisher's pictures again"
+    assert first >= 15 * FRAME_RATE  # after the first publisher's 20 s
 
 
 @pytest.mark.parametrize("rendition", RENDITIONS)

@@ -2,8 +2,9 @@
 
 The service (``create_app``, as ``tests.support.service.start_live`` runs it), a job on
 the small ladder, and the ffmpeg CLI publishing the small test source in real time:
-20 s, a disconnect, 8 s more on the same key within the reconnect window (one real
-discontinuity), then the job is put offline, which ends the live (``EXT-X-ENDLIST``).
+20 s, a disconnect, 5 s away (the output goes on with the input-loss fill), 8 s more
+on the same key within the reconnect window (one timeline, no discontinuity), then the
+job is put offline, which ends the live (``EXT-X-ENDLIST``).
 The players under test are ordinary blocking programs (ffmpeg, gst-launch, a browser)
 driven from synchronous tests; keeping the service on a loop in another thread means
 nothing a test does can stall the ingest, exactly as a viewer on another machine could
@@ -21,6 +22,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from typing import Any
 import aiohttp
 import boto3
 import m3u8
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -41,6 +44,9 @@ from tests.support.service import Live, make_projects, make_settings
 FRAME_RATE = 30
 FIRST_SECONDS = 20
 SECOND_SECONDS = 8
+# The publisher is away this long between the two (inside the reconnect window): the
+# output goes on with the input-loss fill (the last picture, then the slate).
+GAP_SECONDS = 5
 SEGMENT_SECONDS = 2.0
 RECONNECT_WINDOW_SECONDS = 30.0
 RENDITIONS = SMALL_RENDITIONS
@@ -107,6 +113,10 @@ class LiveRig:
     # Frames the service itself reports dropping (too slow: a loaded machine), once ended.
     ingest_dropped: int = 0
     rendition_dropped: dict[str, int] = field(default_factory=dict)
+    # What each rendition encoded in all (the publishers' frames and the fill's), and the
+    # fill's frames, as the service says (EncoderStopped; stats before going offline).
+    rendition_encoded: dict[str, int] = field(default_factory=dict)
+    fill_frames: int = 0
 
     def __post_init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +137,12 @@ class LiveRig:
     @property
     def seconds_sent(self) -> int:
         return sum(p.seconds for p in self.publishers)
+
+    @property
+    def seconds_live(self) -> float:
+        """How long the live lasted on its timeline: what was sent, and the fill."""
+        encoded = self.rendition_encoded.get(RENDITIONS[0], 0)
+        return encoded / FRAME_RATE if encoded else float(self.seconds_sent)
 
     def start(self) -> None:
         self._thread.start()
@@ -251,7 +267,8 @@ class LiveRig:
         self.publishers.append(await first)
         self._note(f"first publisher done, rc {self.publishers[-1].returncode}")
         await live.wait_status(self.job, 4)  # Interrupted: inside the reconnect window
-        self._note("Interrupted; the second publisher reconnects")
+        self._note(f"Interrupted; the second publisher reconnects in {GAP_SECONDS} s")
+        await asyncio.sleep(GAP_SECONDS)
         self.publishers.append(await publish(url, SECOND_SECONDS))
         self._note(f"second publisher done, rc {self.publishers[-1].returncode}")
         await live.wait_status(self.job, 4)
@@ -266,13 +283,15 @@ class LiveRig:
             if timing["childStatus"] == "EncoderStopped":
                 self._count_drops(timing["messageComment"])
         self.ingest_dropped = int(self.stats.get("droppedFrames") or 0)
+        self.fill_frames = int(self.stats.get("fillFrames") or 0)
         self.ended.set()
 
     def _count_drops(self, summary: str) -> None:
         """Add up `EncoderStopped`'s "720p 600 frames, 0 dropped; ..." per rendition."""
         self._note(f"EncoderStopped: {summary}")
-        for name, dropped in re.findall(r"(\w+) \d+ frames, (\d+) dropped", summary):
+        for name, encoded, dropped in re.findall(r"(\w+) (\d+) frames, (\d+) dropped", summary):
             self.rendition_dropped[name] = self.rendition_dropped.get(name, 0) + int(dropped)
+            self.rendition_encoded[name] = self.rendition_encoded.get(name, 0) + int(encoded)
 
     async def _wait_playable(
         self, session: aiohttp.ClientSession, publisher: asyncio.Task[Publisher]
@@ -330,16 +349,38 @@ async def publish(url: str, seconds: int) -> Publisher:
     return Publisher(seconds, seconds * FRAME_RATE, process.returncode or 0, err.decode())
 
 
-def page_app(html: str, hls_js: Path) -> web.Application:
-    """The hls.js test page and hls.js's dist file, from an origin of their own."""
+def page_app(html: str, hls_js: Path, script: str = "hls.js") -> web.Application:
+    """A test page and its player's dist file (hls.js's, or another's at `/{script}`),
+    from an origin of their own."""
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=html, content_type="text/html")
 
-    async def script(request: web.Request) -> web.FileResponse:
+    async def player(request: web.Request) -> web.FileResponse:
         return web.FileResponse(hls_js, headers={"Content-Type": "application/javascript"})
 
     app = web.Application()
     app.router.add_get("/", index)
-    app.router.add_get("/hls.js", script)
+    app.router.add_get(f"/{script}", player)
     return app
+
+
+def player_page(html: Path, dist: Path, script: str = "hls.js") -> web.Application:
+    """`page_app` of a test page file; a missing player dist file fails the test with
+    what to run."""
+    if not dist.exists():
+        pytest.fail(f"{dist} is missing: `make test-deps` runs `npm ci` for {script}")
+    return page_app(html.read_text(), dist, script)
+
+
+@contextlib.asynccontextmanager
+async def serve_page(app: web.Application) -> AsyncIterator[str]:
+    """A page's app on a free port of this loop (its URL), for a test's whole run."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, sync_playwright
 
 FFMPEG_TIMEOUT_SECONDS = 120
 GST_KILL_AFTER_SECONDS = 5
@@ -269,3 +269,41 @@ def gst_play(uri: str, seconds: float, within: float) -> GstRun:
             line.rstrip() for line in stderr if re.search(r"\b(WARN|ERROR)\b", line[:60])
         ]
     return run
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]  # fmt: skip
+
+
+# -- mpegts.js on a WebSocket ----------------------------------------------------------
+
+
+def watch_websocket(page_url: str, socket_urls: list[str], seconds: float) -> list[dict[str, Any]]:
+    """mpegts.js (`tests/players/mpegts_page.html` at `page_url`) playing each WebSocket
+    URL for `seconds` in Debian's Chromium: the page's state (`errors`, `latencies` in
+    ms read from the clock publisher's pictures, `advanced`: media seconds played)."""
+    states = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, timeout=60_000
+        )
+        try:
+            for url in socket_urls:
+                page = browser.new_page()
+                try:
+                    page.goto(f"{page_url}?src={url}")
+                    page.wait_for_function("state.playing && video.currentTime > 0", timeout=20_000)
+                    started = page.evaluate("video.currentTime")
+                    page.wait_for_timeout(seconds * 1000)
+                    state = page.evaluate("state")
+                    state["advanced"] = page.evaluate("video.currentTime") - started
+                    states.append(state)
+                finally:
+                    page.close()
+        finally:
+            browser.close()
+    return states

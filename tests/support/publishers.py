@@ -18,7 +18,7 @@ def ffmpeg_publish_cmd(
     url: str,
     *,
     size: str = "320x240",
-    rate: int = 30,
+    rate: int | str = 30,  # "30000/1001" too (then give `gop_frames`)
     seconds: float = 3,
     realtime: bool = False,
     gop_frames: int | None = None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from api.app import RouteAccessLogger, create_app
 from api.cli import create_project
 from api.database import Database
 from api.settings import Settings, load_settings
+from encoder.program import FILL_ENDED, FILLED_IN_ALL
 from packager.s3server import EmbeddedS3
 from tests.support.media import ffprobe
 from tests.support.ports import free_port, free_udp_port
@@ -181,7 +183,17 @@ class Live:
             assert response.status < 300, body
             return body  # type: ignore[no-any-return]
 
-    async def create_online_job(self, template: int, bucket: str, path: str) -> dict[str, Any]:
+    async def create_online_job(
+        self,
+        template: int,
+        bucket: str,
+        path: str,
+        *,
+        job_fields: dict[str, Any] | None = None,
+        **input_fields: Any,
+    ) -> dict[str, Any]:
+        """An RTMP Single job put online (`input_fields` change its `input`, `job_fields`
+        add top-level fields)."""
         job = (
             await self.call(
                 "POST",
@@ -190,7 +202,8 @@ class Live:
                     "jobTemplateId": template,
                     "destination": "live",
                     "bucket": bucket,
-                    "input": {"filePath": path, "serverType": 0, "inputClass": 0},
+                    "input": {"filePath": path, "serverType": 0, "inputClass": 0, **input_fields},
+                    **(job_fields or {}),
                 },
             )
         )["result"]
@@ -217,6 +230,40 @@ class Live:
         """Frames the job's slowest rendition has encoded so far (`stats`)."""
         stats = (await self.call("GET", f"/livejobs/{job['id']}/stats"))["result"][0]
         return min((o.get("framesEncoded", 0) for o in stats["outputs"]), default=0)
+
+    async def assert_recorded_whole(
+        self, job: dict[str, Any], counts: dict[str, int], sent: int, late: int = 0
+    ) -> None:
+        """Every frame a rendition encoded is in its recording (`counts`), and every frame
+        sent and filled was encoded, but for those the encoder reports dropping (too
+        slow: `EncoderStopped` says "180p 426 frames, 4 dropped") and at most `late` that
+        came after their input was lost and filled (their time was the fill's)."""
+        filled = await self.fill_frames(job)
+        summary = next(
+            t["messageComment"]
+            for t in reversed(await self.timings(job))
+            if t["childStatus"] == "EncoderStopped"
+        )
+        reported = {
+            name: (int(frames), int(dropped))
+            for name, frames, dropped in re.findall(r"(\w+) (\d+) frames, (\d+) dropped", summary)
+        }
+        for rendition, recorded in counts.items():
+            frames, dropped = reported[rendition]
+            assert recorded == frames, (rendition, recorded, summary)
+            shown = frames + dropped - filled
+            assert sent - late <= shown <= sent, (rendition, sent, filled, summary)
+
+    async def fill_frames(self, job: dict[str, Any]) -> int:
+        """Frames of the input-loss fill the job's live recorded (its last
+        `InputLossFillEnded` says; 0 without a fill)."""
+        found = [
+            int(match.group(1))
+            for t in await self.timings(job)
+            if t["childStatus"] == FILL_ENDED
+            and (match := re.search(rf"(\d+) {FILLED_IN_ALL}", t["messageComment"]))
+        ]
+        return max(found, default=0)
 
     def recorded_video_packets(
         self, job: dict[str, Any], renditions: Iterable[str], scratch: Path

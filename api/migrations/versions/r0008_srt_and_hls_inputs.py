@@ -21,6 +21,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("live_jobs") as batch:
+    # Never recreated on SQLite (its own DROP COLUMN, 3.35+): a copy of live_jobs would
+    # lose AUTOINCREMENT, and dropping the old table, with foreign keys on, would
+    # cascade to every job's outputs, timings, webhooks, videos and restreams.
+    with op.batch_alter_table("live_jobs", recreate="never") as batch:
         batch.drop_column("source_url")
         batch.drop_column("srt_passphrase")
