@@ -41,6 +41,8 @@ from media.segments import AudioPacket, Segment, VariantInfo, VideoPacket
 log = logging.getLogger(__name__)
 
 SUPPORTED_VIDEO = {"h264"}
+AUDIO_OVERLAP_TOLERANCE = 90  # ticks: FLV's millisecond rounding
+MAX_HELD_AUDIO = 256  # audio packets of a session before its first keyframe (~5 s)
 
 
 # FFmpeg's default layout for a channel count (AAC's channel configurations 1-8).
@@ -116,11 +118,17 @@ class PassthroughMode:
         self._audio_index: int | None = None
         self._last_video_dts: int | None = None
         self._last_audio_dts: int | None = None
+        # Where the copied audio ends (ticks), over every session; a session's audio
+        # starts no earlier than the previous one's end (its floor).
+        self._audio_end = seconds_to_ticks(host.timeline_start)
+        self._audio_floor = self._audio_end
+        self._audio_frame_ticks = 1920  # an AAC frame at 48 kHz, until the source says
         self._frame_ticks = 3000
         self._session_templates: _Templates | None = None
         self._variant: VariantInfo | None = None  # until the sink is started
         self._session_video: VideoParams | None = None
-        self._early_audio: collections.deque[AudioPacket] = collections.deque(maxlen=256)
+        # A session's audio until its first keyframe (which starts its timeline).
+        self._held_audio: collections.deque[av.Packet] = collections.deque(maxlen=MAX_HELD_AUDIO)
         self.packets_copied = 0
         self.dropped_packets = 0
 
@@ -146,6 +154,10 @@ class PassthroughMode:
         self._awaiting_keyframe = True
         self._last_video_dts = None
         self._last_audio_dts = None
+        self._audio_floor = self._audio_end
+        self._held_audio.clear()
+        if templates.audio is not None:
+            self._audio_frame_ticks = _frame_ticks(templates.audio)
         self._video_index = start.video.stream.index if start.video.stream is not None else None
         self._audio_index = (
             start.audio.stream.index
@@ -247,9 +259,6 @@ class PassthroughMode:
         )
         self._output = output
         self._host.event("EncoderStarted", f"1 rendition: {plan.describe()} {codecs}", None)
-        for audio in self._early_audio:
-            output.add_audio(audio)
-        self._early_audio.clear()
         return output
 
     def _emit(self, segment: Segment) -> None:
@@ -300,9 +309,17 @@ class PassthroughMode:
         self._clock.extend_to(Fraction(pts + duration, TICKS_PER_SECOND))
         output.add_video(VideoPacket(bytes(packet), pts, dts, duration, bool(packet.is_keyframe)))
         self.packets_copied += 1
+        while self._held_audio:  # after the keyframe: in its run, never the one before
+            self._audio_packet(self._held_audio.popleft())
 
     def _audio_packet(self, packet: av.Packet) -> None:
         if self._templates[0].audio is None:
+            return
+        if self._awaiting_keyframe:
+            # The session's timeline starts at its first keyframe, and its audio goes
+            # to that keyframe's segment: a switched-to input's audio (with its own
+            # parameters) never lands in the previous input's last segment.
+            self._held_audio.append(packet)  # bounded: the oldest go
             return
         time_base = packet.time_base
         dts = self._ticks(packet.dts if packet.dts is not None else packet.pts, time_base)
@@ -312,11 +329,21 @@ class PassthroughMode:
         pts = dts if pts is None else pts
         if self._last_audio_dts is not None and dts <= self._last_audio_dts:
             return
+        if pts < self._audio_floor - AUDIO_OVERLAP_TOLERANCE:
+            # Sound before the session's first keyframe, which continues the timeline
+            # where the last session ended: the overlap is dropped.
+            return
         self._last_audio_dts = dts
         duration = round((packet.duration or 0) * time_base * TICKS_PER_SECOND)
+        duration = duration or self._audio_frame_ticks  # a live MPEG-TS probe's are 0
+        self._audio_end = max(self._audio_end, pts + duration)
         self._clock.extend_to(Fraction(pts + duration, TICKS_PER_SECOND))
-        audio = AudioPacket(bytes(packet), pts, dts, duration, TICK_TIME_BASE)
-        if self._output is None:
-            self._early_audio.append(audio)  # before the job's first keyframe
-        else:
-            self._output.add_audio(audio)
+        if self._output is not None:
+            self._output.add_audio(AudioPacket(bytes(packet), pts, dts, duration, TICK_TIME_BASE))
+
+
+def _frame_ticks(audio: Stream) -> int:
+    """One audio frame's duration in ticks (AAC: 1024 samples)."""
+    context = cast(AudioCodecContext, audio.codec_context)
+    rate = context.sample_rate or 48000
+    return round((context.frame_size or 1024) * TICKS_PER_SECOND / rate)

@@ -15,11 +15,16 @@ the segment really starts a new run.
 Each segment carries the wall-clock instant its first frame arrived (`arrived_at`),
 from the encoder's `ArrivalClock` (`encoder.timeline`).
 
-A run's first segment (the live's first, or the first after a discontinuity) has its
-IDR decoded when it is shown (`opening_decode_times`): hls.js takes a run's time zero
-from the earliest of its audio PTS and video *decode* time, and x264's B-frames decode
-the IDR two frames early, which would leave a 67 ms hole before the video (hls.js
-then reports `bufferSeekOverHole` and jumps over it).
+A run's first segment (the live's first, or the first after a discontinuity) starts
+its picture and its sound together: hls.js takes a run's time zero from the earliest
+of its audio PTS and video *decode* time, and buffers from where both have begun, so
+any lead of one over the other is a hole at the start (hls.js reports
+`bufferSeekOverHole` and jumps over it). x264's B-frames decode the IDR two frames
+(67 ms) before it is shown: the IDR is decoded when it is shown
+(`opening_decode_times`). The AAC encoder's priming packet (21 ms), or a source's
+audio ahead of its first keyframe, has no picture: it is dropped, and where an audio
+packet straddles the IDR the IDR is shown from that packet's start (less than an
+audio frame early; the segment starts there).
 
 Timestamps in the TS are the output timeline plus `TS_PTS_OFFSET` (1.4 s), exactly
 as ffmpeg's own TS/HLS output does (`max_delay` 0.7 s): it leaves room for B-frame
@@ -109,6 +114,7 @@ class Segmenter:
         self.segments_emitted = 0
         self.dropped_video_packets = 0  # non-keyframes with no segment to start
         self.dropped_audio_packets = 0
+        self.unordered_packets = 0  # a decode time not after its stream's last one
 
     # -- input ---------------------------------------------------------------
 
@@ -228,13 +234,18 @@ class Segmenter:
         self._early_cut = None
         video = self._video
         self._video = []
-        if self.segments_emitted == 0 or self._segment_discontinuity:
-            video = _decoded_when_shown(video)
         audio: list[AudioPacket] = []
         while self._audio and (final or self._audio[0].pts_ticks < end_ticks):
             audio.append(self._audio.popleft())
-        data = self._mux(video, audio)
         start = self._start_ticks
+        if self.segments_emitted == 0 or self._segment_discontinuity:
+            video, audio = _shown_with_the_sound(video, audio)
+            video = _decoded_when_shown(video)
+            if video and video[0].pts < start:
+                start = video[0].pts
+                if self._arrival_at is not None:
+                    self._start_arrival = self._arrival_at(start)
+        data = self._mux(video, audio)
         duration = max(0, end_ticks - start)
         segment = Segment(
             rendition=self.rendition,
@@ -274,11 +285,42 @@ class Segmenter:
                     packet = _packet(item.data, audio_stream, item.time_base, item)
                     queue.append((item.dts_ticks, order, packet))
             queue.sort(key=lambda entry: (entry[0], entry[1]))
-            for _, _, packet in queue:
+            last_dts: dict[int, int] = {}
+            for dts, _, packet in queue:
+                index = packet.stream.index
+                if index in last_dts and dts <= last_dts[index]:
+                    # The muxer refuses it (and would end the live): never expected.
+                    self.unordered_packets += 1
+                    log.warning("[segmenter %s] a packet out of order: dropped", self.rendition)
+                    continue
+                last_dts[index] = dts
                 container.mux(packet)
         finally:
             container.close()
         return buffer.getvalue()
+
+
+def _shown_with_the_sound(
+    video: list[VideoPacket], audio: list[AudioPacket]
+) -> tuple[list[VideoPacket], list[AudioPacket]]:
+    """A run's first segment: its sound from its first picture (see the module)."""
+    if not video or not audio:
+        return video, audio
+    idr = video[0]
+    kept = [p for p in audio if p.pts_ticks + _ticks(p.duration, p.time_base) > idr.pts]
+    if len(kept) < len(audio):
+        log.debug("dropped %d audio packets before the first picture", len(audio) - len(kept))
+    if not kept or kept[0].pts_ticks >= idr.pts:
+        return video, kept
+    start = kept[0].pts_ticks  # less than an audio frame early
+    shown = dataclasses.replace(
+        idr, pts=start, dts=min(idr.dts, start), duration=idr.duration + idr.pts - start
+    )
+    return [shown, *video[1:]], kept
+
+
+def _ticks(value: int, time_base: Fraction) -> int:
+    return round(value * time_base * TICKS_PER_SECOND)
 
 
 def _decoded_when_shown(video: list[VideoPacket]) -> list[VideoPacket]:

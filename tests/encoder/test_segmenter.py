@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from fractions import Fraction
 
 import av
 import numpy as np
+import pytest
 from av.video.frame import PictureType
 
 from encoder.audio import AacEncoder
@@ -96,14 +98,17 @@ def test_cuts_on_boundary_keyframes_and_splits_audio_by_time() -> None:
     audio_seen = 0
     for segment, end in zip(segments, [*starts[1:], 99], strict=True):
         times = demux_times(segment.data)
-        assert times["video"] and min(times["video"]) == segment.start_seconds
         assert len(times["video"]) == round(segment.duration_seconds * 30)
-        # Each AAC packet in the segment whose span holds its pts (the first one also
-        # holds the encoder's priming packet, just before zero).
-        low = -0.03 if segment.sequence == 0 else segment.start_seconds
-        assert all(low <= t < end for t in times["audio"])
+        # Each AAC packet in the segment whose span holds its pts; the first segment's
+        # sound starts with its picture.
+        low = segment.start_seconds
+        assert min(times["video"]) == low
+        if segment.sequence == 0:
+            assert min(times["audio"]) == pytest.approx(low, abs=1e-4)
+        assert all(low - 1e-4 <= t < end for t in times["audio"])
         audio_seen += len(times["audio"])
-    assert audio_seen == len(audio)
+    # All but the AAC encoder's priming packet (1024 samples before zero: no picture).
+    assert audio_seen == len(audio) - 1
     assert segmenter.recent_rates()[1] == 30
 
 
@@ -123,3 +128,68 @@ def test_waits_for_a_keyframe_and_bounds_a_keyframeless_segment() -> None:
     assert segmenter.dropped_video_packets == 100 - 91
     kept = [len(demux_times(s.data)["video"]) for s in segments]
     assert kept == [91, 20]
+
+
+def first_times(data: bytes) -> dict[str, tuple[float, float]]:
+    """Each stream's first (pts, dts) in seconds on the output timeline."""
+    firsts: dict[str, tuple[float, float]] = {}
+    with av.open(io.BytesIO(data), format="mpegts") as container:
+        for packet in container.demux():
+            if packet.size and packet.pts is not None and packet.stream.type not in firsts:
+                pts, dts = (
+                    float(t * packet.time_base) - float(TS_PTS_OFFSET)
+                    for t in (packet.pts, packet.dts)
+                )
+                firsts[packet.stream.type] = (pts, dts)
+    return firsts
+
+
+@pytest.mark.parametrize("video_at", [0, 0.01, 0.3])
+def test_a_runs_first_picture_and_sound_start_together(video_at: float) -> None:
+    # The sound begins before the first keyframe (the AAC encoder's priming, a
+    # source's audio ahead of its video): hls.js would buffer from the later of the
+    # two and find a hole at the start.
+    (_holder, template), packets = video_packets({0}, 60)
+    audio_encoder, audio = silence(2.5)
+    segments: list[Segment] = []
+    segmenter = Segmenter(
+        "test", 2, template, audio_encoder.stream, segments.append, frame_ticks=FRAME
+    )
+    shift = round(video_at * 90_000)
+    for packet in audio:
+        segmenter.add_audio(packet)
+    for packet in packets:
+        timed = video_packet(packet)
+        segmenter.add_video(
+            dataclasses.replace(timed, pts=timed.pts + shift, dts=timed.dts + shift)
+        )
+    segmenter.flush()
+    first = first_times(segments[0].data)
+    audio_start, _ = first["audio"]
+    # The sound before the picture is dropped; a packet that straddles the first
+    # picture is kept, and the picture shown (and decoded) from its start.
+    aac_frame = 1024 / 48000
+    assert video_at - aac_frame < audio_start <= video_at
+    assert first["video"] == (pytest.approx(audio_start, abs=1e-4),) * 2
+    assert segments[0].start_seconds == pytest.approx(audio_start, abs=1e-4)
+    assert len(demux_times(segments[0].data)["video"]) == 60
+
+
+def test_a_packet_out_of_order_is_dropped_not_the_live() -> None:
+    # The muxer refuses a decode time that does not go forward; the segmenter drops
+    # that packet (counted) and the segment is made.
+    (_holder, template), packets = video_packets({0}, 30)
+    audio_encoder, audio = silence(1)
+    segments: list[Segment] = []
+    segmenter = Segmenter(
+        "test", 2, template, audio_encoder.stream, segments.append, frame_ticks=FRAME
+    )
+    for packet in [*audio[:10], audio[5], *audio[10:]]:
+        segmenter.add_audio(packet)
+    for packet in packets:
+        segmenter.add_video(video_packet(packet))
+    segmenter.flush()
+    (segment,) = segments
+    assert segmenter.unordered_packets == 1
+    times = demux_times(segment.data)
+    assert len(times["video"]) == 30 and len(times["audio"]) == len(audio) - 1

@@ -30,6 +30,7 @@ test took too long) rather than testing nothing.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -313,3 +314,24 @@ def test_sps_declares_the_real_frame_rate(
         f"{rendition} {first.name}: time_scale / (2 * num_units_in_tick) = {rate}"
         ", trace_headers:\n  " + "\n  ".join(timing.trace)
     )
+
+
+@pytest.mark.parametrize("rendition", RENDITIONS)
+def test_the_first_segment_starts_its_picture_and_sound_together(
+    recordings: dict[str, Recording], rendition: str
+) -> None:
+    """hls.js starts a run at the earliest of its audio PTS and video decode time and
+    buffers from where both have begun: any lead of one over the other is a hole it
+    reports (`bufferSeekOverHole`) when it stalls there."""
+    first = recordings[rendition].segments[0]
+    starts: dict[str, tuple[int, int]] = {}  # (pts, dts) of each stream's first packet
+    with av.open(io.BytesIO(first.data), format="mpegts") as container:
+        for packet in container.demux():
+            kind = packet.stream.type
+            if packet.size and packet.pts is not None and kind not in starts:
+                starts[kind] = (packet.pts, packet.dts)
+    (audio_pts, _), (video_pts, video_dts) = starts["audio"], starts["video"]
+    time_zero = min(audio_pts, video_dts)
+    buffered_from = max(audio_pts, video_pts)
+    hole_ms = (buffered_from - time_zero) / 90
+    assert hole_ms <= 1, f"{rendition} {first.name}: {starts} (90 kHz): a {hole_ms:.1f} ms hole"

@@ -51,24 +51,24 @@ def make_source(
     gop: int = 30,
     fmt: str = "flv",
     audio: bool = True,
+    audio_seconds: float | None = None,
 ) -> Path:
-    """testsrc2 + sine, H.264 (ultrafast) + AAC, like a publisher's RTMP stream."""
+    """testsrc2 + sine, H.264 (ultrafast) + AAC, like a publisher's RTMP stream; the
+    sound lasts `audio_seconds` if given (a publisher's audio running past its video)."""
     cmd = [
         "ffmpeg",
         "-hide_banner",
         "-loglevel",
         "error",
         "-y",
-        "-f",
-        "lavfi",
+        *("-f", "lavfi", "-t", str(seconds)),
         "-i",
         f"testsrc2=size={width}x{height}:rate={fps}",
     ]
     if audio:
-        cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+        cmd += ["-f", "lavfi", "-t", str(audio_seconds or seconds)]
+        cmd += ["-i", "sine=frequency=440:sample_rate=48000"]
     cmd += [
-        "-t",
-        str(seconds),
         "-c:v",
         "libx264",
         "-preset",
