@@ -24,7 +24,8 @@ any lead of one over the other is a hole at the start (hls.js reports
 (`opening_decode_times`). The AAC encoder's priming packet (21 ms), or a source's
 audio ahead of its first keyframe, has no picture: it is dropped, and where an audio
 packet straddles the IDR the IDR is shown from that packet's start (less than an
-audio frame early; the segment starts there).
+audio frame early; the segment's start, its place on the recording's timeline, stays
+the keyframe's).
 
 Timestamps in the TS are the output timeline plus `TS_PTS_OFFSET` (1.4 s), exactly
 as ffmpeg's own TS/HLS output does (`max_delay` 0.7 s): it leaves room for B-frame
@@ -237,15 +238,11 @@ class Segmenter:
         audio: list[AudioPacket] = []
         while self._audio and (final or self._audio[0].pts_ticks < end_ticks):
             audio.append(self._audio.popleft())
-        start = self._start_ticks
         if self.segments_emitted == 0 or self._segment_discontinuity:
             video, audio = _shown_with_the_sound(video, audio)
             video = _decoded_when_shown(video)
-            if video and video[0].pts < start:
-                start = video[0].pts
-                if self._arrival_at is not None:
-                    self._start_arrival = self._arrival_at(start)
         data = self._mux(video, audio)
+        start = self._start_ticks
         duration = max(0, end_ticks - start)
         segment = Segment(
             rendition=self.rendition,
