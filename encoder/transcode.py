@@ -22,6 +22,7 @@ from encoder.codecs import avc1_codec_string, codecs_attribute, mp4a_codec_strin
 from encoder.errors import UnsupportedSource
 from encoder.host import RENDITION_SKIPPED, EncoderHost
 from encoder.ladder import RenditionPlan, plan_ladder
+from encoder.scaling import Pictures, Size, cascade
 from encoder.statistics import RenditionStatistics
 from encoder.templates import JobTemplate
 from encoder.timeline import ArrivalClock, KeyframeClock, SessionClock, keyframe_plan
@@ -56,6 +57,7 @@ class TranscodeMode:
         self._clock = SessionClock(self._arrivals, host.clock.unix, host.timeline_start)
         self._keys: KeyframeClock | None = None
         self._workers: list[RenditionWorker] = []
+        self._cascade: dict[Size, Size | None] = {}  # each rendition's size: scaled from
         self._audio: AacEncoder | None = None
         self._frame_ticks = round(TICKS_PER_SECOND / DEFAULT_FRAME_RATE)
         self._in_session = False
@@ -163,8 +165,9 @@ class TranscodeMode:
             and tuning.drain_at_keyframes
             and self._host.backlog() <= tuning.drain_max_backlog_items
         )
+        pictures = Pictures(frame, self._cascade)  # every rendition's, scaled once
         for worker in self._workers:
-            worker.offer_video(frame, keyframe, discontinuity, deadline, drain=drain)
+            worker.offer_video(pictures, keyframe, discontinuity, deadline, drain=drain)
 
     def audio(self, frame: av.AudioFrame) -> None:
         if not self._in_session or self._audio is None:
@@ -261,6 +264,7 @@ class TranscodeMode:
             for worker in workers
         ]
         self._workers = workers
+        self._cascade = cascade((plan.width, plan.height) for plan in plans)
         self._host.start_sink(variants)
         for worker in workers:
             for packet in self._early_audio:

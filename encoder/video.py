@@ -29,6 +29,7 @@ from encoder.encoded import RenditionConfig, video_packet
 from encoder.errors import EncoderError
 from encoder.host import RENDITION_FAILED, EncoderHost
 from encoder.ladder import RenditionPlan
+from encoder.scaling import Pictures
 from encoder.statistics import RenditionStatistics
 from media.clock import TICK_TIME_BASE
 from media.segments import AudioPacket, VideoPacket
@@ -76,7 +77,7 @@ def frame_bytes(frame: av.VideoFrame) -> int:
 
 @dataclass(frozen=True, slots=True)
 class VideoItem:
-    frame: av.VideoFrame
+    pictures: Pictures  # the decoded frame, and its scaled pictures (`encoder.scaling`)
     keyframe: bool
     discontinuity: bool
     drain: bool = False  # a keyframe at which to drain x264 (the job keeps up)
@@ -216,7 +217,7 @@ class RenditionWorker:
             tuning.rendition_queue_audio_packets,
             tuning.rendition_queue_bytes,
         )
-        self._reformatter = VideoReformatter()
+        self._reformatters: dict[tuple[int, int], VideoReformatter] = {}
         self._interpolation = tuning.interpolation
         self._scale_threads = tuning.scale_threads
         self._congested = False
@@ -260,20 +261,22 @@ class RenditionWorker:
 
     def offer_video(
         self,
-        frame: av.VideoFrame,
+        frame: av.VideoFrame | Pictures,
         keyframe: bool,
         discontinuity: bool,
         deadline: float,
         *,
         drain: bool = False,
     ) -> None:
-        """Hand a frame over; drop and count it if the worker is too slow."""
+        """Hand a frame over (the job's `Pictures` of it, shared by the renditions, or
+        a frame of this rendition alone); drop and count it if the worker is too slow."""
         keyframe = keyframe or self._pending_keyframe
         discontinuity = discontinuity or self._pending_discontinuity
         if self._congested and self._handoff.frames <= self._handoff.max_frames // 2:
             self._congested = False
             log.info("%s caught up", self._prefix)
-        item = VideoItem(frame, keyframe, discontinuity, drain, frame_bytes(frame))
+        pictures = frame if isinstance(frame, Pictures) else Pictures(frame, {})
+        item = VideoItem(pictures, keyframe, discontinuity, drain, frame_bytes(pictures.frame))
         if self._handoff.put_frame(item, None if self._congested else deadline):
             self._pending_keyframe = False
             self._pending_discontinuity = False
@@ -373,23 +376,15 @@ class RenditionWorker:
         log.debug("%s finished: %d frames", self._prefix, self.frames_encoded)
 
     def _encode_frame(self, item: VideoItem) -> None:
-        frame = item.frame
+        frame = item.pictures.frame
         plan = self.plan
-        if (frame.width, frame.height, frame.format.name) == (plan.width, plan.height, "yuv420p"):
-            picture = frame  # shared with other renditions: read-only here
-        else:
-            # One reformatter per thread: VideoFrame.reformat() caches its SwsContext on
-            # the frame, and frames are shared between renditions.
-            picture = self._reformatter.reformat(
-                frame,
-                plan.width,
-                plan.height,
-                "yuv420p",
-                interpolation=self._interpolation,
-                threads=self._scale_threads,
-            )
-            picture.pts = frame.pts
-            picture.time_base = TICK_TIME_BASE
+        # Shared with other renditions (the frame itself, or a picture a smaller
+        # rendition scales from): read-only here but for its picture type. One
+        # reformatter per size per thread: VideoFrame.reformat() would cache its
+        # SwsContext on the shared frame.
+        picture = item.pictures.at(
+            (plan.width, plan.height), self._reformatters, self._interpolation, self._scale_threads
+        )
         # For the shared source frame this is the value the dispatcher already set,
         # unless an earlier keyframe was dropped for this rendition only. Renditions
         # have distinct sizes, so one thread at most encodes the shared frame itself;

@@ -17,6 +17,7 @@ from encoder.codecs import H264_NAL_IDR, annexb_nal_units
 from encoder.encoded import encoded_broadcast, with_hls_writer
 from encoder.host import EncoderHost, EncoderTuning
 from encoder.ladder import plan_ladder
+from encoder.scaling import Pictures
 from encoder.templates import get_template
 from encoder.video import END, Handoff, RenditionWorker, VideoItem, x264_options
 from media.segments import AudioPacket, Segment
@@ -78,7 +79,7 @@ def test_forced_keyframes_are_idr_exactly_where_asked() -> None:
 def test_handoff_is_bounded_and_never_refuses_the_end() -> None:
     handoff = Handoff(max_frames=2, max_audio=1)
     frame = av.VideoFrame(16, 16, "yuv420p")
-    item = VideoItem(frame, keyframe=False, discontinuity=False)
+    item = VideoItem(Pictures(frame, {}), keyframe=False, discontinuity=False)
     assert handoff.put_frame(item, None)
     assert handoff.put_frame(item, None)
     started = time.monotonic()
@@ -103,7 +104,8 @@ def test_handoff_abort_wakes_the_consumer() -> None:
     handoff.abort()
     consumer.join(5)
     assert got == [END]
-    assert not handoff.put_frame(VideoItem(av.VideoFrame(16, 16, "yuv420p"), False, False), None)
+    item = VideoItem(Pictures(av.VideoFrame(16, 16, "yuv420p"), {}), False, False)
+    assert not handoff.put_frame(item, None)
 
 
 def run_paced_worker(
