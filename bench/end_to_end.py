@@ -345,7 +345,8 @@ def x264_alone(
 
 def the_rest_alone(source: Path, template: JobTemplate, plans: Sequence[RenditionPlan]) -> float:
     """CPU seconds of the work beside x264 that any ladder does: decode the source once,
-    scale it to every rendition (bicubic, as both onair and the ffmpeg CLI do), encode
+    scale it to every rendition (bicubic, each from the source as the ffmpeg CLI does;
+    onair scales in a cascade, `encoder/scaling.py`), encode
     the AAC once; the ffmpeg CLI, into `-f null`."""
     ladder = ffmpeg_ladder_command(Path("unused"), template, plans, Path("unused"))
     audio = ladder.index("-c:a")

@@ -35,7 +35,7 @@ class EncoderTuning:
     cores ~9% idle (utilization 1.81); 4 frame threads for HD renditions reach ~1.87, 6
     or 8 do not help. One x264 thread for SD renditions saves ~2% CPU. Rendition
     queues of 8, 16, 30 or 60 frames made no measurable difference (8 uses least
-    memory). Bicubic scaling as ffmpeg's scale filter (bilinear would save ~1% CPU).
+    memory). Bicubic scaling as ffmpeg's scale filter, in a cascade (`encoder.scaling`).
     """
 
     rendition_queue_frames: int = 8
