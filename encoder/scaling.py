@@ -14,9 +14,10 @@ first makes it (and the pictures it cascades from), under that size's lock; the
 others take it. No worker waits on another's pace: a worker that is ahead makes the
 larger pictures itself, and the worker of that size, later, finds its picture made.
 Locks are taken from a size towards the larger ones only, so they cannot deadlock.
-A picture lives as long as a worker still holds the frame's `Pictures` (at most the
-renditions' bounded hand-offs: the scaled pictures add at most 0.75 of the source
-picture's bytes to each queued frame of a 16:9 four-rung ladder).
+A picture is dropped once its rendition has encoded it (`done`) and the pictures
+scaled from it are made; until then it lives with the frame's `Pictures` in the
+renditions' bounded hand-offs (at most 0.75 of the source picture's bytes more per
+queued frame, for a 16:9 four-rung ladder).
 """
 
 from __future__ import annotations
@@ -52,6 +53,19 @@ class Pictures:
         self._parents = parents
         self._locks = {size: threading.Lock() for size in parents}
         self._made: dict[Size, av.VideoFrame] = {}
+        self._ever_made: set[Size] = set()
+        self._taken: set[Size] = set()
+        self._books = threading.Lock()
+
+    def done(self, size: Size) -> None:
+        """The rendition of `size` has encoded its picture: drop every picture that its
+        rendition has taken and that the pictures made from it no longer need."""
+        with self._books:
+            self._taken.add(size)
+            for made in list(self._made):
+                children = [s for s, parent in self._parents.items() if parent == made]
+                if made in self._taken and all(c in self._ever_made for c in children):
+                    del self._made[made]
 
     def at(
         self,
@@ -79,6 +93,7 @@ class Pictures:
                     base = self.at(parent, reformatters, interpolation, threads)
                 picture = _scaled(base, size, reformatters, interpolation, threads)
                 self._made[size] = picture
+                self._ever_made.add(size)
             return picture
 
 

@@ -396,6 +396,7 @@ class RenditionWorker:
             self._drain(frame.pts)
         for packet in self._encode(picture):
             self.output.add_video(packet)
+        item.pictures.done((plan.width, plan.height))
         self.frames_encoded += 1
 
     def _should_drain(self) -> bool:

@@ -101,3 +101,18 @@ def test_a_smaller_source_than_the_ladder_is_never_scaled_up_and_down() -> None:
     assert set(reformatters) == {(854, 480)}
     assert (picture.width, picture.height) == (854, 480)
     assert pictures.at((640, 360), reformatters, "BICUBIC", 1) is frame
+
+
+def test_a_picture_is_dropped_once_its_rendition_and_the_smaller_ones_are_done() -> None:
+    pictures = Pictures(source_frame(), cascade(LADDER))
+    reformatters: dict[Size, VideoReformatter] = {}
+    sd = pictures.at((854, 480), reformatters, "BICUBIC", 1)  # makes 720p on the way
+    pictures.done((854, 480))
+    # 480p: taken, but 360p is still to be made from it; 720p: its rendition is behind.
+    assert pictures.at((854, 480), reformatters, "BICUBIC", 1) is sd
+    hd = pictures.at((1280, 720), reformatters, "BICUBIC", 1)
+    pictures.done((1280, 720))  # every picture made from it is made: dropped
+    assert pictures.at((1280, 720), {}, "BICUBIC", 1) is not hd
+    pictures.at((640, 360), reformatters, "BICUBIC", 1)
+    pictures.done((640, 360))
+    assert pictures.at((854, 480), {}, "BICUBIC", 1) is not sd  # dropped, made again
