@@ -157,7 +157,7 @@ class PassthroughMode:
         self._audio_floor = self._audio_end
         self._held_audio.clear()
         if templates.audio is not None:
-            self._audio_frame_ticks = _frame_ticks(templates.audio)
+            self._audio_frame_ticks = _audio_frame_ticks(templates.audio)
         self._video_index = start.video.stream.index if start.video.stream is not None else None
         self._audio_index = (
             start.audio.stream.index
@@ -342,7 +342,7 @@ class PassthroughMode:
             self._output.add_audio(AudioPacket(bytes(packet), pts, dts, duration, TICK_TIME_BASE))
 
 
-def _frame_ticks(audio: Stream) -> int:
+def _audio_frame_ticks(audio: Stream) -> int:
     """One audio frame's duration in ticks (AAC: 1024 samples)."""
     context = cast(AudioCodecContext, audio.codec_context)
     rate = context.sample_rate or 48000

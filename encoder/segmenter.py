@@ -304,7 +304,7 @@ def _shown_with_the_sound(
     if not video or not audio:
         return video, audio
     idr = video[0]
-    kept = [p for p in audio if p.pts_ticks + _ticks(p.duration, p.time_base) > idr.pts]
+    kept = [p for p in audio if p.end_ticks > idr.pts]
     if len(kept) < len(audio):
         log.debug("dropped %d audio packets before the first picture", len(audio) - len(kept))
     if not kept or kept[0].pts_ticks >= idr.pts:
@@ -314,10 +314,6 @@ def _shown_with_the_sound(
         idr, pts=start, dts=min(idr.dts, start), duration=idr.duration + idr.pts - start
     )
     return [shown, *video[1:]], kept
-
-
-def _ticks(value: int, time_base: Fraction) -> int:
-    return round(value * time_base * TICKS_PER_SECOND)
 
 
 def _decoded_when_shown(video: list[VideoPacket]) -> list[VideoPacket]:

@@ -47,6 +47,11 @@ class AudioPacket:
     def dts_ticks(self) -> int:
         return round(self.dts * self.time_base * TICKS_PER_SECOND)
 
+    @property
+    def end_ticks(self) -> int:
+        """Where the packet's sound ends."""
+        return round((self.pts + self.duration) * self.time_base * TICKS_PER_SECOND)
+
 
 @dataclass(frozen=True)
 class VideoPacket:

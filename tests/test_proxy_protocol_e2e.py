@@ -21,7 +21,7 @@ import pytest
 from ingest.proxy_protocol import V2_SIGNATURE
 from packager.s3server import EmbeddedS3
 from tests.support.media import SMALL_TEMPLATE
-from tests.support.publishers import ffmpeg_publish_cmd
+from tests.support.publishers import ffmpeg_publish_cmd, run_process
 from tests.support.service import Live, start_live
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # the whole service, ffmpeg
@@ -89,15 +89,7 @@ async def live(tmp_path: Path, s3_server: EmbeddedS3, s3_client: Any) -> AsyncIt
 
 
 async def run(command: list[str], within: float) -> int:
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    try:
-        return await asyncio.wait_for(process.wait(), within)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    return (await run_process(command, within))[0]
 
 
 async def publisher_timings(
@@ -147,19 +139,7 @@ async def test_without_a_header_nothing_is_read_as_rtmp(live: Live) -> None:
 
 
 async def test_an_hls_push_through_the_balancer_is_the_client_it_names(live: Live) -> None:
-    job = (
-        await live.call(
-            "POST",
-            "/livejobs",
-            json={
-                "jobTemplateId": SMALL_TEMPLATE,
-                "destination": "live",
-                "bucket": new_bucket(),
-                "input": {"filePath": "pushed", "serverType": 2, "inputClass": 0},
-            },
-        )
-    )["result"]
-    await live.call("POST", f"/livejobs/{job['key']}", json={"online": True})
+    job = await live.create_online_job(SMALL_TEMPLATE, new_bucket(), "pushed", serverType=2)
     hls_port = live.settings.hls_ingest_port
     async with proxy_relay(hls_port, v2_header) as port:
         url = job["ingestUrl"].replace(f":{hls_port}/", f":{port}/")

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.media import SMALL_RENDITIONS, SMALL_TEMPLATE
 from tests.support.monitoring import Samples, scrape
-from tests.support.publishers import ffmpeg_publish_cmd
+from tests.support.publishers import ffmpeg_publish_cmd, run_process
 from tests.support.service import Live
 from tests.support.srt import LossyRelay, feed_paced, live_transmit_cmd, pad_to_datagrams
 
@@ -55,15 +55,7 @@ def ffmpeg_srt_cmd(url: str, seconds: float, size: str = SIZE) -> list[str]:
 
 
 async def run(command: list[str], within: float) -> int:
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    try:
-        return await asyncio.wait_for(process.wait(), within)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    return (await run_process(command, within))[0]
 
 
 async def live_transmit(port: int, key: str, ts: bytes, bytes_per_second: float) -> None:

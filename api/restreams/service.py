@@ -201,7 +201,8 @@ class Restreams:
         await self._on_change(job_id)
         now = time.time()
         states = {rid: stored_state(state, now) for rid, state in self._states(job_id).items()}
-        await self._db.call(self.store.record_states, job_id, states)
+        if states:  # a live without restreams: nothing to write
+            await self._db.call(self.store.record_states, job_id, states)
 
     # -- the API's ---------------------------------------------------------------------
 
